@@ -1,0 +1,2 @@
+//! agentgate: a gateway for AI agent chat APIs.
+pub mod sse;
