@@ -3,9 +3,12 @@
 //! Crate map:
 //! - [`sse`]: incremental server-sent-event parser and writer (no I/O).
 //! - [`formats`]: canonical agent events; a decoder and an encoder per stream format (no I/O).
+//! - [`transcode`]: parser → decoder → meter → encoder, the streaming transform (no I/O).
 //! - [`fronts`]: the four chat APIs.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod formats;
 pub mod fronts;
 pub mod sse;
+pub mod transcode;

@@ -52,3 +52,145 @@ impl<'de> serde::Deserialize<'de> for Format {
         s.parse().map_err(serde::de::Error::custom)
     }
 }
+
+mod aggregate;
+mod event;
+mod session_delta;
+mod text_done;
+mod ui;
+
+pub use aggregate::{Aggregate, SyncContext, ToolCall};
+pub use event::{serialize_credits, CowStr, Event, FinishReason, Json, Str, Usage};
+pub use session_delta::{SessionDeltaDecoder, SessionDeltaEncoder};
+pub use text_done::{TextDoneDecoder, TextDoneEncoder};
+pub use ui::{UiDecoder, UiEncoder};
+
+use bytes::BytesMut;
+
+use crate::sse::{SseError, SseEvent};
+
+/// Why an upstream stream could not be decoded. Each becomes an error event downstream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed server-sent events: {0}")]
+    Sse(#[from] SseError),
+    #[error("malformed JSON in event: {0}")]
+    Json(String),
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("upstream ended the stream before it finished")]
+    Truncated,
+}
+
+impl DecodeError {
+    pub(crate) fn json(e: serde_json::Error) -> Self {
+        DecodeError::Json(e.to_string())
+    }
+
+    /// A stable label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::Sse(_) => "sse",
+            DecodeError::Json(_) => "json",
+            DecodeError::UnknownType(_) => "unknown_type",
+            DecodeError::Protocol(_) => "protocol",
+            DecodeError::Truncated => "truncated",
+        }
+    }
+}
+
+/// Turns one format's SSE events into canonical events.
+#[derive(Debug)]
+pub enum Decoder {
+    Ui(UiDecoder),
+    SessionDelta(SessionDeltaDecoder),
+    TextDone(TextDoneDecoder),
+}
+
+impl Decoder {
+    pub fn new(format: Format) -> Self {
+        match format {
+            Format::UiMessage => Decoder::Ui(UiDecoder::default()),
+            Format::SessionDelta => Decoder::SessionDelta(SessionDeltaDecoder::default()),
+            Format::TextDone => Decoder::TextDone(TextDoneDecoder::default()),
+        }
+    }
+
+    /// Decodes one SSE event, calling `emit` for each canonical event it yields.
+    pub fn decode<F: FnMut(Event<'_>)>(
+        &mut self,
+        sse: &SseEvent<'_>,
+        emit: &mut F,
+    ) -> Result<(), DecodeError> {
+        match self {
+            Decoder::Ui(d) => d.decode(sse, emit),
+            Decoder::SessionDelta(d) => d.decode(sse, emit),
+            Decoder::TextDone(d) => d.decode(sse, emit),
+        }
+    }
+
+    /// The upstream closed its stream. An error when no terminal event came first.
+    pub fn end(&mut self) -> Result<(), DecodeError> {
+        match self {
+            Decoder::Ui(d) => d.end(),
+            Decoder::SessionDelta(d) => d.end(),
+            Decoder::TextDone(d) => d.end(),
+        }
+    }
+}
+
+/// Encoder settings a front may choose (SPEC §2, §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EncodeOptions {
+    /// ui-message: write an `event: <type>` line before each `data:` line (seed 002 style).
+    pub event_lines: bool,
+    /// text-done: render tool calls and reasoning as text rather than dropping them.
+    pub tools_as_text: bool,
+}
+
+/// Turns canonical events into one format's SSE bytes, filling in what the format needs.
+#[derive(Debug)]
+pub enum Encoder {
+    Ui(UiEncoder),
+    SessionDelta(SessionDeltaEncoder),
+    TextDone(TextDoneEncoder),
+}
+
+impl Encoder {
+    pub fn new(format: Format, options: EncodeOptions) -> Self {
+        match format {
+            Format::UiMessage => Encoder::Ui(UiEncoder::new(options.event_lines)),
+            Format::SessionDelta => Encoder::SessionDelta(SessionDeltaEncoder::default()),
+            Format::TextDone => Encoder::TextDone(TextDoneEncoder::new(options.tools_as_text)),
+        }
+    }
+
+    pub fn encode(&mut self, event: &Event<'_>, out: &mut BytesMut) {
+        match self {
+            Encoder::Ui(e) => e.encode(event, out),
+            Encoder::SessionDelta(e) => e.encode(event, out),
+            Encoder::TextDone(e) => e.encode(event, out),
+        }
+    }
+
+    /// True once the stream has been ended (finish, error or abort written).
+    pub fn is_done(&self) -> bool {
+        match self {
+            Encoder::Ui(e) => e.is_done(),
+            Encoder::SessionDelta(e) => e.is_done(),
+            Encoder::TextDone(e) => e.is_done(),
+        }
+    }
+
+    /// Ends the stream with an error event and the format's proper end, unless already ended.
+    pub fn fail(&mut self, message: &str, out: &mut BytesMut) {
+        self.encode(
+            &Event::Error {
+                message: std::borrow::Cow::Borrowed(message),
+            },
+            out,
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! `agentgate transcode`: SSE on stdin → SSE (or a sync JSON body) on stdout, for debugging.
+
+use std::io::{self, Read, Write};
+use std::str::FromStr;
+
+use bytes::BytesMut;
+
+use crate::formats::{Aggregate, DecodeError, Decoder, EncodeOptions, Format, SyncContext};
+use crate::fronts::Api;
+use crate::sse;
+use crate::transcode::Transcoder;
+
+/// Where `transcode` writes: a stream format, or `json:<api>` for that API's sync body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Stream(Format),
+    Json(Api),
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("json:") {
+            Some(api) => api.parse().map(Target::Json),
+            None => s.parse().map(Target::Stream).map_err(|e| {
+                format!("{e}, or json:<api> with api one of pharen, chatbase, agents, guayaba")
+            }),
+        }
+    }
+}
+
+/// Runs the transcoder over `input` until EOF, flushing `output` after every read so a
+/// live stream is passed on as it arrives. Returns the decode error that ended the input,
+/// if any (the output has then been ended with an error event).
+pub fn run(
+    from: Format,
+    to: Target,
+    options: EncodeOptions,
+    mut input: impl Read,
+    mut output: impl Write,
+) -> io::Result<Option<DecodeError>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    match to {
+        Target::Stream(to) => {
+            let mut transcoder = Transcoder::new(from, to, options, ());
+            let mut out = BytesMut::with_capacity(64 * 1024);
+            loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                transcoder.feed(&buf[..n], &mut out);
+                output.write_all(&out)?;
+                output.flush()?;
+                out.clear();
+            }
+            transcoder.finish(&mut out);
+            output.write_all(&out)?;
+            output.flush()?;
+            Ok(transcoder.error().cloned())
+        }
+        Target::Json(api) => {
+            let mut parser = sse::Parser::default();
+            let mut decoder = Decoder::new(from);
+            let mut aggregate = Aggregate::default();
+            let mut result = Ok(());
+            loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                result = parser.feed::<DecodeError, _>(&buf[..n], |e| {
+                    decoder.decode(&e, &mut |ev| aggregate.push(&ev))
+                });
+                if result.is_err() {
+                    break;
+                }
+            }
+            let error = result.and_then(|()| decoder.end()).err();
+            let body = aggregate.body(api, &SyncContext::default());
+            serde_json::to_writer_pretty(&mut output, &body)?;
+            output.write_all(b"\n")?;
+            output.flush()?;
+            Ok(error.or(aggregate.error.map(DecodeError::Protocol)))
+        }
+    }
+}

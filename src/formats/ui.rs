@@ -1,0 +1,581 @@
+//! `ui-message`: the Vercel AI SDK UIMessage stream (seed 002; the `ai` npm package).
+
+use bytes::BytesMut;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::event::{usage_in_metadata, CowStr, Event, FinishReason, Json, Str, Usage};
+use super::DecodeError;
+use crate::sse::{self, SseEvent};
+
+/// One chunk as it arrives: every field any chunk type uses, borrowed from the input.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Chunk<'a> {
+    #[serde(borrow, rename = "type")]
+    ty: Option<CowStr<'a>>,
+    #[serde(borrow)]
+    id: Option<CowStr<'a>>,
+    #[serde(borrow)]
+    delta: Option<CowStr<'a>>,
+    #[serde(borrow)]
+    message_id: Option<CowStr<'a>>,
+    #[serde(borrow)]
+    tool_call_id: Option<CowStr<'a>>,
+    #[serde(borrow)]
+    tool_name: Option<CowStr<'a>>,
+    #[serde(borrow)]
+    input_text_delta: Option<CowStr<'a>>,
+    #[serde(borrow)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow)]
+    output: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error_text: Option<CowStr<'a>>,
+    #[serde(borrow)]
+    finish_reason: Option<CowStr<'a>>,
+    #[serde(borrow)]
+    message_metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reason: Option<CowStr<'a>>,
+}
+
+fn required<'a>(
+    v: Option<CowStr<'a>>,
+    ty: &str,
+    field: &'static str,
+) -> Result<Str<'a>, DecodeError> {
+    v.map(|s| s.0)
+        .ok_or_else(|| DecodeError::Protocol(format!("`{ty}` chunk without `{field}`")))
+}
+
+fn required_json<'a>(
+    v: Option<&'a RawValue>,
+    ty: &str,
+    field: &'static str,
+) -> Result<Json<'a>, DecodeError> {
+    v.map(Json::borrowed)
+        .ok_or_else(|| DecodeError::Protocol(format!("`{ty}` chunk without `{field}`")))
+}
+
+/// Chunk types of the AI SDK that carry nothing the canonical events model; skipped.
+const SKIPPED: &[&str] = &[
+    "source-url",
+    "source-document",
+    "file",
+    "reasoning-file",
+    "custom",
+    "reset-step",
+    "steering-message",
+    "tool-approval-request",
+    "tool-approval-response",
+    "tool-output-denied",
+];
+
+#[derive(Debug, Default)]
+pub struct UiDecoder {
+    started: bool,
+    terminal: bool,
+    done: bool,
+}
+
+impl UiDecoder {
+    pub fn decode<F: FnMut(Event<'_>)>(
+        &mut self,
+        sse: &SseEvent<'_>,
+        emit: &mut F,
+    ) -> Result<(), DecodeError> {
+        if self.done {
+            return Ok(());
+        }
+        let data = sse.data.trim_ascii();
+        if data == "[DONE]" {
+            if !self.terminal {
+                self.ensure_started(emit);
+                emit(Event::Finish {
+                    reason: None,
+                    usage: None,
+                    metadata: None,
+                });
+            }
+            self.terminal = true;
+            self.done = true;
+            return Ok(());
+        }
+        if self.terminal {
+            return Ok(());
+        }
+        let chunk: Chunk<'_> = serde_json::from_str(data).map_err(DecodeError::json)?;
+        let ty: &str = match &chunk.ty {
+            Some(t) => &t.0,
+            None if sse.event != "message" => sse.event,
+            None => return Err(DecodeError::Protocol("chunk without `type`".into())),
+        };
+        if ty == "start" || ty == "message-start" {
+            if !self.started {
+                self.started = true;
+                emit(Event::Start {
+                    message_id: chunk.message_id.map(|s| s.0),
+                    conversation_id: None,
+                });
+            }
+            if let Some(metadata) = chunk.message_metadata {
+                emit(Event::Metadata {
+                    metadata: Json::borrowed(metadata),
+                });
+            }
+            return Ok(());
+        }
+        self.ensure_started(emit);
+        let event = match ty {
+            "text-start" => Event::TextStart {
+                id: required(chunk.id, ty, "id")?,
+            },
+            "text-delta" => Event::TextDelta {
+                id: required(chunk.id, ty, "id")?,
+                delta: required(chunk.delta, ty, "delta")?,
+            },
+            "text-end" => Event::TextEnd {
+                id: required(chunk.id, ty, "id")?,
+            },
+            "reasoning-start" => Event::ReasoningStart {
+                id: required(chunk.id, ty, "id")?,
+            },
+            "reasoning-delta" => Event::ReasoningDelta {
+                id: required(chunk.id, ty, "id")?,
+                delta: required(chunk.delta, ty, "delta")?,
+            },
+            "reasoning-end" => Event::ReasoningEnd {
+                id: required(chunk.id, ty, "id")?,
+            },
+            "tool-input-start" => Event::ToolInputStart {
+                call_id: required(chunk.tool_call_id, ty, "toolCallId")?,
+                name: required(chunk.tool_name, ty, "toolName")?,
+            },
+            "tool-input-delta" => Event::ToolInputDelta {
+                call_id: required(chunk.tool_call_id, ty, "toolCallId")?,
+                delta: required(chunk.input_text_delta, ty, "inputTextDelta")?,
+            },
+            "tool-input-available" => Event::ToolInputAvailable {
+                call_id: required(chunk.tool_call_id, ty, "toolCallId")?,
+                name: required(chunk.tool_name, ty, "toolName")?,
+                input: required_json(chunk.input, ty, "input")?,
+            },
+            "tool-output-available" => Event::ToolOutput {
+                call_id: required(chunk.tool_call_id, ty, "toolCallId")?,
+                output: required_json(chunk.output, ty, "output")?,
+            },
+            "tool-output-error" | "tool-input-error" => Event::ToolError {
+                call_id: required(chunk.tool_call_id, ty, "toolCallId")?,
+                error: required(chunk.error_text, ty, "errorText")?,
+            },
+            "start-step" => Event::StepStart,
+            "finish-step" => Event::StepFinish,
+            "message-metadata" => Event::Metadata {
+                metadata: required_json(chunk.message_metadata, ty, "messageMetadata")?,
+            },
+            "finish" => {
+                self.terminal = true;
+                Event::Finish {
+                    reason: chunk.finish_reason.map(|r| FinishReason::parse(&r.0)),
+                    usage: chunk.message_metadata.and_then(usage_in_metadata),
+                    metadata: chunk.message_metadata.map(Json::borrowed),
+                }
+            }
+            "error" => {
+                self.terminal = true;
+                Event::Error {
+                    message: required(chunk.error_text, ty, "errorText")?,
+                }
+            }
+            "abort" => {
+                self.terminal = true;
+                Event::Abort {
+                    reason: chunk.reason.map(|r| r.0),
+                }
+            }
+            t if t.starts_with("data-") || SKIPPED.contains(&t) => return Ok(()),
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        };
+        emit(event);
+        Ok(())
+    }
+
+    /// The upstream closed the stream: fine after a terminal chunk, an error before one.
+    pub fn end(&mut self) -> Result<(), DecodeError> {
+        if self.terminal {
+            Ok(())
+        } else {
+            Err(DecodeError::Truncated)
+        }
+    }
+
+    fn ensure_started<F: FnMut(Event<'_>)>(&mut self, emit: &mut F) {
+        if !self.started {
+            self.started = true;
+            emit(Event::Start {
+                message_id: None,
+                conversation_id: None,
+            });
+        }
+    }
+}
+
+/// One chunk as written. Field names follow the AI SDK; absent optionals are omitted, never
+/// `null` (the SDK's schema rejects `null` for optional fields).
+#[derive(Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+enum Out<'a> {
+    Start {
+        message_id: &'a str,
+    },
+    TextStart {
+        id: &'a str,
+    },
+    TextDelta {
+        id: &'a str,
+        delta: &'a str,
+    },
+    TextEnd {
+        id: &'a str,
+    },
+    ReasoningStart {
+        id: &'a str,
+    },
+    ReasoningDelta {
+        id: &'a str,
+        delta: &'a str,
+    },
+    ReasoningEnd {
+        id: &'a str,
+    },
+    ToolInputStart {
+        tool_call_id: &'a str,
+        tool_name: &'a str,
+    },
+    ToolInputDelta {
+        tool_call_id: &'a str,
+        input_text_delta: &'a str,
+    },
+    ToolInputAvailable {
+        tool_call_id: &'a str,
+        tool_name: &'a str,
+        input: &'a RawValue,
+    },
+    ToolOutputAvailable {
+        tool_call_id: &'a str,
+        output: &'a RawValue,
+    },
+    ToolOutputError {
+        tool_call_id: &'a str,
+        error_text: &'a str,
+    },
+    StartStep,
+    FinishStep,
+    MessageMetadata {
+        message_metadata: &'a RawValue,
+    },
+    Finish {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        finish_reason: Option<FinishReason>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_metadata: Option<Metadata<'a>>,
+    },
+    Error {
+        error_text: &'a str,
+    },
+    Abort {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+    },
+}
+
+impl Out<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Out::Start { .. } => "start",
+            Out::TextStart { .. } => "text-start",
+            Out::TextDelta { .. } => "text-delta",
+            Out::TextEnd { .. } => "text-end",
+            Out::ReasoningStart { .. } => "reasoning-start",
+            Out::ReasoningDelta { .. } => "reasoning-delta",
+            Out::ReasoningEnd { .. } => "reasoning-end",
+            Out::ToolInputStart { .. } => "tool-input-start",
+            Out::ToolInputDelta { .. } => "tool-input-delta",
+            Out::ToolInputAvailable { .. } => "tool-input-available",
+            Out::ToolOutputAvailable { .. } => "tool-output-available",
+            Out::ToolOutputError { .. } => "tool-output-error",
+            Out::StartStep => "start-step",
+            Out::FinishStep => "finish-step",
+            Out::MessageMetadata { .. } => "message-metadata",
+            Out::Finish { .. } => "finish",
+            Out::Error { .. } => "error",
+            Out::Abort { .. } => "abort",
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Metadata<'a> {
+    Raw(&'a RawValue),
+    Usage { usage: Usage },
+}
+
+/// Open parts, by id. A handful at most, so a vector beats a map; the strings are reused.
+#[derive(Debug, Default)]
+struct OpenSet {
+    ids: Vec<String>,
+    len: usize,
+}
+
+impl OpenSet {
+    fn contains(&self, id: &str) -> bool {
+        self.ids[..self.len].iter().any(|x| x == id)
+    }
+    fn insert(&mut self, id: &str) {
+        if self.len == self.ids.len() {
+            self.ids.push(String::new());
+        }
+        let slot = &mut self.ids[self.len];
+        slot.clear();
+        slot.push_str(id);
+        self.len += 1;
+    }
+    fn remove(&mut self, id: &str) -> bool {
+        match self.ids[..self.len].iter().position(|x| x == id) {
+            Some(i) => {
+                self.ids[i..self.len].rotate_left(1);
+                self.len -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+    fn drain(&mut self) -> impl Iterator<Item = &str> {
+        let n = std::mem::take(&mut self.len);
+        self.ids[..n].iter().map(String::as_str)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct UiEncoder {
+    event_lines: bool,
+    started: bool,
+    done: bool,
+    text: OpenSet,
+    reasoning: OpenSet,
+    tool_inputs: OpenSet,
+}
+
+impl UiEncoder {
+    pub fn new(event_lines: bool) -> Self {
+        UiEncoder {
+            event_lines,
+            ..Default::default()
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn put(&self, out: &mut BytesMut, chunk: &Out<'_>) {
+        let name = self.event_lines.then(|| chunk.name());
+        sse::write_json_event(out, name, chunk);
+    }
+
+    fn ensure_started(&mut self, out: &mut BytesMut, message_id: Option<&str>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let generated;
+        let message_id = match message_id {
+            Some(id) => id,
+            None => {
+                generated = format!("msg_{}", uuid::Uuid::new_v4().simple());
+                &generated
+            }
+        };
+        self.put(out, &Out::Start { message_id });
+    }
+
+    fn close_parts(&mut self, out: &mut BytesMut) {
+        let event_lines = self.event_lines;
+        for id in self.text.drain() {
+            let chunk = Out::TextEnd { id };
+            sse::write_json_event(out, event_lines.then(|| chunk.name()), &chunk);
+        }
+        for id in self.reasoning.drain() {
+            let chunk = Out::ReasoningEnd { id };
+            sse::write_json_event(out, event_lines.then(|| chunk.name()), &chunk);
+        }
+        self.tool_inputs.drain().for_each(drop);
+    }
+
+    fn end(&mut self, out: &mut BytesMut) {
+        sse::write_raw_data_event(out, "[DONE]");
+        self.done = true;
+    }
+
+    pub fn encode(&mut self, event: &Event<'_>, out: &mut BytesMut) {
+        if self.done {
+            return;
+        }
+        if let Event::Start { message_id, .. } = event {
+            self.ensure_started(out, message_id.as_deref());
+            return;
+        }
+        self.ensure_started(out, None);
+        match event {
+            Event::Start { .. } => {}
+            Event::TextStart { id } => {
+                if !self.text.contains(id) {
+                    self.text.insert(id);
+                    self.put(out, &Out::TextStart { id });
+                }
+            }
+            Event::TextDelta { id, delta } => {
+                if !self.text.contains(id) {
+                    self.text.insert(id);
+                    self.put(out, &Out::TextStart { id });
+                }
+                self.put(out, &Out::TextDelta { id, delta });
+            }
+            Event::TextEnd { id } => {
+                if self.text.remove(id) {
+                    self.put(out, &Out::TextEnd { id });
+                }
+            }
+            Event::ReasoningStart { id } => {
+                if !self.reasoning.contains(id) {
+                    self.reasoning.insert(id);
+                    self.put(out, &Out::ReasoningStart { id });
+                }
+            }
+            Event::ReasoningDelta { id, delta } => {
+                if !self.reasoning.contains(id) {
+                    self.reasoning.insert(id);
+                    self.put(out, &Out::ReasoningStart { id });
+                }
+                self.put(out, &Out::ReasoningDelta { id, delta });
+            }
+            Event::ReasoningEnd { id } => {
+                if self.reasoning.remove(id) {
+                    self.put(out, &Out::ReasoningEnd { id });
+                }
+            }
+            Event::ToolInputStart { call_id, name } => {
+                if !self.tool_inputs.contains(call_id) {
+                    self.tool_inputs.insert(call_id);
+                    self.put(
+                        out,
+                        &Out::ToolInputStart {
+                            tool_call_id: call_id,
+                            tool_name: name,
+                        },
+                    );
+                }
+            }
+            Event::ToolInputDelta { call_id, delta } => {
+                // A delta needs its start, and a start needs the tool's name: without one, the
+                // complete input still arrives with `tool-input-available`.
+                if self.tool_inputs.contains(call_id) {
+                    self.put(
+                        out,
+                        &Out::ToolInputDelta {
+                            tool_call_id: call_id,
+                            input_text_delta: delta,
+                        },
+                    );
+                }
+            }
+            Event::ToolInputAvailable {
+                call_id,
+                name,
+                input,
+            } => {
+                self.tool_inputs.remove(call_id);
+                self.put(
+                    out,
+                    &Out::ToolInputAvailable {
+                        tool_call_id: call_id,
+                        tool_name: name,
+                        input,
+                    },
+                );
+            }
+            Event::ToolOutput { call_id, output } => self.put(
+                out,
+                &Out::ToolOutputAvailable {
+                    tool_call_id: call_id,
+                    output,
+                },
+            ),
+            Event::ToolError { call_id, error } => self.put(
+                out,
+                &Out::ToolOutputError {
+                    tool_call_id: call_id,
+                    error_text: error,
+                },
+            ),
+            Event::StepStart => self.put(out, &Out::StartStep),
+            Event::StepFinish => {
+                // The SDK forgets open parts at a step's end: close them first.
+                self.close_parts(out);
+                self.put(out, &Out::FinishStep);
+            }
+            Event::Metadata { metadata } => self.put(
+                out,
+                &Out::MessageMetadata {
+                    message_metadata: metadata,
+                },
+            ),
+            Event::Finish {
+                reason,
+                usage,
+                metadata,
+            } => {
+                self.close_parts(out);
+                let message_metadata = match (metadata, usage) {
+                    (Some(raw), _) => Some(Metadata::Raw(raw)),
+                    (None, Some(usage)) => Some(Metadata::Usage { usage: *usage }),
+                    (None, None) => None,
+                };
+                self.put(
+                    out,
+                    &Out::Finish {
+                        finish_reason: *reason,
+                        message_metadata,
+                    },
+                );
+                self.end(out);
+            }
+            Event::Error { message } => {
+                self.close_parts(out);
+                self.put(
+                    out,
+                    &Out::Error {
+                        error_text: message,
+                    },
+                );
+                self.end(out);
+            }
+            Event::Abort { reason } => {
+                self.close_parts(out);
+                self.put(
+                    out,
+                    &Out::Abort {
+                        reason: reason.as_deref(),
+                    },
+                );
+                self.end(out);
+            }
+        }
+    }
+}
