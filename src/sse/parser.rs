@@ -176,19 +176,15 @@ impl Parser {
                 self.check_size(value.len())?;
                 self.event.extend_from_slice(value);
             }
-            b"id" => {
-                if !value.contains(&0) {
-                    self.last_id.clear();
-                    self.last_id.extend_from_slice(value);
-                    self.has_id = true;
-                }
+            b"id" if !value.contains(&0) => {
+                self.last_id.clear();
+                self.last_id.extend_from_slice(value);
+                self.has_id = true;
             }
-            b"retry" => {
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    // Digits only, so it is ASCII; an overflowing value is ignored.
-                    if let Ok(ms) = String::from_utf8_lossy(value).parse() {
-                        self.retry = Some(ms);
-                    }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                // Digits only, so it is ASCII; an overflowing value is ignored.
+                if let Ok(ms) = String::from_utf8_lossy(value).parse() {
+                    self.retry = Some(ms);
                 }
             }
             _ => {}
