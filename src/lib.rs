@@ -6,6 +6,7 @@
 //! - [`fronts`]: the four chat APIs.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod formats;
 pub mod fronts;
 pub mod sse;
