@@ -4,10 +4,12 @@
 //! - [`sse`]: incremental server-sent-event parser and writer (no I/O).
 //! - [`formats`]: canonical agent events; a decoder and an encoder per stream format (no I/O).
 //! - [`transcode`]: parser → decoder → meter → encoder, the streaming transform (no I/O).
-//! - [`fronts`]: the four chat APIs.
+//! - [`fronts`]: the four chat APIs: routes, request validation, error bodies.
+//! - [`config`]: TOML config → validated immutable [`config::Config`].
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod formats;
 pub mod fronts;
 pub mod sse;

@@ -67,3 +67,122 @@ impl<'de> serde::Deserialize<'de> for Api {
         s.parse().map_err(serde::de::Error::custom)
     }
 }
+
+mod request;
+
+pub use request::{parse_chat, ChatRequest, Conversation};
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::json;
+
+/// A request that matched one of a front's chat paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRoute {
+    pub agent_id: String,
+    /// `agents` has a separate `/chat/stream` path; others decide from the body or headers.
+    pub stream_path: bool,
+}
+
+/// Matches `path` (already stripped of the front's prefix) against `api`'s chat path.
+pub fn match_chat(api: Api, path: &str) -> Option<ChatRoute> {
+    let route = |id: &str, stream_path| {
+        (!id.is_empty() && !id.contains('/')).then(|| ChatRoute {
+            agent_id: id.to_owned(),
+            stream_path,
+        })
+    };
+    match api {
+        Api::Pharen => {
+            let rest = path.strip_prefix("/api/agents/")?;
+            let id = rest
+                .strip_suffix("/chat/")
+                .or_else(|| rest.strip_suffix("/chat"))?;
+            route(id, false)
+        }
+        Api::Chatbase => route(
+            path.strip_prefix("/api/v2/agents/")?.strip_suffix("/chat")?,
+            false,
+        ),
+        Api::Agents => {
+            let rest = path.strip_prefix("/api/agents/")?;
+            if let Some(id) = rest.strip_suffix("/chat/stream") {
+                route(id, true)
+            } else {
+                route(rest.strip_suffix("/chat")?, false)
+            }
+        }
+        Api::Guayaba => route(
+            path.strip_prefix("/api/v1/agents/")?.strip_suffix("/chat")?,
+            false,
+        ),
+    }
+}
+
+/// An error as a front answers it: a status and `{"error":{"code","message","details"}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: serde_json::Value,
+    /// Extra response headers (e.g. `Retry-After`).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: json!({}),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn with_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// A malformed body or a failed validation: 400, or 422 on `guayaba` (seed 004).
+    pub fn invalid(api: Api, message: impl Into<String>) -> Self {
+        match api {
+            Api::Guayaba => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                message,
+            ),
+            _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message),
+        }
+    }
+
+    /// An agent that does not exist or lies outside the key's agents: 404, or 403 on `guayaba`.
+    pub fn agent_not_found(api: Api) -> Self {
+        match api {
+            Api::Guayaba => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this key cannot access this agent",
+            ),
+            _ => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "agent not found or outside the key's access target",
+            ),
+        }
+    }
+
+    pub fn body(&self) -> Bytes {
+        let body = json!({
+            "error": { "code": self.code, "message": self.message, "details": self.details }
+        });
+        Bytes::from(body.to_string())
+    }
+}
