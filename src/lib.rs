@@ -6,11 +6,19 @@
 //! - [`transcode`]: parser → decoder → meter → encoder, the streaming transform (no I/O).
 //! - [`fronts`]: the four chat APIs: routes, request validation, error bodies.
 //! - [`config`]: TOML config → validated immutable [`config::Config`].
+//! - [`proxy`]: the request pipeline, the metering hook and the streaming response body.
+//! - [`upstream`]: requests rewritten into each backend API; the pooled client.
+//! - [`server`]: listeners, TLS, graceful shutdown.
+//! - [`demo`]: the echo backend behind the quick start and the tests.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod formats;
 pub mod fronts;
+pub mod proxy;
+pub mod server;
 pub mod sse;
 pub mod transcode;
+pub mod upstream;

@@ -1,11 +1,19 @@
 //! The `agentgate` binary: parse arguments, run the chosen subcommand, map errors to exit codes.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use agentgate::cli::transcode::{self, Target};
+use agentgate::config::{Config, LogFormat};
+use agentgate::demo::DemoAgent;
 use agentgate::formats::{EncodeOptions, Format};
+use agentgate::fronts::Api;
+
+const DEFAULT_CONFIG: &str = "config/agentgate.toml";
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +28,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file. When the default is absent, the embedded quick-start config is used.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file: every error names the file, line and reason.
+    Check {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Run an echo backend speaking one chat API (for the quick start and tests).
+    DemoAgent {
+        /// pharen, chatbase, agents or guayaba.
+        #[arg(long)]
+        api: Api,
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        listen: SocketAddr,
+        /// Pause between streamed words, in milliseconds.
+        #[arg(long, default_value_t = 25)]
+        delay_ms: u64,
+    },
     /// Transcode an SSE stream on stdin into another format on stdout, as it arrives.
     Transcode {
         /// Input format: ui-message, session-delta or text-done.
@@ -41,6 +71,54 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve { config } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing(config.server().log_format);
+            runtime().block_on(serve(config))
+        }
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} fronts, {} agents, {} teams)",
+                    config.display(),
+                    c.fronts().len(),
+                    c.agents().len(),
+                    c.teams().len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::DemoAgent {
+            api,
+            listen,
+            delay_ms,
+        } => {
+            init_tracing(LogFormat::Text);
+            runtime().block_on(async move {
+                let agent = DemoAgent::new(api, Duration::from_millis(delay_ms));
+                match agent.spawn(listen).await {
+                    Ok(addr) => {
+                        tracing::info!(%addr, api = api.as_str(), "demo agent listening");
+                        let _ = tokio::signal::ctrl_c().await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("demo-agent: cannot listen on {listen}: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
         Command::Transcode {
             from,
             to,
@@ -65,5 +143,64 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// The config at `path`; the embedded quick start when `path` is the default and absent.
+fn load_config(path: &Path) -> Result<Config, agentgate::config::ConfigError> {
+    if path == Path::new(DEFAULT_CONFIG) && !path.exists() {
+        return Config::embedded();
+    }
+    Config::load(path)
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let running = match agentgate::server::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("agentgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections; draining open streams");
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime")
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
     }
 }

@@ -101,7 +101,8 @@ pub fn match_chat(api: Api, path: &str) -> Option<ChatRoute> {
             route(id, false)
         }
         Api::Chatbase => route(
-            path.strip_prefix("/api/v2/agents/")?.strip_suffix("/chat")?,
+            path.strip_prefix("/api/v2/agents/")?
+                .strip_suffix("/chat")?,
             false,
         ),
         Api::Agents => {
@@ -113,7 +114,8 @@ pub fn match_chat(api: Api, path: &str) -> Option<ChatRoute> {
             }
         }
         Api::Guayaba => route(
-            path.strip_prefix("/api/v1/agents/")?.strip_suffix("/chat")?,
+            path.strip_prefix("/api/v1/agents/")?
+                .strip_suffix("/chat")?,
             false,
         ),
     }

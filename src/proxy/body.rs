@@ -1,0 +1,230 @@
+//! The response body that runs the transcoder between an upstream body and the client.
+//!
+//! It polls the upstream only when the client polls it (backpressure end to end), yields one
+//! output frame per upstream read, and on upstream error, idle timeout, shutdown or EOF lets
+//! the encoder write a terminal event and then ends cleanly: a client never sees a cut.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::meter::GatewayMeter;
+use crate::transcode::Transcoder;
+
+/// How much of an upstream's tail (after its terminal event) is read so its connection can
+/// go back to the pool.
+const DRAIN_BUDGET: usize = 64 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How a stream ended, handed to the end hook when the body is dropped.
+pub struct StreamEnd<'a> {
+    pub meter: &'a GatewayMeter,
+    /// The client read the stream to its end.
+    pub delivered: bool,
+    pub bytes_out: u64,
+    /// Why the stream failed, if it did (decode error, upstream error, timeout, shutdown).
+    pub failure: Option<&'a str>,
+}
+
+pub type EndHook = Box<dyn FnOnce(StreamEnd<'_>) + Send>;
+
+pub struct TranscodeBody {
+    upstream: Option<Incoming>,
+    transcoder: Transcoder<GatewayMeter>,
+    out: BytesMut,
+    idle_timeout: Duration,
+    last_activity: Instant,
+    idle: Pin<Box<Sleep>>,
+    shutdown: CancellationToken,
+    shutdown_wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    ended: bool,
+    bytes_out: u64,
+    failure: Option<String>,
+    on_end: Option<EndHook>,
+}
+
+impl TranscodeBody {
+    pub fn new(
+        upstream: Incoming,
+        transcoder: Transcoder<GatewayMeter>,
+        idle_timeout: Duration,
+        shutdown: CancellationToken,
+        on_end: EndHook,
+    ) -> Self {
+        TranscodeBody {
+            upstream: Some(upstream),
+            transcoder,
+            out: BytesMut::with_capacity(8 * 1024),
+            idle_timeout,
+            last_activity: Instant::now(),
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            shutdown,
+            shutdown_wait: None,
+            ended: false,
+            bytes_out: 0,
+            failure: None,
+            on_end: Some(on_end),
+        }
+    }
+
+    fn fail(&mut self, message: String) {
+        self.transcoder.fail(&message, &mut self.out);
+        if self.failure.is_none() {
+            self.failure = Some(message);
+        }
+        self.upstream = None;
+    }
+
+    fn frame(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        let bytes = self.out.split().freeze();
+        self.bytes_out += bytes.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+
+    /// Hands a finished upstream to a task that reads its tail, so the connection is reused.
+    fn release_upstream(&mut self) {
+        let Some(mut upstream) = self.upstream.take() else {
+            return;
+        };
+        if upstream.is_end_stream() || self.transcoder.meter().cut_off() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        tokio::spawn(async move {
+            let drain = async {
+                let mut budget = DRAIN_BUDGET;
+                while let Some(Ok(frame)) =
+                    std::future::poll_fn(|cx| Pin::new(&mut upstream).poll_frame(cx)).await
+                {
+                    let n = frame.data_ref().map_or(0, Bytes::len);
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+        });
+    }
+}
+
+impl Body for TranscodeBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            if this.transcoder.is_done() {
+                if !this.out.is_empty() {
+                    return this.frame();
+                }
+                this.release_upstream();
+                this.ended = true;
+                return Poll::Ready(None);
+            }
+            if this.shutdown.is_cancelled() {
+                this.fail("the gateway is shutting down".into());
+                continue;
+            }
+            let Some(upstream) = this.upstream.as_mut() else {
+                // No upstream and not done cannot happen (every exit ends the transcoder),
+                // but end properly rather than hang if it ever does.
+                this.fail("upstream closed".into());
+                continue;
+            };
+            match Pin::new(upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.last_activity = Instant::now();
+                        this.transcoder.feed(data, &mut this.out);
+                        if let Some(e) = this.transcoder.error() {
+                            this.failure.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                    if !this.out.is_empty() && !this.transcoder.is_done() {
+                        return this.frame();
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.fail(format!("upstream connection failed: {e}"));
+                }
+                Poll::Ready(None) => {
+                    this.transcoder.finish(&mut this.out);
+                    if let Some(e) = this.transcoder.error() {
+                        this.failure.get_or_insert_with(|| e.to_string());
+                    }
+                    this.upstream = None;
+                }
+                Poll::Pending => {
+                    if !this.out.is_empty() {
+                        return this.frame();
+                    }
+                    // The idle timer is re-armed only when it fires, not on every event.
+                    let mut idle_expired = false;
+                    while this.idle.as_mut().poll(cx).is_ready() {
+                        let deadline = this.last_activity + this.idle_timeout;
+                        if Instant::now() >= deadline {
+                            idle_expired = true;
+                            break;
+                        }
+                        this.idle.as_mut().reset(deadline.into());
+                    }
+                    if idle_expired {
+                        let secs = this.idle_timeout.as_secs_f64();
+                        this.fail(format!("upstream sent nothing for {secs} s"));
+                        continue;
+                    }
+                    let shutdown = this.shutdown.clone();
+                    let wait = this
+                        .shutdown_wait
+                        .get_or_insert_with(|| Box::pin(shutdown.cancelled_owned()));
+                    if wait.as_mut().poll(cx).is_ready() {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Drop for TranscodeBody {
+    fn drop(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            let failure = self
+                .failure
+                .as_deref()
+                .or(self.transcoder.meter().failure());
+            on_end(StreamEnd {
+                meter: self.transcoder.meter(),
+                delivered: self.ended,
+                bytes_out: self.bytes_out,
+                failure,
+            });
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The gateway's [`Meter`]: gives the client agentgate's ids, meters output as it passes,
+//! cuts the stream off when the reservation is used up, and writes the charge into the
+//! finish event, so what the client sees as usage is what is charged.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::AgentCredits;
+use crate::formats::{Event, FinishReason, Json, Usage};
+use crate::fronts::Api;
+use crate::transcode::{Flow, Meter};
+
+/// The ids the client sees in this answer.
+#[derive(Debug, Clone, Default)]
+pub struct Ids {
+    pub conversation_id: String,
+    pub message_id: String,
+    pub user_message_id: String,
+    pub user_id: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct GatewayMeter {
+    front: Api,
+    ids: Ids,
+    pricing: AgentCredits,
+    output_chars: u64,
+    reported: Option<f64>,
+    /// The backend's own conversation id, once it reveals it.
+    pub backend_conversation: Option<String>,
+    finished: bool,
+    cut_off: bool,
+    failure: Option<String>,
+    charged: Option<f64>,
+}
+
+impl GatewayMeter {
+    pub fn new(front: Api, ids: Ids, pricing: AgentCredits) -> Self {
+        GatewayMeter {
+            front,
+            ids,
+            pricing,
+            output_chars: 0,
+            reported: None,
+            backend_conversation: None,
+            finished: false,
+            cut_off: false,
+            failure: None,
+            charged: None,
+        }
+    }
+
+    pub fn ids(&self) -> &Ids {
+        &self.ids
+    }
+
+    /// Credits for the output metered so far, before the cap.
+    fn output_cost(&self) -> f64 {
+        self.output_chars as f64 / 1000.0 * self.pricing.per_1k_output_chars
+    }
+
+    /// What the answer costs: base + usage (reported + metered output), usage clamped to
+    /// [0, cap]. Backend-reported usage is untrusted input.
+    pub fn charge(&self) -> f64 {
+        let usage = self.reported.unwrap_or(0.0) + self.output_cost();
+        self.pricing.per_message + usage.clamp(0.0, self.pricing.max_usage)
+    }
+
+    /// The final charge if the answer finished, else what was used up to the end.
+    pub fn final_charge(&self) -> f64 {
+        self.charged.unwrap_or_else(|| self.charge())
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn cut_off(&self) -> bool {
+        self.cut_off
+    }
+
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    pub fn output_chars(&self) -> u64 {
+        self.output_chars
+    }
+
+    fn note_backend_conversation(&mut self, metadata: &Json<'_>) {
+        #[derive(Deserialize)]
+        struct Meta {
+            #[serde(rename = "conversationId")]
+            camel: Option<String>,
+            conversation_id: Option<String>,
+        }
+        if let Ok(m) = serde_json::from_str::<Meta>(metadata.get()) {
+            if let Some(id) = m.camel.or(m.conversation_id) {
+                self.backend_conversation = Some(id);
+            }
+        }
+    }
+
+    fn finish_metadata(&self, credits: f64) -> Option<Json<'static>> {
+        let usage = Usage { credits };
+        let mut meta = match self.front {
+            Api::Chatbase => json!({
+                "messageId": self.ids.message_id,
+                "userMessageId": self.ids.user_message_id,
+                "conversationId": self.ids.conversation_id,
+                "userId": self.ids.user_id,
+                "usage": usage,
+            }),
+            Api::Pharen => json!({
+                "conversation_id": self.ids.conversation_id,
+                "run_id": self.ids.message_id,
+                "usage": usage,
+            }),
+            Api::Agents | Api::Guayaba => return None,
+        };
+        if self.cut_off {
+            meta["creditsExhausted"] = json!(true);
+            meta["stopReason"] = json!("credit limit reached");
+        }
+        Some(Json::from_value(&meta))
+    }
+}
+
+impl Meter for GatewayMeter {
+    fn on_event(&mut self, event: &mut Event<'_>) -> Flow {
+        match event {
+            Event::TextDelta { delta, .. } | Event::ReasoningDelta { delta, .. } => {
+                self.output_chars += delta.chars().count() as u64;
+                if self.pricing.per_1k_output_chars > 0.0
+                    && self.pricing.per_message + self.output_cost() >= self.pricing.reservation()
+                {
+                    self.cut_off = true;
+                    return Flow::Stop(Event::Finish {
+                        reason: Some(FinishReason::Length),
+                        usage: None,
+                        metadata: None,
+                    });
+                }
+            }
+            Event::Start {
+                message_id,
+                conversation_id,
+            } => {
+                if let Some(id) = conversation_id.take() {
+                    self.backend_conversation = Some(id.into_owned());
+                }
+                *message_id = Some(self.ids.message_id.clone().into());
+                *conversation_id = Some(self.ids.conversation_id.clone().into());
+            }
+            Event::Metadata { metadata } => {
+                let metadata = metadata.clone();
+                self.note_backend_conversation(&metadata);
+            }
+            Event::Finish {
+                usage, metadata, ..
+            } => {
+                if let Some(m) = metadata.as_ref() {
+                    let m = m.clone();
+                    self.note_backend_conversation(&m);
+                }
+                if let Some(u) = usage {
+                    if !u.credits.is_finite()
+                        || u.credits < 0.0
+                        || u.credits > self.pricing.max_usage
+                    {
+                        tracing::warn!(
+                            reported = u.credits,
+                            cap = self.pricing.max_usage,
+                            "backend reported usage outside [0, cap]; clamped"
+                        );
+                    }
+                    self.reported = Some(if u.credits.is_finite() {
+                        u.credits
+                    } else {
+                        0.0
+                    });
+                }
+                let charged = self.charge();
+                self.charged = Some(charged);
+                self.finished = true;
+                *usage = Some(Usage { credits: charged });
+                *metadata = self.finish_metadata(charged);
+            }
+            Event::Error { message } => self.failure = Some(message.to_string()),
+            Event::Abort { .. } => self.failure = Some("aborted".into()),
+            _ => {}
+        }
+        Flow::Continue
+    }
+}

@@ -1,0 +1,185 @@
+//! Calls to agent backends: the request rewritten into the backend's API, and a pooled client.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Uri};
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Map, Value};
+
+use crate::formats::Format;
+use crate::fronts::Api;
+
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// A pooled HTTP/1.1 + HTTP/2 (ALPN) client, https through rustls.
+pub type Client = HyperClient<Connector, Full<Bytes>>;
+
+/// Builds a client whose connections time out after `connect_timeout`.
+pub fn client(connect_timeout: Duration) -> Client {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    HyperClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(https)
+}
+
+/// The format a backend speaking `api` streams in.
+pub fn stream_format(api: Api) -> Format {
+    api.default_format()
+}
+
+/// What agentgate sends a backend for one chat.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub api: Api,
+    /// Scheme, authority and optional base path of the backend.
+    pub base: &'a Uri,
+    pub agent_id: &'a str,
+    pub token: Option<&'a str>,
+    pub message: Option<&'a str>,
+    /// The backend's own conversation id, when the conversation continues.
+    pub conversation: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    /// pharen options (passed on only to a pharen backend).
+    pub options: &'a Map<String, Value>,
+    pub request_id: &'a str,
+    pub traceparent: Option<&'a HeaderValue>,
+    pub tracestate: Option<&'a HeaderValue>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the upstream request: {0}")]
+pub struct BuildError(String);
+
+impl Call<'_> {
+    /// The request, always asking the backend for a stream. Only the headers named here are
+    /// sent: the client's own (its key, hop-by-hop headers) never reach a backend.
+    pub fn request(&self) -> Result<Request<Full<Bytes>>, BuildError> {
+        let id = encode_path_segment(self.agent_id);
+        let (path, body) = match self.api {
+            Api::Pharen => {
+                let mut body = self.options.clone();
+                if let Some(m) = self.message {
+                    body.insert("message".into(), json!(m));
+                }
+                if let Some(c) = self.conversation {
+                    body.insert("conversation_uuid".into(), json!(c));
+                }
+                (format!("/api/agents/{id}/chat/"), Value::Object(body))
+            }
+            Api::Chatbase => {
+                let mut body = json!({ "stream": true });
+                if let Some(m) = self.message {
+                    body["message"] = json!(m);
+                }
+                if let Some(c) = self.conversation {
+                    body["conversationId"] = json!(c);
+                } else if let Some(u) = self.user_id {
+                    body["userId"] = json!(u);
+                }
+                (format!("/api/v2/agents/{id}/chat"), body)
+            }
+            Api::Agents => {
+                let mut body = json!({ "message": self.message.unwrap_or_default() });
+                if let Some(c) = self.conversation {
+                    body["conversation_id"] = json!(c);
+                }
+                (format!("/api/agents/{id}/chat/stream"), body)
+            }
+            Api::Guayaba => {
+                let mut body =
+                    json!({ "message": self.message.unwrap_or_default(), "stream": true });
+                if let Some(c) = self.conversation {
+                    body["sessionKey"] = json!(c);
+                }
+                (format!("/api/v1/agents/{id}/chat"), body)
+            }
+        };
+        let base_path = self.base.path().trim_end_matches('/');
+        let uri = Uri::builder()
+            .scheme(self.base.scheme_str().unwrap_or("http"))
+            .authority(
+                self.base
+                    .authority()
+                    .map(|a| a.as_str())
+                    .ok_or_else(|| BuildError("upstream URL has no host".into()))?,
+            )
+            .path_and_query(format!("{base_path}{path}"))
+            .build()
+            .map_err(|e| BuildError(e.to_string()))?;
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "text/event-stream")
+            .header("x-request-id", self.request_id);
+        if let Some(token) = self.token {
+            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(tp) = self.traceparent {
+            req = req.header("traceparent", tp);
+        }
+        if let Some(ts) = self.tracestate {
+            req = req.header("tracestate", ts);
+        }
+        req.body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| BuildError(e.to_string()))
+    }
+}
+
+/// Percent-encodes what a path segment cannot hold verbatim.
+fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'@') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_ask_for_a_stream_and_carry_only_named_headers() {
+        let base: Uri = "http://127.0.0.1:9/base/".parse().unwrap();
+        let options = Map::new();
+        for api in Api::ALL {
+            let call = Call {
+                api,
+                base: &base,
+                agent_id: "a b",
+                token: Some("secret"),
+                message: Some("hi"),
+                conversation: Some("c1"),
+                user_id: None,
+                options: &options,
+                request_id: "r1",
+                traceparent: None,
+                tracestate: None,
+            };
+            let req = call.request().unwrap();
+            assert!(req.uri().path().starts_with("/base/api/"), "{}", req.uri());
+            assert!(req.uri().path().contains("a%20b"));
+            assert_eq!(req.headers()[AUTHORIZATION], "Bearer secret");
+            assert_eq!(req.headers()[ACCEPT], "text/event-stream");
+        }
+    }
+}
