@@ -58,19 +58,22 @@ struct PlacedFront {
 
 impl Validator<'_> {
     fn config(&mut self, raw: RawConfig) -> Option<Config> {
-        let server = self.server(&raw.server);
+        let listen = self.main_listen(&raw.server);
+        let server = self.server(&raw.server, listen);
         let store = self.store(&raw.store);
         let rate_limit = self.rate_limit(&raw.rate_limit);
         let (agents, agent_ids) = self.agents(&raw.agent);
-        let fronts = server
+        let admin_listen = server
             .as_ref()
-            .map(|server| self.fronts(&raw.front, server));
+            .and_then(|s| s.admin.as_ref())
+            .map(|a| a.listen);
+        let fronts = self.fronts(&raw.front, listen, admin_listen);
         let teams = self.teams(&raw.team, &agent_ids);
         Some(Config::from_parts(
             server?,
             store?,
             rate_limit?,
-            fronts?,
+            fronts,
             agents,
             teams,
             self.base_dir.to_path_buf(),
@@ -136,8 +139,19 @@ impl Validator<'_> {
     ) -> Option<Duration> {
         match value {
             None => Some(unit(default)),
-            Some(v) if *v.get_ref() == 0 => self.fail(v.span(), key, "must be greater than 0"),
-            Some(v) => Some(unit(*v.get_ref())),
+            Some(v) => self.positive_duration(key, v, unit),
+        }
+    }
+
+    fn positive_duration(
+        &mut self,
+        key: &str,
+        value: &Spanned<u64>,
+        unit: fn(u64) -> Duration,
+    ) -> Option<Duration> {
+        match *value.get_ref() {
+            0 => self.fail(value.span(), key, "must be greater than 0"),
+            n => Some(unit(n)),
         }
     }
 
@@ -199,11 +213,14 @@ impl Validator<'_> {
 
     // ----- [server] ---------------------------------------------------------------------------
 
-    fn server(&mut self, raw: &RawServer) -> Option<ServerConfig> {
-        let listen = match &raw.listen {
+    fn main_listen(&mut self, raw: &RawServer) -> Option<SocketAddr> {
+        match &raw.listen {
             Some(v) => self.addr("listen", v),
             None => Some(defaults::LISTEN),
-        };
+        }
+    }
+
+    fn server(&mut self, raw: &RawServer, listen: Option<SocketAddr>) -> Option<ServerConfig> {
         let admin = self.admin(raw, listen);
         let max_body_bytes = self.max_body_bytes(raw.max_body_bytes.as_ref());
         let tls = match &raw.tls {
@@ -243,14 +260,17 @@ impl Validator<'_> {
                 "needs `admin_token` (use `${ENV}` to keep it out of the file)",
             ),
             (Some(listen_value), Some(token_value)) => {
-                let listen = self.addr("admin_listen", listen_value);
-                if listen.is_some() && listen == main_listen {
-                    return self.fail(
-                        listen_value.span(),
-                        "admin_listen",
-                        "must differ from `listen`",
-                    );
-                }
+                let listen = self.addr("admin_listen", listen_value).and_then(|listen| {
+                    if Some(listen) == main_listen {
+                        self.fail(
+                            listen_value.span(),
+                            "admin_listen",
+                            "must differ from `listen`",
+                        )
+                    } else {
+                        Some(listen)
+                    }
+                });
                 let token = self.checked("admin_token", token_value, admin_token);
                 Some(Some(AdminConfig {
                     listen: listen?,
@@ -339,11 +359,17 @@ impl Validator<'_> {
 
     // ----- [[front]] --------------------------------------------------------------------------
 
-    fn fronts(&mut self, raw: &[RawFront], server: &ServerConfig) -> Vec<FrontConfig> {
-        let admin_listen = server.admin.as_ref().map(|a| a.listen);
+    /// The fronts; `main_listen` is `None` when `[server] listen` is invalid (already
+    /// reported): fronts on it are then checked alone, not against each other.
+    fn fronts(
+        &mut self,
+        raw: &[RawFront],
+        main_listen: Option<SocketAddr>,
+        admin_listen: Option<SocketAddr>,
+    ) -> Vec<FrontConfig> {
         let placed: Vec<PlacedFront> = raw
             .iter()
-            .filter_map(|front| self.front(front, server.listen, admin_listen))
+            .filter_map(|front| self.front(front, main_listen, admin_listen))
             .collect();
         self.check_front_conflicts(&placed);
         placed.into_iter().map(|p| p.front).collect()
@@ -352,7 +378,7 @@ impl Validator<'_> {
     fn front(
         &mut self,
         raw: &RawFront,
-        main_listen: SocketAddr,
+        main_listen: Option<SocketAddr>,
         admin_listen: Option<SocketAddr>,
     ) -> Option<PlacedFront> {
         let api = *raw.api.get_ref();
@@ -362,7 +388,7 @@ impl Validator<'_> {
         };
         let listen = match &raw.listen {
             Some(v) => self.front_listen(v, admin_listen),
-            None => Some(main_listen),
+            None => main_listen,
         };
         let format = raw.format.unwrap_or_else(|| api.default_format());
         let event_lines = self.format_flag(
@@ -651,7 +677,7 @@ impl Validator<'_> {
         };
         let member_timeout = match &raw.member_timeout_ms {
             Some(v) => self
-                .duration("member_timeout_ms", Some(v), 0, Duration::from_millis)
+                .positive_duration("member_timeout_ms", v, Duration::from_millis)
                 .map(Some),
             None => Some(None),
         };
