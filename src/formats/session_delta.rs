@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::event::{CowStr, Event, FinishReason, Json, Str, Usage, WireUsage};
+use super::event::{present_raw, CowStr, Event, FinishReason, Json, Str, Usage, WireUsage};
 use super::DecodeError;
 use crate::sse::{self, SseEvent};
 
@@ -26,9 +26,9 @@ struct Wire<'a> {
     tool_call_id: Option<CowStr<'a>>,
     #[serde(borrow)]
     name: Option<CowStr<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present_raw")]
     input: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present_raw")]
     output: Option<&'a RawValue>,
     #[serde(borrow)]
     error: Option<CowStr<'a>>,

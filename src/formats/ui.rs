@@ -4,7 +4,7 @@ use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::event::{usage_in_metadata, CowStr, Event, FinishReason, Json, Str, Usage};
+use super::event::{present_raw, usage_in_metadata, CowStr, Event, FinishReason, Json, Str, Usage};
 use super::DecodeError;
 use crate::sse::{self, SseEvent};
 
@@ -26,9 +26,9 @@ struct Chunk<'a> {
     tool_name: Option<CowStr<'a>>,
     #[serde(borrow)]
     input_text_delta: Option<CowStr<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present_raw")]
     input: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present_raw")]
     output: Option<&'a RawValue>,
     #[serde(borrow)]
     error_text: Option<CowStr<'a>>,
@@ -626,6 +626,35 @@ mod tests {
             .find(|l| l.contains("\"finish\""))
             .unwrap()
             .to_owned()
+    }
+
+    #[test]
+    fn a_null_tool_input_or_output_is_a_value_not_a_missing_field() {
+        let mut d = UiDecoder::default();
+        let mut got = Vec::new();
+        for data in [
+            r#"{"type":"tool-input-available","toolCallId":"c","toolName":"t","input":null}"#,
+            r#"{"type":"tool-output-available","toolCallId":"c","output":null}"#,
+        ] {
+            let sse = SseEvent {
+                event: "message",
+                data,
+                id: None,
+                retry: None,
+            };
+            d.decode(&sse, &mut |e| got.push(e.into_owned())).unwrap();
+        }
+        assert!(
+            matches!(&got[1], Event::ToolInputAvailable { input, .. } if input.get() == "null")
+        );
+        assert!(matches!(&got[2], Event::ToolOutput { output, .. } if output.get() == "null"));
+        let sse = SseEvent {
+            event: "message",
+            data: r#"{"type":"tool-output-available","toolCallId":"c"}"#,
+            id: None,
+            retry: None,
+        };
+        assert!(d.decode(&sse, &mut |_| {}).is_err());
     }
 
     #[test]
