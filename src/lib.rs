@@ -10,6 +10,7 @@
 //! - [`upstream`]: requests rewritten into each backend API; the pooled client.
 //! - [`server`]: listeners, TLS, graceful shutdown.
 //! - [`demo`]: the echo backend behind the quick start and the tests.
+//! - `fuzzing` (hidden): output checks shared by the fuzz target and the tests.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -17,6 +18,8 @@ pub mod config;
 pub mod demo;
 pub mod formats;
 pub mod fronts;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proxy;
 pub mod server;
 pub mod sse;

@@ -298,6 +298,15 @@ impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
     }
 }
 
+/// For `#[serde(borrow, default, deserialize_with = "present_raw")]` fields: any value that is
+/// present, `null` included, is `Some` (a plain `Option<&RawValue>` reads `null` as `None`,
+/// losing e.g. a tool's `null` output), and only an absent field is `None`.
+pub(crate) fn present_raw<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
 /// `{"credits": N}` as found in usage objects on the wire.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WireUsage {

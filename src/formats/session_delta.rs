@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::event::{CowStr, Event, FinishReason, Json, Str, Usage, WireUsage};
+use super::event::{present_raw, CowStr, Event, FinishReason, Json, Str, Usage, WireUsage};
 use super::DecodeError;
 use crate::sse::{self, SseEvent};
 
@@ -26,9 +26,9 @@ struct Wire<'a> {
     tool_call_id: Option<CowStr<'a>>,
     #[serde(borrow)]
     name: Option<CowStr<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present_raw")]
     input: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present_raw")]
     output: Option<&'a RawValue>,
     #[serde(borrow)]
     error: Option<CowStr<'a>>,
@@ -49,7 +49,9 @@ pub struct SessionDeltaDecoder {
     text_id: String,
     text_open: bool,
     parts: u32,
+    /// `tool` starts seen so far.
     tools: u32,
+    /// Call id of the latest `tool` start.
     tool_id: String,
 }
 
@@ -116,14 +118,26 @@ impl SessionDeltaDecoder {
             "tool" => {
                 self.close_text(emit);
                 let phase = wire.phase.as_ref().map(|p| &*p.0);
-                self.tools += 1;
+                // Seed 004 shows no `toolCallId`: a start without one gets `call-<n>`, and a
+                // result without one belongs to the latest start.
+                if phase == Some("start") {
+                    self.tools += 1;
+                    self.tool_id.clear();
+                    match &wire.tool_call_id {
+                        Some(id) => self.tool_id.push_str(&id.0),
+                        None => {
+                            let _ = write!(self.tool_id, "call-{}", self.tools);
+                        }
+                    }
+                }
                 let call_id: Str<'_> = match wire.tool_call_id {
                     Some(id) => id.0,
-                    None => {
-                        self.tool_id.clear();
-                        let _ = write!(self.tool_id, "call-{}", self.tools);
-                        Cow::Borrowed(&self.tool_id)
+                    None if self.tools == 0 => {
+                        return Err(DecodeError::Protocol(
+                            "`tool` event without `toolCallId` before any `tool` start".into(),
+                        ))
                     }
+                    None => Cow::Borrowed(&self.tool_id),
                 };
                 match phase {
                     Some("start") => {

@@ -4,7 +4,7 @@ use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::event::{usage_in_metadata, CowStr, Event, FinishReason, Json, Str, Usage};
+use super::event::{present_raw, usage_in_metadata, CowStr, Event, FinishReason, Json, Str, Usage};
 use super::DecodeError;
 use crate::sse::{self, SseEvent};
 
@@ -26,9 +26,9 @@ struct Chunk<'a> {
     tool_name: Option<CowStr<'a>>,
     #[serde(borrow)]
     input_text_delta: Option<CowStr<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present_raw")]
     input: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present_raw")]
     output: Option<&'a RawValue>,
     #[serde(borrow)]
     error_text: Option<CowStr<'a>>,
@@ -326,6 +326,23 @@ enum Metadata<'a> {
     Usage { usage: Usage },
 }
 
+/// `metadata` with `usage.credits` set to `usage` (other `usage` fields kept). `None` when
+/// the metadata is not a JSON object, which cannot carry it.
+fn with_usage(metadata: &RawValue, usage: Usage) -> Option<Box<RawValue>> {
+    use serde_json::{Map, Value};
+    let mut map: Map<String, Value> = serde_json::from_str(metadata.get()).ok()?;
+    let credits = serde_json::to_value(usage).ok()?["credits"].take();
+    match map.get_mut("usage") {
+        Some(Value::Object(existing)) => {
+            existing.insert("credits".into(), credits);
+        }
+        _ => {
+            map.insert("usage".into(), serde_json::json!({ "credits": credits }));
+        }
+    }
+    serde_json::value::to_raw_value(&map).ok()
+}
+
 /// Open parts, by id. A handful at most, so a vector beats a map; the strings are reused.
 #[derive(Debug, Default)]
 struct OpenSet {
@@ -542,10 +559,17 @@ impl UiEncoder {
                 metadata,
             } => {
                 self.close_parts(out);
-                let message_metadata = match (metadata, usage) {
-                    (Some(raw), _) => Some(Metadata::Raw(raw)),
-                    (None, Some(usage)) => Some(Metadata::Usage { usage: *usage }),
-                    (None, None) => None,
+                // The usage to report (what the meter decided) wins over an upstream's own.
+                let merged = match (metadata, usage) {
+                    (Some(raw), Some(usage)) if usage_in_metadata(raw) != Some(*usage) => {
+                        with_usage(raw, *usage)
+                    }
+                    _ => None,
+                };
+                let message_metadata = match (merged.as_deref(), metadata.as_deref(), usage) {
+                    (Some(raw), _, _) | (None, Some(raw), _) => Some(Metadata::Raw(raw)),
+                    (None, None, Some(usage)) => Some(Metadata::Usage { usage: *usage }),
+                    (None, None, None) => None,
                 };
                 self.put(
                     out,
@@ -577,5 +601,88 @@ impl UiEncoder {
                 self.end(out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::Json;
+
+    fn finish_chunk(usage: Option<f64>, metadata: Option<&str>) -> String {
+        let raw = metadata.map(|m| RawValue::from_string(m.to_owned()).unwrap());
+        let mut enc = UiEncoder::new(false);
+        let mut out = BytesMut::new();
+        enc.encode(
+            &Event::Finish {
+                reason: None,
+                usage: usage.map(|credits| Usage { credits }),
+                metadata: raw.map(Json::owned),
+            },
+            &mut out,
+        );
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        text.lines()
+            .find(|l| l.contains("\"finish\""))
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn a_null_tool_input_or_output_is_a_value_not_a_missing_field() {
+        let mut d = UiDecoder::default();
+        let mut got = Vec::new();
+        for data in [
+            r#"{"type":"tool-input-available","toolCallId":"c","toolName":"t","input":null}"#,
+            r#"{"type":"tool-output-available","toolCallId":"c","output":null}"#,
+        ] {
+            let sse = SseEvent {
+                event: "message",
+                data,
+                id: None,
+                retry: None,
+            };
+            d.decode(&sse, &mut |e| got.push(e.into_owned())).unwrap();
+        }
+        assert!(
+            matches!(&got[1], Event::ToolInputAvailable { input, .. } if input.get() == "null")
+        );
+        assert!(matches!(&got[2], Event::ToolOutput { output, .. } if output.get() == "null"));
+        let sse = SseEvent {
+            event: "message",
+            data: r#"{"type":"tool-output-available","toolCallId":"c"}"#,
+            id: None,
+            retry: None,
+        };
+        assert!(d.decode(&sse, &mut |_| {}).is_err());
+    }
+
+    #[test]
+    fn finish_usage_is_written_into_the_metadata() {
+        // Metadata without usage: usage added, other fields kept.
+        assert_eq!(
+            finish_chunk(Some(3.0), Some(r#"{"conversationId":"c"}"#)),
+            r#"data: {"type":"finish","messageMetadata":{"conversationId":"c","usage":{"credits":3}}}"#
+        );
+        // The upstream's usage differs (the meter changed it): ours wins, other usage fields stay.
+        assert_eq!(
+            finish_chunk(Some(2.5), Some(r#"{"usage":{"credits":9,"tokens":7}}"#)),
+            r#"data: {"type":"finish","messageMetadata":{"usage":{"credits":2.5,"tokens":7}}}"#
+        );
+        // Same usage: the upstream's metadata passes verbatim.
+        assert_eq!(
+            finish_chunk(Some(1.0), Some(r#"{"z":1,"usage":{"credits":1}}"#)),
+            r#"data: {"type":"finish","messageMetadata":{"z":1,"usage":{"credits":1}}}"#
+        );
+        // Metadata that is not an object cannot carry usage; it passes as is.
+        assert_eq!(
+            finish_chunk(Some(1.0), Some(r#""note""#)),
+            r#"data: {"type":"finish","messageMetadata":"note"}"#
+        );
+        assert_eq!(
+            finish_chunk(Some(4.0), None),
+            r#"data: {"type":"finish","messageMetadata":{"usage":{"credits":4}}}"#
+        );
+        assert_eq!(finish_chunk(None, None), r#"data: {"type":"finish"}"#);
     }
 }

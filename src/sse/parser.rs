@@ -117,6 +117,7 @@ impl Parser {
                 }
             }
             if self.line.is_empty() {
+                self.check_size(part.len())?;
                 self.line_complete(part, on_event)?;
             } else {
                 self.check_size(self.line.len() + part.len())?;
@@ -135,6 +136,11 @@ impl Parser {
         Ok(())
     }
 
+    /// The bound: the line being read (whole or in part, field name included) plus the data
+    /// and type gathered for the current event. Every line is checked once complete, whether
+    /// it arrived in one chunk or several, so the outcome never depends on the chunking; and
+    /// as a `data`/`event` line is longer than what it adds, applying a line that passed the
+    /// check keeps the event itself within the bound.
     fn check_size(&self, pending_line: usize) -> Result<(), SseError> {
         if pending_line + self.data.len() + self.event.len() > self.max_event_bytes {
             return Err(SseError::EventTooLarge {
@@ -164,7 +170,6 @@ impl Parser {
         };
         match field {
             b"data" => {
-                self.check_size(value.len() + 1)?;
                 if self.data_lines > 0 {
                     self.data.push(b'\n');
                 }
@@ -173,7 +178,6 @@ impl Parser {
             }
             b"event" => {
                 self.event.clear();
-                self.check_size(value.len())?;
                 self.event.extend_from_slice(value);
             }
             b"id" if !value.contains(&0) => {
@@ -292,6 +296,28 @@ mod tests {
             }
         }
         assert_eq!(r, Err(SseError::EventTooLarge { max: 64 }));
+    }
+
+    #[test]
+    fn the_size_bound_does_not_depend_on_chunking() {
+        // A 100-byte comment, then a 60-byte data line: over a 64-byte bound either way.
+        let mut input = vec![b':'; 100];
+        input.push(b'\n');
+        let outcome = |chunks: &[&[u8]]| {
+            let mut p = Parser::new(64);
+            chunks
+                .iter()
+                .try_for_each(|c| p.feed::<SseError, _>(c, |_| Ok(())))
+        };
+        assert!(outcome(&[&input]).is_err());
+        assert!(outcome(&[&input[..50], &input[50..]]).is_err());
+        let line = format!("data: {}\n\n", "x".repeat(60));
+        let line = line.as_bytes();
+        assert_eq!(outcome(&[line]), outcome(&[&line[..30], &line[30..]]));
+        let line = format!("data: {}\n\n", "x".repeat(57)); // 63 bytes: fits
+        let line = line.as_bytes();
+        assert_eq!(outcome(&[line]), Ok(()));
+        assert_eq!(outcome(&[&line[..30], &line[30..]]), Ok(()));
     }
 
     #[test]

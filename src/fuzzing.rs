@@ -1,0 +1,278 @@
+//! Checks shared by the fuzz target (`fuzz/fuzz_targets/transcode.rs`) and the tests that run
+//! its corpus and the fixtures: what every transcoder output must satisfy, whatever the input.
+//!
+//! Not part of the gateway's API; public only so that `fuzz/` and `tests/` call the same code.
+
+use bytes::BytesMut;
+
+use crate::formats::{EncodeOptions, Event, Format};
+use crate::sse::{self, SseError};
+use crate::transcode::{decode_all, Transcoder};
+
+/// How [`check_transcode`] cuts its input into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunking {
+    Whole,
+    /// Every chunk this many bytes (the last one shorter).
+    Every(usize),
+    /// Sizes 1, 2, 3, … 13, then 1 again: chunk ends fall on every kind of boundary.
+    Growing,
+}
+
+impl Chunking {
+    /// The chunks of `input`.
+    pub fn split(self, input: &[u8]) -> Vec<&[u8]> {
+        match self {
+            Chunking::Whole => vec![input],
+            Chunking::Every(n) => input.chunks(n.max(1)).collect(),
+            Chunking::Growing => {
+                let mut out = Vec::new();
+                let mut rest = input;
+                let mut n = 1;
+                while !rest.is_empty() {
+                    let (a, b) = rest.split_at(n.min(rest.len()));
+                    out.push(a);
+                    rest = b;
+                    n = n % 13 + 1;
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Runs one transcoder over `chunks` the way the gateway does: one reused output buffer,
+/// cleared after each chunk, then `finish`. Returns everything written.
+pub fn transcode_chunks<'a>(
+    from: Format,
+    to: Format,
+    options: EncodeOptions,
+    max_event_bytes: usize,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    let mut transcoder = Transcoder::with_max_event(from, to, options, (), max_event_bytes);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        transcoder.feed(chunk, &mut buf);
+        out.extend_from_slice(&buf);
+        buf.clear();
+    }
+    transcoder.finish(&mut buf);
+    out.extend_from_slice(&buf);
+    assert!(transcoder.is_done(), "transcoder not done after finish");
+    out
+}
+
+/// Replaces the ids an encoder makes up (`msg_<32 hex>`, `api:<uuid>`) by fixed text, so two
+/// runs over the same input compare equal. Ids that occur in `input` are left alone: those
+/// came from the upstream and must pass through unchanged.
+pub fn normalise_generated_ids(output: &[u8], input: &[u8]) -> Vec<u8> {
+    fn is_hex(b: u8) -> bool {
+        b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+    }
+    fn hex_run(s: &[u8], n: usize) -> bool {
+        s.len() >= n && s[..n].iter().copied().all(is_hex)
+    }
+    fn is_uuid(s: &[u8]) -> bool {
+        s.len() >= 36
+            && [(0, 8), (9, 4), (14, 4), (19, 4), (24, 12)]
+                .iter()
+                .all(|&(at, n)| hex_run(&s[at..], n))
+            && [8, 13, 18, 23].iter().all(|&at| s[at] == b'-')
+    }
+    let contains = |needle: &[u8]| input.windows(needle.len()).any(|w| w == needle);
+    let mut out = Vec::with_capacity(output.len());
+    let mut i = 0;
+    while i < output.len() {
+        let rest = &output[i..];
+        let generated = if rest.starts_with(b"msg_") && hex_run(&rest[4..], 32) {
+            Some((36, &b"msg_GENERATED"[..]))
+        } else if rest.starts_with(b"api:") && is_uuid(&rest[4..]) {
+            Some((40, &b"api:GENERATED"[..]))
+        } else {
+            None
+        };
+        match generated {
+            Some((len, with)) if !contains(&rest[..len]) => {
+                out.extend_from_slice(with);
+                i += len;
+            }
+            _ => {
+                out.push(output[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// One event of an output stream, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedSse {
+    pub event: String,
+    pub data: String,
+}
+
+/// Parses a whole SSE body (as a client would), panicking on a parse error.
+pub fn parse_sse(body: &[u8]) -> Vec<OwnedSse> {
+    let mut events = Vec::new();
+    sse::Parser::new(usize::MAX)
+        .feed::<SseError, _>(body, |e| {
+            events.push(OwnedSse {
+                event: e.event.to_owned(),
+                data: e.data.to_owned(),
+            });
+            Ok(())
+        })
+        .expect("output is not valid SSE");
+    events
+}
+
+/// Asserts that `output` is a complete, well-formed stream in `format`: only `event:`/`data:`
+/// lines ended by `\n`, every event terminated, one terminal event at the very end (ui-message
+/// and text-done: then `data: [DONE]`; session-delta: `session` first, `done` last), and our
+/// own decoder for `format` reads it back without error.
+pub fn assert_well_formed(format: Format, output: &[u8]) {
+    let text = std::str::from_utf8(output).expect("output is not UTF-8");
+    assert!(
+        text.ends_with("\n\n"),
+        "output does not end with a complete event: {text:?}"
+    );
+    assert!(!text.contains('\r'), "output holds a CR: {text:?}");
+    for line in text.split('\n') {
+        assert!(
+            line.is_empty() || line.starts_with("data: ") || line.starts_with("event: "),
+            "unexpected output line {line:?}"
+        );
+    }
+    let events = parse_sse(output);
+    let types: Vec<String> = events
+        .iter()
+        .map(|e| {
+            if e.data == "[DONE]" {
+                return "[DONE]".to_owned();
+            }
+            let v: serde_json::Value = serde_json::from_str(&e.data)
+                .unwrap_or_else(|err| panic!("data is not JSON ({err}): {:?}", e.data));
+            let ty = v["type"].as_str().expect("chunk without a string `type`");
+            if e.event != "message" {
+                assert_eq!(e.event, ty, "`event:` line disagrees with `type`");
+            }
+            ty.to_owned()
+        })
+        .collect();
+    let t: Vec<&str> = types.iter().map(String::as_str).collect();
+    let terminal: &[&str] = match format {
+        Format::UiMessage => &["finish", "error", "abort"],
+        Format::SessionDelta => &["done"],
+        Format::TextDone => &["done"],
+    };
+    match format {
+        Format::UiMessage | Format::TextDone => {
+            assert!(t.len() >= 2, "too short: {t:?}");
+            assert_eq!(t[t.len() - 1], "[DONE]", "{t:?}");
+            assert!(terminal.contains(&t[t.len() - 2]), "{t:?}");
+            assert_eq!(t.iter().filter(|x| **x == "[DONE]").count(), 1, "{t:?}");
+            let ends = t[..t.len() - 1].iter().filter(|x| terminal.contains(x));
+            assert_eq!(ends.count(), 1, "{t:?}");
+            if format == Format::UiMessage {
+                assert_eq!(t[0], "start", "{t:?}");
+            }
+        }
+        Format::SessionDelta => {
+            assert_eq!(t.first(), Some(&"session"), "{t:?}");
+            assert_eq!(t.last(), Some(&"done"), "{t:?}");
+            assert_eq!(t.iter().filter(|x| **x == "done").count(), 1, "{t:?}");
+            assert_eq!(t.iter().filter(|x| **x == "session").count(), 1, "{t:?}");
+        }
+    }
+    let decoded = decode_all(format, output)
+        .unwrap_or_else(|e| panic!("our {format} decoder rejects our {format} output: {e}"));
+    let terminals = decoded.iter().filter(|e| e.is_terminal()).count();
+    assert_eq!(terminals, 1, "{decoded:?}");
+    assert!(
+        decoded.last().is_some_and(Event::is_terminal),
+        "{decoded:?}"
+    );
+}
+
+/// The fuzz target's body. `data[0]` picks the input format, the output format, the
+/// chunking, ui-message `event:` lines and a small event bound; the rest is upstream bytes.
+/// Checks that the output is well formed ([`assert_well_formed`]) and that it does not
+/// depend on how the input was cut into chunks.
+pub fn check_transcode(data: &[u8]) {
+    let Some((&selector, input)) = data.split_first() else {
+        return;
+    };
+    let from = Format::ALL[usize::from(selector % 3)];
+    let to = Format::ALL[usize::from(selector / 3 % 3)];
+    let rest = selector / 9; // 0..=28
+    let chunking = match rest % 7 {
+        0 => Chunking::Every(1),
+        1 => Chunking::Every(2),
+        2 => Chunking::Every(3),
+        3 => Chunking::Every(7),
+        4 => Chunking::Every(64),
+        5 => Chunking::Growing,
+        _ => Chunking::Whole,
+    };
+    let options = EncodeOptions {
+        event_lines: rest / 7 % 2 == 1,
+        tools_as_text: false,
+    };
+    let max_event = if rest / 14 == 1 {
+        256
+    } else {
+        sse::DEFAULT_MAX_EVENT_BYTES
+    };
+    let whole = transcode_chunks(from, to, options, max_event, [input]);
+    assert_well_formed(to, &whole);
+    if chunking != Chunking::Whole {
+        let chunked = transcode_chunks(from, to, options, max_event, chunking.split(input));
+        assert_eq!(
+            String::from_utf8_lossy(&normalise_generated_ids(&chunked, input)),
+            String::from_utf8_lossy(&normalise_generated_ids(&whole, input)),
+            "output depends on chunking ({chunking:?})"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_normalised_but_upstream_ids_kept() {
+        let out = b"msg_0123456789abcdef0123456789abcdef api:550e8400-e29b-41d4-a716-446655440000 \
+                    msg_ffffffffffffffffffffffffffffffff";
+        let input = b"x msg_ffffffffffffffffffffffffffffffff";
+        let got = normalise_generated_ids(out, input);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "msg_GENERATED api:GENERATED msg_ffffffffffffffffffffffffffffffff"
+        );
+    }
+
+    #[test]
+    fn chunkings_cover_the_input() {
+        let input: Vec<u8> = (0..100).collect();
+        for c in [
+            Chunking::Whole,
+            Chunking::Every(1),
+            Chunking::Every(7),
+            Chunking::Growing,
+        ] {
+            assert_eq!(c.split(&input).concat(), input, "{c:?}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "[DONE]")]
+    fn a_ui_stream_without_done_is_rejected() {
+        assert_well_formed(
+            Format::UiMessage,
+            b"data: {\"type\":\"start\",\"messageId\":\"m\"}\n\ndata: {\"type\":\"finish\"}\n\n",
+        );
+    }
+}

@@ -1,0 +1,647 @@
+//! Property: an arbitrary well-formed canonical event sequence, encoded into a format and
+//! decoded back, equals `normalise(format, events)` — the sequence less what that format
+//! cannot carry:
+//!
+//! - **ui-message** carries everything except the start's conversation id; a missing message
+//!   id is generated (`msg_<32 hex>`); the finish's usage travels inside `messageMetadata`
+//!   (so the decoded metadata holds `usage`, merged into any other metadata); parts still open
+//!   at an error are closed before it.
+//! - **session-delta** drops reasoning, part ids and boundaries (consecutive text parts merge
+//!   into one part `text-<n>`, and a tool event ends it), streamed tool input (start and
+//!   deltas: the complete input arrives with the `tool` start), steps, metadata, the message
+//!   id and empty deltas; a missing conversation id becomes a generated `api:<uuid>` session
+//!   key; an abort becomes a finish with reason `interrupted`; the finish keeps only reason
+//!   and usage.
+//! - **text-done** keeps only text (merged into one part `text-1`), usage and finish reason,
+//!   plus the conversation id, which comes back as a `{"conversation_id"}` metadata event at
+//!   the end; an abort becomes a finish with reason `interrupted`.
+//!
+//! JSON values are compared as parsed values.
+
+use agentgate::formats::{EncodeOptions, Event, FinishReason, Format, Json, Usage};
+use agentgate::fuzzing::assert_well_formed;
+use agentgate::transcode::{decode_all, encode_all};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use std::borrow::Cow;
+
+type Ev = Event<'static>;
+
+// ---------- generators ----------
+
+/// Text with multi-byte characters, grapheme clusters and characters JSON must escape.
+fn text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        3 => "[a-zA-Z ]{1,6}",
+        1 => Just("é".to_owned()),
+        1 => Just("日本語".to_owned()),
+        1 => Just("👋🏽".to_owned()),
+        1 => Just("👩\u{200d}👩\u{200d}👧".to_owned()),
+        1 => Just("\u{200d}".to_owned()),
+        1 => Just("\"".to_owned()),
+        1 => Just("\\".to_owned()),
+        1 => Just("\n".to_owned()),
+        1 => Just("\r\n".to_owned()),
+        1 => Just("\r".to_owned()),
+        1 => Just("\t".to_owned()),
+        1 => Just("\u{0}\u{1f}\u{7f}".to_owned()),
+        1 => Just("\u{2028}\u{2029}".to_owned()),
+        1 => Just("\u{feff}".to_owned()),
+        1 => Just("data: [DONE]\n\n".to_owned()),
+        2 => any::<char>().prop_map(String::from),
+    ];
+    prop::collection::vec(piece, 0..5).prop_map(|v| v.concat())
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i32>().prop_map(Value::from),
+        (-1000i32..1000).prop_map(|n| Value::from(f64::from(n) / 8.0)),
+        text().prop_map(Value::from),
+    ];
+    leaf.prop_recursive(2, 8, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+            prop::collection::btree_map("[a-z]{1,5}", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Metadata objects (never with a `usage` key: usage is the finish's own field).
+fn metadata() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map("[a-z]{1,8}", json_value(), 0..3)
+        .prop_map(|m| Value::Object(m.into_iter().filter(|(k, _)| k != "usage").collect()))
+}
+
+#[derive(Debug, Clone)]
+enum Item {
+    Text(Vec<String>),
+    Reasoning(Vec<String>),
+    Tool {
+        name: String,
+        /// Streamed input deltas (`None`: the input arrives whole).
+        streamed: Option<Vec<String>>,
+        input: Value,
+        result: Result<Value, String>,
+    },
+    Metadata(Value),
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    prop_oneof![
+        4 => prop::collection::vec(text(), 1..5).prop_map(Item::Text),
+        1 => prop::collection::vec(text(), 1..4).prop_map(Item::Reasoning),
+        2 => (
+            "[a-z_]{1,12}",
+            prop::option::of(prop::collection::vec(text(), 0..4)),
+            json_value(),
+            prop_oneof![3 => json_value().prop_map(Ok), 1 => text().prop_map(Err)],
+        )
+            .prop_map(|(name, streamed, input, result)| Item::Tool {
+                name,
+                streamed,
+                input,
+                result,
+            }),
+        1 => metadata().prop_map(Item::Metadata),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum End {
+    Finish {
+        reason: Option<FinishReason>,
+        usage: Option<f64>,
+        metadata: Option<Value>,
+    },
+    /// An error, possibly while a text part is still open.
+    Error {
+        open_text: Option<Vec<String>>,
+        message: String,
+    },
+    Abort {
+        reason: Option<String>,
+    },
+}
+
+fn credits() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        (0u32..10_000).prop_map(f64::from),
+        (0u64..10_000_000).prop_map(|n| n as f64 / 1000.0),
+        (1u64..9).prop_map(|n| n as f64 * 1e16),
+    ]
+}
+
+fn end() -> impl Strategy<Value = End> {
+    prop_oneof![
+        6 => (
+            prop::option::of(prop::sample::select(FinishReason::ALL.to_vec())),
+            prop::option::of(credits()),
+            prop::option::of(metadata()),
+        )
+            .prop_map(|(reason, usage, metadata)| End::Finish {
+                reason,
+                usage,
+                metadata,
+            }),
+        1 => (prop::option::of(prop::collection::vec(text(), 1..3)), text())
+            .prop_map(|(open_text, message)| End::Error { open_text, message }),
+        1 => prop::option::of(text()).prop_map(|reason| End::Abort { reason }),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Message {
+    message_id: Option<String>,
+    conversation_id: Option<String>,
+    /// Each step: whether it is marked with start-step/finish-step, and its items.
+    steps: Vec<(bool, Vec<Item>)>,
+    end: End,
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    (
+        prop::option::of("msg_[a-zA-Z0-9]{1,10}"),
+        prop::option::of("(api:)?[a-z0-9-]{1,12}"),
+        prop::collection::vec((any::<bool>(), prop::collection::vec(item(), 0..4)), 0..4),
+        end(),
+    )
+        .prop_map(|(message_id, conversation_id, steps, end)| Message {
+            message_id,
+            conversation_id,
+            steps,
+            end,
+        })
+}
+
+fn s(v: &str) -> Cow<'static, str> {
+    Cow::Owned(v.to_owned())
+}
+
+fn j(v: &Value) -> Json<'static> {
+    Json::from_value(v)
+}
+
+/// The canonical events of a message, with unique part and call ids.
+fn events(m: &Message) -> Vec<Ev> {
+    let mut out = vec![Event::Start {
+        message_id: m.message_id.as_deref().map(s),
+        conversation_id: m.conversation_id.as_deref().map(s),
+    }];
+    let mut n = 0;
+    let mut next = |prefix: &str| {
+        n += 1;
+        format!("{prefix}{n}")
+    };
+    for (marked, items) in &m.steps {
+        if *marked {
+            out.push(Event::StepStart);
+        }
+        for item in items {
+            match item {
+                Item::Text(deltas) => {
+                    let id = s(&next("txt-"));
+                    out.push(Event::TextStart { id: id.clone() });
+                    for d in deltas {
+                        out.push(Event::TextDelta {
+                            id: id.clone(),
+                            delta: s(d),
+                        });
+                    }
+                    out.push(Event::TextEnd { id });
+                }
+                Item::Reasoning(deltas) => {
+                    let id = s(&next("rs-ü"));
+                    out.push(Event::ReasoningStart { id: id.clone() });
+                    for d in deltas {
+                        out.push(Event::ReasoningDelta {
+                            id: id.clone(),
+                            delta: s(d),
+                        });
+                    }
+                    out.push(Event::ReasoningEnd { id });
+                }
+                Item::Tool {
+                    name,
+                    streamed,
+                    input,
+                    result,
+                } => {
+                    let call_id = s(&next("call_"));
+                    if let Some(deltas) = streamed {
+                        out.push(Event::ToolInputStart {
+                            call_id: call_id.clone(),
+                            name: s(name),
+                        });
+                        for d in deltas {
+                            out.push(Event::ToolInputDelta {
+                                call_id: call_id.clone(),
+                                delta: s(d),
+                            });
+                        }
+                    }
+                    out.push(Event::ToolInputAvailable {
+                        call_id: call_id.clone(),
+                        name: s(name),
+                        input: j(input),
+                    });
+                    out.push(match result {
+                        Ok(output) => Event::ToolOutput {
+                            call_id,
+                            output: j(output),
+                        },
+                        Err(error) => Event::ToolError {
+                            call_id,
+                            error: s(error),
+                        },
+                    });
+                }
+                Item::Metadata(v) => out.push(Event::Metadata { metadata: j(v) }),
+            }
+        }
+        if *marked {
+            out.push(Event::StepFinish);
+        }
+    }
+    match &m.end {
+        End::Finish {
+            reason,
+            usage,
+            metadata,
+        } => out.push(Event::Finish {
+            reason: *reason,
+            usage: usage.map(|credits| Usage { credits }),
+            metadata: metadata.as_ref().map(j),
+        }),
+        End::Error { open_text, message } => {
+            if let Some(deltas) = open_text {
+                let id = s(&next("txt-"));
+                out.push(Event::TextStart { id: id.clone() });
+                for d in deltas {
+                    out.push(Event::TextDelta {
+                        id: id.clone(),
+                        delta: s(d),
+                    });
+                }
+            }
+            out.push(Event::Error {
+                message: s(message),
+            });
+        }
+        End::Abort { reason } => out.push(Event::Abort {
+            reason: reason.as_deref().map(s),
+        }),
+    }
+    out
+}
+
+// ---------- what each format keeps ----------
+
+const GENERATED: &str = "<generated>";
+
+fn usage_in(metadata: &Json<'_>) -> Option<Usage> {
+    let v: Value = serde_json::from_str(metadata.get()).ok()?;
+    v["usage"]["credits"]
+        .as_f64()
+        .map(|credits| Usage { credits })
+}
+
+fn normalise(format: Format, events: &[Ev]) -> Vec<Ev> {
+    let mut out = Vec::new();
+    let Some(Event::Start {
+        message_id,
+        conversation_id,
+    }) = events.first()
+    else {
+        panic!("a sequence starts with Start");
+    };
+    match format {
+        Format::UiMessage => {
+            out.push(Event::Start {
+                message_id: Some(message_id.clone().unwrap_or(s(GENERATED))),
+                conversation_id: None,
+            });
+            let mut open: Vec<Cow<'static, str>> = Vec::new();
+            for e in &events[1..] {
+                match e {
+                    Event::TextStart { id } => open.push(id.clone()),
+                    Event::TextEnd { id } => open.retain(|x| x != id),
+                    Event::Error { .. } | Event::Abort { .. } => {
+                        out.extend(open.drain(..).map(|id| Event::TextEnd { id }))
+                    }
+                    _ => {}
+                }
+                out.push(match e {
+                    Event::Finish {
+                        reason,
+                        usage,
+                        metadata,
+                    } => {
+                        let metadata = match (metadata, usage) {
+                            (Some(m), Some(u)) => {
+                                let mut v: Value = serde_json::from_str(m.get()).unwrap();
+                                v["usage"] = serde_json::to_value(u).unwrap();
+                                Some(j(&v))
+                            }
+                            (Some(m), None) => Some(m.clone()),
+                            (None, Some(u)) => Some(j(&json!({ "usage": u }))),
+                            (None, None) => None,
+                        };
+                        Event::Finish {
+                            reason: *reason,
+                            usage: usage.or_else(|| metadata.as_ref().and_then(usage_in)),
+                            metadata,
+                        }
+                    }
+                    other => other.clone(),
+                });
+            }
+        }
+        Format::SessionDelta => {
+            out.push(Event::Start {
+                message_id: None,
+                conversation_id: Some(conversation_id.clone().unwrap_or(s(GENERATED))),
+            });
+            let mut parts = 0;
+            let mut open: Option<Cow<'static, str>> = None;
+            let close = |out: &mut Vec<Ev>, open: &mut Option<Cow<'static, str>>| {
+                if let Some(id) = open.take() {
+                    out.push(Event::TextEnd { id });
+                }
+            };
+            for e in &events[1..] {
+                match e {
+                    Event::TextDelta { delta, .. } if !delta.is_empty() => {
+                        let id = open
+                            .get_or_insert_with(|| {
+                                parts += 1;
+                                let id = s(&format!("text-{parts}"));
+                                out.push(Event::TextStart { id: id.clone() });
+                                id
+                            })
+                            .clone();
+                        out.push(Event::TextDelta {
+                            id,
+                            delta: delta.clone(),
+                        });
+                    }
+                    Event::ToolInputAvailable { .. }
+                    | Event::ToolOutput { .. }
+                    | Event::ToolError { .. } => {
+                        close(&mut out, &mut open);
+                        out.push(e.clone());
+                    }
+                    Event::Finish { reason, usage, .. } => {
+                        close(&mut out, &mut open);
+                        out.push(Event::Finish {
+                            reason: *reason,
+                            usage: *usage,
+                            metadata: None,
+                        });
+                    }
+                    Event::Abort { .. } => {
+                        close(&mut out, &mut open);
+                        out.push(Event::Finish {
+                            reason: Some(FinishReason::Interrupted),
+                            usage: None,
+                            metadata: None,
+                        });
+                    }
+                    Event::Error { .. } => out.push(e.clone()),
+                    _ => {}
+                }
+            }
+        }
+        Format::TextDone => {
+            out.push(Event::Start {
+                message_id: None,
+                conversation_id: None,
+            });
+            let id = s("text-1");
+            let mut open = false;
+            for e in &events[1..] {
+                let finish = |reason, usage, out: &mut Vec<Ev>| {
+                    if let Some(c) = conversation_id {
+                        out.push(Event::Metadata {
+                            metadata: j(&json!({ "conversation_id": c })),
+                        });
+                    }
+                    if open {
+                        out.push(Event::TextEnd { id: id.clone() });
+                    }
+                    out.push(Event::Finish {
+                        reason,
+                        usage,
+                        metadata: None,
+                    });
+                };
+                match e {
+                    Event::TextDelta { delta, .. } if !delta.is_empty() => {
+                        if !open {
+                            open = true;
+                            out.push(Event::TextStart { id: id.clone() });
+                        }
+                        out.push(Event::TextDelta {
+                            id: id.clone(),
+                            delta: delta.clone(),
+                        });
+                    }
+                    Event::Finish { reason, usage, .. } => finish(*reason, *usage, &mut out),
+                    Event::Abort { .. } => finish(Some(FinishReason::Interrupted), None, &mut out),
+                    Event::Error { .. } => out.push(e.clone()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out.into_iter().map(canonical_json).collect()
+}
+
+/// JSON fields re-serialised from their parsed value, so that equal values compare equal.
+fn canonical_json(e: Ev) -> Ev {
+    let c = |v: Json<'static>| -> Json<'static> {
+        let value: Value = serde_json::from_str(v.get()).expect("valid JSON");
+        j(&value)
+    };
+    match e {
+        Event::ToolInputAvailable {
+            call_id,
+            name,
+            input,
+        } => Event::ToolInputAvailable {
+            call_id,
+            name,
+            input: c(input),
+        },
+        Event::ToolOutput { call_id, output } => Event::ToolOutput {
+            call_id,
+            output: c(output),
+        },
+        Event::Metadata { metadata } => Event::Metadata {
+            metadata: c(metadata),
+        },
+        Event::Finish {
+            reason,
+            usage,
+            metadata,
+        } => Event::Finish {
+            reason,
+            usage,
+            metadata: metadata.map(c),
+        },
+        other => other,
+    }
+}
+
+/// The decoded events with generated ids replaced by [`GENERATED`] (after checking their form).
+fn project(format: Format, original: &[Ev], decoded: Vec<Ev>) -> Vec<Ev> {
+    let Some(Event::Start {
+        message_id,
+        conversation_id,
+    }) = original.first()
+    else {
+        unreachable!()
+    };
+    decoded
+        .into_iter()
+        .map(|e| match e {
+            Event::Start {
+                message_id: Some(id),
+                conversation_id: c,
+            } if format == Format::UiMessage && message_id.is_none() => {
+                let hex = id.strip_prefix("msg_").unwrap_or_default();
+                assert!(
+                    hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{id}"
+                );
+                Event::Start {
+                    message_id: Some(s(GENERATED)),
+                    conversation_id: c,
+                }
+            }
+            Event::Start {
+                message_id: m,
+                conversation_id: Some(key),
+            } if format == Format::SessionDelta && conversation_id.is_none() => {
+                let uuid = key.strip_prefix("api:").unwrap_or_default();
+                assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{key}");
+                Event::Start {
+                    message_id: m,
+                    conversation_id: Some(s(GENERATED)),
+                }
+            }
+            other => canonical_json(other),
+        })
+        .collect()
+}
+
+fn roundtrip(format: Format, options: EncodeOptions, evs: &[Ev]) -> Result<(), TestCaseError> {
+    let bytes = encode_all(format, options, evs);
+    assert_well_formed(format, &bytes);
+    let decoded = decode_all(format, &bytes).map_err(|e| {
+        TestCaseError::fail(format!(
+            "{format}: decoding our own output failed: {e}\n{}",
+            String::from_utf8_lossy(&bytes)
+        ))
+    })?;
+    let got = project(format, evs, decoded);
+    let want = normalise(format, evs);
+    prop_assert_eq!(
+        &got,
+        &want,
+        "{} ({:?}) wire:\n{}",
+        format,
+        options,
+        String::from_utf8_lossy(&bytes)
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn encode_then_decode_gives_the_events_less_what_the_format_cannot_carry(m in message()) {
+        let evs = events(&m);
+        for format in Format::ALL {
+            roundtrip(format, EncodeOptions::default(), &evs)?;
+        }
+        roundtrip(
+            Format::UiMessage,
+            EncodeOptions { event_lines: true, ..Default::default() },
+            &evs,
+        )?;
+    }
+}
+
+/// The normalisation is not vacuous: a sequence with everything in it loses what the doc says.
+#[test]
+fn normalise_drops_what_each_format_cannot_carry() {
+    let m = Message {
+        message_id: Some("msg_1".into()),
+        conversation_id: Some("conv".into()),
+        steps: vec![(
+            true,
+            vec![
+                Item::Reasoning(vec!["think".into()]),
+                Item::Text(vec!["a".into()]),
+                Item::Text(vec!["b".into()]),
+                Item::Tool {
+                    name: "t".into(),
+                    streamed: Some(vec!["{".into()]),
+                    input: json!({}),
+                    result: Ok(json!(1)),
+                },
+                Item::Metadata(json!({"k": 1})),
+            ],
+        )],
+        end: End::Finish {
+            reason: Some(FinishReason::Stop),
+            usage: Some(2.0),
+            metadata: None,
+        },
+    };
+    let evs = events(&m);
+    let kinds = |f| -> Vec<String> {
+        normalise(f, &evs)
+            .iter()
+            .map(|e| {
+                format!("{e:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(evs.len(), 18);
+    assert_eq!(kinds(Format::UiMessage).len(), 18);
+    assert_eq!(
+        kinds(Format::SessionDelta),
+        [
+            "Start",
+            "TextStart",
+            "TextDelta",
+            "TextDelta",
+            "TextEnd",
+            "ToolInputAvailable",
+            "ToolOutput",
+            "Finish"
+        ]
+    );
+    assert_eq!(
+        kinds(Format::TextDone),
+        [
+            "Start",
+            "TextStart",
+            "TextDelta",
+            "TextDelta",
+            "Metadata",
+            "TextEnd",
+            "Finish"
+        ]
+    );
+}
