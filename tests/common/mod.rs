@@ -279,7 +279,11 @@ pub fn read_stream(format: &str, body: &str) -> Answer {
             for e in &events {
                 let v = e.json().unwrap_or_else(|| panic!("not JSON: {e:?}"));
                 let t = v["type"].as_str().unwrap_or_default().to_owned();
-                assert_eq!(e.event.as_deref(), Some(t.as_str()), "event line names the type");
+                assert_eq!(
+                    e.event.as_deref(),
+                    Some(t.as_str()),
+                    "event line names the type"
+                );
                 match t.as_str() {
                     "session" => {
                         a.conversation = v["sessionKey"].as_str().map(str::to_owned);
@@ -331,9 +335,8 @@ pub fn read_stream(format: &str, body: &str) -> Answer {
                     other => panic!("unexpected text-done event {other}"),
                 }
             }
-            a.ended_properly = n >= 2
-                && events[n - 1].data == "[DONE]"
-                && ty(n - 2).as_deref() == Some("done");
+            a.ended_properly =
+                n >= 2 && events[n - 1].data == "[DONE]" && ty(n - 2).as_deref() == Some("done");
         }
         other => panic!("unknown format {other}"),
     }
@@ -358,13 +361,19 @@ pub fn read_sync(front: Api, body: &Value) -> Answer {
             a.text = s("text").unwrap_or_default();
             a.conversation = s("conversationId");
             a.credits = body["usage"]["credits"].as_f64();
-            assert!(s("messageId").is_some(), "chatbase body has messageId: {body}");
+            assert!(
+                s("messageId").is_some(),
+                "chatbase body has messageId: {body}"
+            );
             assert!(s("userMessageId").is_some(), "{body}");
         }
         Api::Agents => {
             a.text = s("response").unwrap_or_default();
             a.conversation = s("conversation_id");
-            assert!(s("agent_id").is_some() && s("agent_name").is_some(), "{body}");
+            assert!(
+                s("agent_id").is_some() && s("agent_name").is_some(),
+                "{body}"
+            );
         }
         Api::Guayaba => {
             a.text = s("response").unwrap_or_default();
@@ -826,6 +835,8 @@ pub const UI_FIXTURE_TEXT: &str = "Hola é 日本語 👋🏽";
 
 /// The first events of [`UI_FIXTURE`]: a valid prefix that stops before the finish.
 pub fn ui_fixture_prefix() -> &'static str {
-    let end = UI_FIXTURE.find("data: {\"type\":\"text-end\"").expect("fixture");
+    let end = UI_FIXTURE
+        .find("data: {\"type\":\"text-end\"")
+        .expect("fixture");
     &UI_FIXTURE[..end]
 }
