@@ -324,6 +324,58 @@ async fn backend_sending_garbage_ends_the_stream_with_an_error_event() {
     );
 }
 
+/// The same answer framed as seed 002 shows it and as SSE allows: a BOM, `\r\n` line ends,
+/// `event:` lines, comments, `id:`/`retry:` fields and a `data:` split over two lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_valid_sse_framing_from_the_backend_is_accepted() {
+    let fixture = concat!(
+        "\u{feff}: a comment first\r\n\r\n",
+        "retry: 1000\r\nevent: message-start\r\ndata: {\"type\":\"message-start\",\"messageId\":\"m\"}\r\n\r\n",
+        "id: 2\r\nevent: text-delta\r\ndata: {\"type\":\"text-delta\",\r\ndata: \"id\":\"t\",\"delta\":\"Hola é \"}\r\n\r\n",
+        ":keep-alive\r\n\r\n",
+        "event: text-delta\rdata: {\"type\":\"text-delta\",\"id\":\"t\",\"delta\":\"日本語 👋🏽\"}\r\r",
+        "data: {\"type\":\"finish\",\"messageMetadata\":{\"conversationId\":\"c\",\"usage\":{\"credits\":1}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let wave = fixture.find("👋").unwrap();
+    let crlf = fixture.find("\r\n").unwrap();
+    for front in [Api::Chatbase, Api::Agents, Api::Guayaba] {
+        let mock = MockUpstream::sse(fixture)
+            .chunked_at(&[1, 2, crlf + 1, wave + 2])
+            .spawn()
+            .await;
+        let (gw, id) = gateway_for(&mock.url()).await;
+        let a = stream_chat(&client(), &gw, front, &id, "hi", None).await;
+        assert_eq!(a.text, UI_FIXTURE_TEXT, "{front}: {}", a.raw);
+        assert!(
+            a.errors.is_empty() && a.ended_properly,
+            "{front}: {}",
+            a.raw
+        );
+        assert_eq!(a.credits, Some(2.0), "{front}: {}", a.raw);
+    }
+}
+
+/// An event past the parser's bound (1 MiB) ends the stream with an error event instead of
+/// growing the gateway's buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_backend_event_ends_the_stream() {
+    let mut fixture = ui_fixture_prefix().to_owned();
+    fixture.push_str("data: {\"type\":\"text-delta\",\"id\":\"t1\",\"delta\":\"");
+    fixture.push_str(&"y".repeat(3 << 20));
+    fixture.push_str("\"}\n\n");
+    let splits: Vec<usize> = (1..64).map(|i| i * 64 * 1024).collect();
+    let errors = assert_streams_end_with_error(
+        MockUpstream::sse(fixture).chunked_at(&splits).then_hang(),
+        UI_FIXTURE_TEXT,
+    )
+    .await;
+    assert!(
+        errors.iter().all(|e| !e.contains("sent nothing")),
+        "{errors:?}"
+    );
+}
+
 /// A fixture split inside multi-byte characters and inside SSE lines reaches every client
 /// format intact, with the backend's usage charged on top of the base cost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,19 +430,30 @@ const STALLED_CLIENT_BOUND: u64 = 32 << 20;
 /// the upstream request is cancelled: its connection closes (README, "Client gone").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_client_stops_the_backend_and_leaving_cancels_it() {
-    for front in [Api::Chatbase, Api::Guayaba] {
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (front, c, version) in [
+        (Api::Chatbase, client(), "HTTP/1.1"),
+        (Api::Guayaba, client(), "HTTP/1.1"),
+        // HTTP/2: flow control instead of TCP buffers; leaving is a stream reset, the
+        // connection itself stays open.
+        (Api::Chatbase, h2.clone(), "HTTP/2"),
+    ] {
         let mock = MockUpstream::write_forever().spawn().await;
         let (gw, id) = gateway_for(&mock.url()).await;
-        let response = send_chat(&client(), &gw, front, &id, "hi", None, true).await;
+        let response = send_chat(&c, &gw, front, &id, "hi", None, true).await;
         assert_eq!(response.status(), 200);
         // Headers only; then nothing is read for a while.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let written = mock.bytes_written();
-        eprintln!("{front}: backend wrote {written} bytes to a stalled client");
+        eprintln!("{front} over {version}: backend wrote {written} bytes to a stalled client");
         assert!(written > 0, "the backend started streaming");
         assert!(
             written < STALLED_CLIENT_BOUND,
-            "{front}: backend wrote {written} bytes to a client that reads nothing"
+            "{front} over {version}: backend wrote {written} bytes to a client that reads nothing"
         );
         assert!(
             !mock.peer_closed(),
@@ -400,7 +463,7 @@ async fn stalled_client_stops_the_backend_and_leaving_cancels_it() {
         drop(response);
         assert!(
             mock.wait_peer_closed().await,
-            "{front}: the upstream connection closes once the client is gone"
+            "{front} over {version}: the upstream connection closes once the client is gone"
         );
     }
 }
@@ -729,6 +792,11 @@ async fn h2c_with_prior_knowledge_streams() {
         let a = read_stream(front_format(front), &r.text().await.unwrap());
         assert_eq!(a.text, echo(1, UTF8_MESSAGE), "{front}: {}", a.raw);
         assert!(a.ended_properly && a.errors.is_empty(), "{}", a.raw);
+        // The next turn, sent the moment the first stream ended, continues the conversation.
+        let conversation = a.conversation.expect("conversation id");
+        let r = send_chat(&c, &gw, front, &id, "again", Some(&conversation), true).await;
+        let b = read_stream(front_format(front), &r.text().await.unwrap());
+        assert_eq!(b.text, echo(2, "again"), "{front}: {}", b.raw);
     }
 }
 

@@ -139,7 +139,12 @@ pub fn chat_body(front: Api, message: &str, conversation: Option<&str>, stream: 
         Api::Chatbase | Api::Guayaba => body["stream"] = json!(stream),
     }
     if let Some(c) = conversation {
-        body[conversation_field(front)] = json!(c);
+        // pharen takes `conversation_uuid` or `conversation_id`: streams use one, sync the other.
+        let field = match front {
+            Api::Pharen if !stream => "conversation_id",
+            _ => conversation_field(front),
+        };
+        body[field] = json!(c);
     }
     body
 }
