@@ -14,6 +14,10 @@ pub struct Resolved {
     pub backend_id: Option<String>,
 }
 
+/// The client id of an account's default conversation with an agent on the `agents` front
+/// (SPEC §7: a chat without `conversation_id` goes there).
+pub const DEFAULT_CONVERSATION: &str = "default";
+
 /// In-process map (account, agent, client id) → backend id.
 #[derive(Debug, Default)]
 pub struct Conversations {
@@ -32,6 +36,17 @@ impl Conversations {
     ) -> Option<Resolved> {
         let key = |id: &str| (account.to_owned(), agent.to_owned(), id.to_owned());
         match conversation {
+            // `agents`: no id, or the default's own id, is the account's default conversation
+            // with this agent; it always exists, so it is opened on first use.
+            Conversation::New if front == Api::Agents => self.resolve(
+                account,
+                agent,
+                front,
+                &Conversation::ClientKey(DEFAULT_CONVERSATION.into()),
+            ),
+            Conversation::Existing(id) if front == Api::Agents && id == DEFAULT_CONVERSATION => {
+                self.resolve(account, agent, front, &Conversation::ClientKey(id.clone()))
+            }
             Conversation::New => {
                 let client_id = match front {
                     Api::Pharen => uuid::Uuid::new_v4().to_string(),
@@ -69,5 +84,52 @@ impl Conversations {
             (account.to_owned(), agent.to_owned(), client_id.to_owned()),
             Some(backend_id.to_owned()),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_front_without_an_id_uses_the_default_conversation() {
+        let c = Conversations::default();
+        let first = c
+            .resolve("acct", "a1", Api::Agents, &Conversation::New)
+            .unwrap();
+        assert_eq!(first.client_id, DEFAULT_CONVERSATION);
+        assert_eq!(first.backend_id, None);
+        c.record("acct", "a1", DEFAULT_CONVERSATION, "backend-7");
+        for conversation in [
+            Conversation::New,
+            Conversation::Existing(DEFAULT_CONVERSATION.into()),
+        ] {
+            let again = c.resolve("acct", "a1", Api::Agents, &conversation).unwrap();
+            assert_eq!(again.client_id, DEFAULT_CONVERSATION);
+            assert_eq!(again.backend_id.as_deref(), Some("backend-7"));
+        }
+        // Per agent and per account.
+        let other_agent = c
+            .resolve("acct", "a2", Api::Agents, &Conversation::New)
+            .unwrap();
+        assert_eq!(other_agent.backend_id, None);
+        let other_account = c
+            .resolve("acct2", "a1", Api::Agents, &Conversation::New)
+            .unwrap();
+        assert_eq!(other_account.backend_id, None);
+        // Other fronts still open a new conversation without an id.
+        let chatbase = c
+            .resolve("acct", "a1", Api::Chatbase, &Conversation::New)
+            .unwrap();
+        assert_ne!(chatbase.client_id, DEFAULT_CONVERSATION);
+        // An unknown id is still unknown.
+        assert!(c
+            .resolve(
+                "acct",
+                "a1",
+                Api::Agents,
+                &Conversation::Existing("conv_x".into())
+            )
+            .is_none());
     }
 }
