@@ -57,7 +57,7 @@ fn checksum(body: &str) -> String {
 
 /// A well-formed key whose checksum matched. Borrowed from the header; its `Debug` shows only
 /// the public id.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ParsedKey<'a> {
     public_id: &'a str,
     full: &'a str,
