@@ -527,6 +527,22 @@ impl PendingReservation {
     }
 }
 
+impl Drop for PendingReservation {
+    /// The waiter left before `durable` finished (client gone, future cancelled). If the
+    /// reservation already committed, void it here; otherwise the writer's callback, finding
+    /// nobody to answer, voids it.
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
+        self.rx.close();
+        if let Ok(Ok(ReserveOutcome::Reserved { .. })) = self.rx.try_recv() {
+            guard.charge.store(0, Ordering::Release);
+            guard.settled = false;
+        }
+    }
+}
+
 const UNSET: i64 = i64::MIN;
 
 /// Clamps a reported charge to `[0, reserved]`, logging anything out of range (usage reported

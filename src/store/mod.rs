@@ -207,14 +207,21 @@ impl WriteOp {
     }
 }
 
-/// A cheap handle that can enqueue writes; what callbacks hold instead of a [`Store`].
+/// What the writer's queue carries.
+pub(crate) enum Msg {
+    Op(WriteOp),
+    /// Sent when the last store handle goes: commit what is queued, then stop.
+    Shutdown,
+}
+
+/// A cheap handle that can enqueue writes; what callbacks and guards hold instead of a [`Store`].
 #[derive(Clone)]
-pub struct WriteQueue(std::sync::mpsc::Sender<WriteOp>);
+pub struct WriteQueue(std::sync::mpsc::Sender<Msg>);
 
 impl WriteQueue {
     /// Enqueues a write without waiting. Fails only when the writer has stopped.
     pub fn submit(&self, op: WriteOp) -> Result<(), StoreError> {
-        self.0.send(op).map_err(|_| StoreError::Closed)
+        self.0.send(Msg::Op(op)).map_err(|_| StoreError::Closed)
     }
 }
 

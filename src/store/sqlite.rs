@@ -17,7 +17,7 @@ use super::schema;
 use super::{
     AccountSums, IdemClaim, IdemCompletion, IdemOutcome, KeyRecord, NewGrant, NewReservation,
     ReservationRecord, ReserveOutcome, RevokeOutcome, SettleOutcome, SettleRequest, StoreError,
-    StoredResponse, UsageFilter, UsageRow, WriteOp, WriteQueue,
+    Msg, StoredResponse, UsageFilter, UsageRow, WriteOp, WriteQueue,
 };
 
 /// `PRAGMA synchronous` in WAL mode.
@@ -106,7 +106,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 }
 
 pub(crate) struct SqliteStore {
-    tx: Option<mpsc::Sender<WriteOp>>,
+    tx: Option<mpsc::Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
     reads: Arc<ReadPool>,
 }
@@ -163,7 +163,9 @@ impl SqliteStore {
 impl Drop for SqliteStore {
     /// Drains the queue: every write enqueued before the last handle went away is committed.
     fn drop(&mut self) {
-        drop(self.tx.take());
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::Shutdown);
+        }
         if let Some(writer) = self.writer.take() {
             if writer.thread().id() != std::thread::current().id() {
                 let _ = writer.join();
@@ -206,24 +208,40 @@ impl ReadPool {
 
 // ---- the writer ---------------------------------------------------------------------------
 
-fn writer_loop(conn: Connection, rx: Receiver<WriteOp>, max_batch: usize) {
+/// Group commit: block for the first op, take whatever else is queued (up to `max_batch`),
+/// commit it as one transaction, answer every op, repeat. After `Shutdown` (or when every
+/// sender is gone) it drains what is left and stops.
+fn writer_loop(conn: Connection, rx: Receiver<Msg>, max_batch: usize) {
     let mut retry: Vec<WriteOp> = Vec::new();
+    let mut stopping = false;
     loop {
         let mut batch = std::mem::take(&mut retry);
-        if batch.is_empty() {
+        if batch.is_empty() && !stopping {
             match rx.recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => return,
+                Ok(Msg::Op(op)) => batch.push(op),
+                Ok(Msg::Shutdown) | Err(_) => stopping = true,
             }
         }
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                Ok(Msg::Op(op)) => batch.push(op),
+                Ok(Msg::Shutdown) => stopping = true,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    stopping = true;
+                    break;
+                }
             }
+        }
+        if batch.is_empty() {
+            return; // stopping, and nothing left
         }
         retry = run_batch(&conn, batch);
         if !retry.is_empty() {
+            if stopping {
+                tracing::error!(ops = retry.len(), "store closing with uncommitted settlements; recovery will settle them");
+                return;
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
