@@ -1,0 +1,718 @@
+//! Prepaid credits as a two-phase ledger: reserve before the backend is called, settle once.
+//!
+//! Design. The store is the authority: a reservation is a conditional
+//! `UPDATE accounts SET balance = balance - r WHERE id = a AND balance >= r` plus a `pending`
+//! reservation row, applied by the store's single writer inside a group-committed transaction,
+//! so however many requests race (in this process, the CLI, or other replicas) the balance
+//! never goes below zero (a `CHECK (balance >= 0)` backs it). `reserve` returns only after that
+//! commit. In front of it sits an in-memory estimate per account
+//! (`committed − in-flight reservations + in-flight refunds`, refreshed by every commit that
+//! touches the account): while it is fresh (< 1 s) and says the balance cannot cover a request,
+//! the request is refused at once with no store round trip. The estimate only ever refuses
+//! early; it never admits on its own.
+//!
+//! Settling posts the charge (clamped to `[0, reserved]`) and returns the rest, exactly once:
+//! the store only settles a row still `pending`, and [`Reservation`] settles at most once by
+//! construction (`settle*` consume it, `Drop` settles what was not). A settlement from `Drop`
+//! is enqueued without waiting; the writer retries it until it commits. After a crash,
+//! [`Ledger::recover`] settles every expired pending reservation to its fallback (base cost).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+
+use crate::store::{
+    now_ms, IdemClaim, IdemCompletion, IdemOutcome, NewGrant, NewReservation, ReserveOutcome,
+    SettleOutcome, SettleRequest, Store, StoreError, StoredResponse, UnixMs, WriteOp, WriteQueue,
+};
+
+/// Millicredits per credit: amounts are integers internally, f64 credits at the API edge.
+pub const MILLI: i64 = 1000;
+
+/// Credits to millicredits, rounded; NaN is 0 and out-of-range values saturate.
+pub fn to_milli(credits: f64) -> i64 {
+    if credits.is_nan() {
+        return 0;
+    }
+    // `as` saturates for floats.
+    (credits * MILLI as f64).round() as i64
+}
+
+/// Millicredits to credits.
+pub fn from_milli(mc: i64) -> f64 {
+    mc as f64 / MILLI as f64
+}
+
+/// Errors of the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum CreditError {
+    #[error("insufficient credits: balance {balance}, needed {needed}")]
+    Insufficient { balance: f64, needed: f64 },
+    #[error("invalid amount: {0}")]
+    InvalidAmount(&'static str),
+    #[error("ledger invariant violated: {0}")]
+    Invariant(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Ledger settings (`[store]` in the config).
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// A reservation not settled within this is settled by recovery to its fallback.
+    pub reservation_timeout: Duration,
+    /// An in-flight idempotent request older than this is considered abandoned.
+    pub idempotency_timeout: Duration,
+    /// How long the in-memory balance estimate may refuse without asking the store.
+    pub estimate_freshness: Duration,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            reservation_timeout: Duration::from_secs(900),
+            idempotency_timeout: Duration::from_secs(900),
+            estimate_freshness: Duration::from_secs(1),
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// In-memory view of one account's balance, in millicredits.
+struct Estimate {
+    /// Balance as of the last commit that touched the account.
+    committed: AtomicI64,
+    /// Reservations enqueued but not yet committed.
+    reserving: AtomicI64,
+    /// Refunds of settlements enqueued but not yet committed.
+    refunding: AtomicI64,
+    /// When `committed` was last read from a commit; 0 = never (not trusted).
+    refreshed_ms: AtomicI64,
+}
+
+impl Estimate {
+    fn unknown() -> Estimate {
+        Estimate {
+            committed: AtomicI64::new(0),
+            reserving: AtomicI64::new(0),
+            refunding: AtomicI64::new(0),
+            refreshed_ms: AtomicI64::new(0),
+        }
+    }
+
+    fn observe(&self, balance: i64) {
+        self.committed.store(balance, Ordering::Release);
+        self.refreshed_ms.store(now_ms(), Ordering::Release);
+    }
+}
+
+struct LedgerInner {
+    store: Store,
+    queue: WriteQueue,
+    cfg: LedgerConfig,
+    estimates: DashMap<String, Arc<Estimate>>,
+}
+
+/// The credit ledger. Cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<LedgerInner>,
+}
+
+/// What `reserve` needs. `amount` is the base cost plus the usage cap; `fallback` (clamped to
+/// `[0, amount]`) is what is charged if the request never reports usage (normally the base cost).
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveRequest<'a> {
+    pub account: &'a str,
+    pub key_id: &'a str,
+    pub agent_id: &'a str,
+    pub request_id: &'a str,
+    pub amount: f64,
+    pub fallback: f64,
+}
+
+/// What settling did (credits).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settlement {
+    pub charged: f64,
+    pub refunded: f64,
+}
+
+/// Answer to `idempotency_begin`.
+#[derive(Debug)]
+pub enum Begin {
+    /// First use (or an abandoned attempt taken over): run the request, then `complete`.
+    New(IdemToken),
+    /// The same request is running: 409.
+    InFlight,
+    /// The same key was used with another body: 422.
+    Conflict,
+    /// Already answered: send this again, charge nothing.
+    Replay {
+        status: u16,
+        content_type: String,
+        body: Bytes,
+    },
+}
+
+/// A claim on an idempotency key, to be completed (or aborted) once.
+#[derive(Debug)]
+pub struct IdemToken {
+    account: String,
+    idem_key: String,
+    owner: String,
+}
+
+impl Ledger {
+    pub fn new(store: Store, cfg: LedgerConfig) -> Ledger {
+        Ledger {
+            inner: Arc::new(LedgerInner {
+                queue: store.queue(),
+                store,
+                cfg,
+                estimates: DashMap::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &LedgerConfig {
+        &self.inner.cfg
+    }
+
+    fn estimate(&self, account: &str) -> Arc<Estimate> {
+        if let Some(e) = self.inner.estimates.get(account) {
+            return Arc::clone(e.value());
+        }
+        Arc::clone(
+            self.inner
+                .estimates
+                .entry(account.to_owned())
+                .or_insert_with(|| Arc::new(Estimate::unknown()))
+                .value(),
+        )
+    }
+
+    /// The in-memory part of a reservation: the fast refusal and the enqueue. The returned
+    /// [`PendingReservation`] resolves once the reservation is durable. Dropping it early is safe:
+    /// a reservation that commits after its waiter left is voided.
+    pub fn admit(&self, req: &ReserveRequest<'_>) -> Result<PendingReservation, CreditError> {
+        if !req.amount.is_finite() || req.amount < 0.0 {
+            return Err(CreditError::InvalidAmount("reservation must be finite and >= 0"));
+        }
+        let amount = to_milli(req.amount);
+        let fallback = to_milli(req.fallback).clamp(0, amount);
+        let est = self.estimate(req.account);
+        let reserving = est.reserving.fetch_add(amount, Ordering::AcqRel) + amount;
+        let available = est.committed.load(Ordering::Acquire) - reserving
+            + est.refunding.load(Ordering::Acquire);
+        let fresh = now_ms() - est.refreshed_ms.load(Ordering::Acquire)
+            < ms(self.inner.cfg.estimate_freshness);
+        if available < 0 && fresh {
+            est.reserving.fetch_sub(amount, Ordering::AcqRel);
+            return Err(CreditError::Insufficient {
+                balance: from_milli((available + amount).max(0)),
+                needed: req.amount,
+            });
+        }
+        let now = now_ms();
+        let row = NewReservation {
+            id: req.request_id.to_owned(),
+            account: req.account.to_owned(),
+            key_id: req.key_id.to_owned(),
+            agent_id: req.agent_id.to_owned(),
+            reserved: amount,
+            fallback,
+            created_at: now,
+            expires_at: now.saturating_add(ms(self.inner.cfg.reservation_timeout)),
+        };
+        let (tx, rx) = oneshot::channel();
+        let queue = self.inner.queue.clone();
+        let id = row.id.clone();
+        let cb_est = Arc::clone(&est);
+        let done = Box::new(move |r: Result<ReserveOutcome, StoreError>| {
+            // Lower `reserving` before raising `committed`: in between, the estimate errs high,
+            // which only sends a request to the store; it never refuses one wrongly.
+            cb_est.reserving.fetch_sub(amount, Ordering::AcqRel);
+            if let Ok(
+                ReserveOutcome::Reserved { balance_after: b }
+                | ReserveOutcome::Insufficient { balance: b },
+            ) = r
+            {
+                cb_est.observe(b);
+            }
+            if let Err(Ok(ReserveOutcome::Reserved { .. })) = tx.send(r) {
+                // Nobody is waiting (the request went away): the backend was never called.
+                let void = SettleRequest {
+                    id,
+                    charge: Some(0),
+                    now: now_ms(),
+                    expired_before: None,
+                };
+                let done = settle_callback(cb_est, amount, None);
+                if queue.submit(WriteOp::Settle(void, Some(done))).is_err() {
+                    tracing::error!("store closed; abandoned reservation left to recovery");
+                }
+            }
+        });
+        if let Err(e) = self.inner.queue.submit(WriteOp::Reserve(row, done)) {
+            est.reserving.fetch_sub(amount, Ordering::AcqRel);
+            return Err(e.into());
+        }
+        Ok(PendingReservation {
+            rx,
+            guard: Some(Reservation {
+                ledger: self.clone(),
+                est,
+                id: req.request_id.to_owned(),
+                account: req.account.to_owned(),
+                reserved: amount,
+                fallback,
+                charge: Arc::new(AtomicI64::new(UNSET)),
+                settled: true, // armed once durable
+            }),
+            needed: req.amount,
+        })
+    }
+
+    /// Reserves `amount` credits for one request and returns once the reservation is durable.
+    /// Too little balance: [`CreditError::Insufficient`] (402), and nothing was written.
+    pub async fn reserve(&self, req: ReserveRequest<'_>) -> Result<Reservation, CreditError> {
+        self.admit(&req)?.durable().await
+    }
+
+    /// Adds credits to an account (creating it). Returns the new balance.
+    pub async fn grant(
+        &self,
+        account: &str,
+        credits: f64,
+        memo: Option<&str>,
+    ) -> Result<f64, CreditError> {
+        if !credits.is_finite() || to_milli(credits) <= 0 {
+            return Err(CreditError::InvalidAmount("grant must be positive"));
+        }
+        let balance = self
+            .inner
+            .store
+            .grant(NewGrant {
+                account: account.to_owned(),
+                amount: to_milli(credits),
+                memo: memo.map(str::to_owned),
+                now: now_ms(),
+            })
+            .await?;
+        if let Some(e) = self.inner.estimates.get(account) {
+            e.observe(balance);
+        }
+        Ok(from_milli(balance))
+    }
+
+    /// The committed balance (0 for an unknown account).
+    pub async fn balance(&self, account: &str) -> Result<f64, CreditError> {
+        Ok(from_milli(
+            self.inner.store.balance(account).await?.unwrap_or(0),
+        ))
+    }
+
+    /// Waits until every settlement enqueued so far is durable.
+    pub async fn flush(&self) -> Result<(), CreditError> {
+        Ok(self.inner.store.flush().await?)
+    }
+
+    /// Settles every pending reservation that expired at or before `now` to its fallback.
+    /// Returns how many it settled. Safe to run concurrently with live traffic and on several
+    /// replicas: a reservation extended meanwhile, or settled by its owner, is left alone.
+    pub async fn recover(&self, now: UnixMs) -> Result<usize, CreditError> {
+        let mut settled = 0;
+        loop {
+            let ids = self.inner.store.expired_pending(now, 512).await?;
+            if ids.is_empty() {
+                return Ok(settled);
+            }
+            let mut waits = Vec::with_capacity(ids.len());
+            for id in ids {
+                let (tx, rx) = oneshot::channel();
+                let req = SettleRequest {
+                    id,
+                    charge: None,
+                    now: now_ms(),
+                    expired_before: Some(now),
+                };
+                let done: crate::store::Done<SettleOutcome> = Box::new(move |r| {
+                    let _ = tx.send(r);
+                });
+                self.inner.queue.submit(WriteOp::Settle(req, Some(done)))?;
+                waits.push(rx);
+            }
+            let mut progressed = false;
+            for rx in waits {
+                let outcome = rx.await.map_err(|_| StoreError::Closed)??;
+                if let SettleOutcome::Settled {
+                    account,
+                    balance_after,
+                    charged,
+                    ..
+                } = outcome
+                {
+                    tracing::info!(%account, charged, "recovered an expired reservation");
+                    if let Some(e) = self.inner.estimates.get(&account) {
+                        e.observe(balance_after);
+                    }
+                    settled += 1;
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                return Ok(settled);
+            }
+        }
+    }
+
+    /// Runs [`Ledger::recover`] now and then every `interval`, until the task is aborted.
+    pub fn spawn_recovery(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let ledger = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = ledger.recover(now_ms()).await {
+                    tracing::warn!(error = %e, "reservation recovery failed");
+                }
+            }
+        })
+    }
+
+    /// Checks, from one snapshot, for every account: balance ≥ 0 and
+    /// balance == grants − posted charges − pending reservations. Flushes first.
+    pub async fn check_invariants(&self) -> Result<(), CreditError> {
+        self.flush().await?;
+        let mut bad = Vec::new();
+        for s in self.inner.store.account_sums().await? {
+            if s.balance < 0 || s.balance != s.granted - s.posted - s.pending {
+                bad.push(format!(
+                    "{}: balance {} != granted {} - posted {} - pending {}",
+                    s.account, s.balance, s.granted, s.posted, s.pending
+                ));
+            }
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(CreditError::Invariant(bad.join("; ")))
+        }
+    }
+
+    /// Claims an idempotency key for a request with this body hash (hex SHA-256).
+    pub async fn idempotency_begin(
+        &self,
+        account: &str,
+        idem_key: &str,
+        body_sha256: &str,
+    ) -> Result<Begin, CreditError> {
+        let now = now_ms();
+        let owner = uuid::Uuid::new_v4().to_string();
+        let claim = IdemClaim {
+            account: account.to_owned(),
+            idem_key: idem_key.to_owned(),
+            body_hash: body_sha256.to_owned(),
+            owner: owner.clone(),
+            now,
+            locked_until: now.saturating_add(ms(self.inner.cfg.idempotency_timeout)),
+        };
+        Ok(match self.inner.store.idem_begin(claim).await? {
+            IdemOutcome::Claimed => Begin::New(IdemToken {
+                account: account.to_owned(),
+                idem_key: idem_key.to_owned(),
+                owner,
+            }),
+            IdemOutcome::InFlight => Begin::InFlight,
+            IdemOutcome::Conflict => Begin::Conflict,
+            IdemOutcome::Replay(r) => Begin::Replay {
+                status: r.status,
+                content_type: r.content_type,
+                body: Bytes::from(r.body),
+            },
+        })
+    }
+
+    /// Stores the answer under the claim; later retries replay it. Returns false if the claim
+    /// was lost (taken over after the timeout).
+    pub async fn complete(
+        &self,
+        token: IdemToken,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<bool, CreditError> {
+        Ok(self
+            .inner
+            .store
+            .idem_complete(IdemCompletion {
+                account: token.account,
+                idem_key: token.idem_key,
+                owner: token.owner,
+                response: StoredResponse {
+                    status,
+                    content_type: content_type.to_owned(),
+                    body: body.to_vec(),
+                },
+            })
+            .await?)
+    }
+
+    /// Releases the claim without an answer (the request failed before doing anything that
+    /// must not be repeated), so a retry runs again.
+    pub async fn abort(&self, token: IdemToken) -> Result<bool, CreditError> {
+        Ok(self
+            .inner
+            .store
+            .idem_abort(&token.account, &token.idem_key, &token.owner)
+            .await?)
+    }
+}
+
+fn settle_callback(
+    est: Arc<Estimate>,
+    refund_estimate: i64,
+    tx: Option<oneshot::Sender<Result<SettleOutcome, StoreError>>>,
+) -> crate::store::Done<SettleOutcome> {
+    Box::new(move |r| {
+        // Raise `committed` before lowering `refunding` (see `admit`).
+        if let Ok(SettleOutcome::Settled { balance_after, .. }) = &r {
+            est.observe(*balance_after);
+        }
+        est.refunding.fetch_sub(refund_estimate, Ordering::AcqRel);
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "settlement failed");
+        }
+        if let Some(tx) = tx {
+            let _ = tx.send(r);
+        }
+    })
+}
+
+/// A reservation on its way to the store. `durable().await` yields the [`Reservation`].
+pub struct PendingReservation {
+    rx: oneshot::Receiver<Result<ReserveOutcome, StoreError>>,
+    guard: Option<Reservation>,
+    needed: f64,
+}
+
+impl PendingReservation {
+    /// Waits for the reservation's commit.
+    pub async fn durable(mut self) -> Result<Reservation, CreditError> {
+        let outcome = (&mut self.rx).await.map_err(|_| StoreError::Closed)?;
+        let mut guard = self.guard.take().ok_or(StoreError::Closed)?;
+        match outcome? {
+            ReserveOutcome::Reserved { .. } => {
+                guard.settled = false;
+                Ok(guard)
+            }
+            ReserveOutcome::Insufficient { balance } => Err(CreditError::Insufficient {
+                balance: from_milli(balance),
+                needed: self.needed,
+            }),
+        }
+    }
+}
+
+impl Drop for PendingReservation {
+    /// The waiter left before `durable` finished (client gone, future cancelled). If the
+    /// reservation already committed, void it here; otherwise the writer's callback, finding
+    /// nobody to answer, voids it.
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
+        self.rx.close();
+        if let Ok(Ok(ReserveOutcome::Reserved { .. })) = self.rx.try_recv() {
+            guard.charge.store(0, Ordering::Release);
+            guard.settled = false;
+        }
+    }
+}
+
+const UNSET: i64 = i64::MIN;
+
+/// Clamps a reported charge to `[0, reserved]`, logging anything out of range (usage reported
+/// by a backend is untrusted input).
+fn clamp_charge(credits: f64, reserved: i64, id: &str) -> i64 {
+    let mc = to_milli(credits);
+    if !credits.is_finite() || mc < 0 || mc > reserved {
+        tracing::warn!(
+            request_id = %id,
+            reported = credits,
+            cap = from_milli(reserved),
+            "reported usage out of range; clamped"
+        );
+    }
+    mc.clamp(0, reserved)
+}
+
+/// A shareable handle to set the charge of a reservation as usage is metered.
+#[derive(Clone, Debug)]
+pub struct ChargeMeter {
+    charge: Arc<AtomicI64>,
+    reserved: i64,
+}
+
+impl ChargeMeter {
+    /// Sets what will be charged (credits), clamped to `[0, reserved]`.
+    pub fn set(&self, credits: f64) {
+        self.charge
+            .store(clamp_charge(credits, self.reserved, "-"), Ordering::Release);
+    }
+
+    /// The charge set so far, if any.
+    pub fn get(&self) -> Option<f64> {
+        match self.charge.load(Ordering::Acquire) {
+            UNSET => None,
+            mc => Some(from_milli(mc)),
+        }
+    }
+
+    /// The reservation's amount: the hard limit for metering.
+    pub fn reserved(&self) -> f64 {
+        from_milli(self.reserved)
+    }
+}
+
+/// A durable reservation, settled exactly once: by `settle_now`/`settle`, or by `Drop` with the
+/// last charge set (or the fallback if none was).
+pub struct Reservation {
+    ledger: Ledger,
+    est: Arc<Estimate>,
+    id: String,
+    account: String,
+    reserved: i64,
+    fallback: i64,
+    charge: Arc<AtomicI64>,
+    settled: bool,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("id", &self.id)
+            .field("account", &self.account)
+            .field("reserved", &self.reserved)
+            .finish()
+    }
+}
+
+impl Reservation {
+    pub fn request_id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// The amount held (credits): the hard limit for what the request may use.
+    pub fn reserved(&self) -> f64 {
+        from_milli(self.reserved)
+    }
+
+    /// Sets what will be charged, clamped to `[0, reserved]`.
+    pub fn set_charge(&self, credits: f64) {
+        self.charge
+            .store(clamp_charge(credits, self.reserved, &self.id), Ordering::Release);
+    }
+
+    /// A handle to set the charge from elsewhere (e.g. the response body's meter).
+    pub fn meter(&self) -> ChargeMeter {
+        ChargeMeter {
+            charge: Arc::clone(&self.charge),
+            reserved: self.reserved,
+        }
+    }
+
+    /// Pushes the expiry to now + `reservation_timeout` (a live stream calls this
+    /// periodically). Returns false if the reservation is no longer pending.
+    pub async fn extend(&self) -> Result<bool, CreditError> {
+        let expires_at = now_ms().saturating_add(ms(self.ledger.inner.cfg.reservation_timeout));
+        Ok(self.ledger.inner.store.extend(&self.id, expires_at).await?)
+    }
+
+    fn current_charge(&self) -> i64 {
+        match self.charge.load(Ordering::Acquire) {
+            UNSET => self.fallback,
+            mc => mc,
+        }
+    }
+
+    /// Enqueues the settlement; returns what it asked for.
+    fn enqueue(
+        &mut self,
+        charge: i64,
+        tx: Option<oneshot::Sender<Result<SettleOutcome, StoreError>>>,
+    ) -> Settlement {
+        self.settled = true;
+        let charge = charge.clamp(0, self.reserved);
+        let refund = self.reserved - charge;
+        self.est.refunding.fetch_add(refund, Ordering::AcqRel);
+        let req = SettleRequest {
+            id: self.id.clone(),
+            charge: Some(charge),
+            now: now_ms(),
+            expired_before: None,
+        };
+        let done = settle_callback(Arc::clone(&self.est), refund, tx);
+        if let Err(e) = self.ledger.inner.queue.submit(WriteOp::Settle(req, Some(done))) {
+            // Only when the store is shutting down; recovery will settle it to the fallback.
+            self.est.refunding.fetch_sub(refund, Ordering::AcqRel);
+            tracing::error!(request_id = %self.id, error = %e, "settlement not enqueued");
+        }
+        Settlement {
+            charged: from_milli(charge),
+            refunded: from_milli(refund),
+        }
+    }
+
+    /// Settles now with this charge (credits, clamped), without waiting for durability.
+    pub fn settle_now(mut self, credits: f64) -> Settlement {
+        let charge = clamp_charge(credits, self.reserved, &self.id);
+        self.enqueue(charge, None)
+    }
+
+    /// Settles with this charge and waits until it is durable.
+    pub async fn settle(mut self, credits: f64) -> Result<Settlement, CreditError> {
+        let charge = clamp_charge(credits, self.reserved, &self.id);
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(charge, Some(tx));
+        match rx.await.map_err(|_| StoreError::Closed)?? {
+            SettleOutcome::Settled {
+                charged, reserved, ..
+            } => Ok(Settlement {
+                charged: from_milli(charged),
+                refunded: from_milli(reserved - charged),
+            }),
+            // Settled elsewhere first (recovery after expiry): nothing more was charged.
+            SettleOutcome::NotPending => Ok(Settlement {
+                charged: 0.0,
+                refunded: 0.0,
+            }),
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            let charge = self.current_charge();
+            self.enqueue(charge, None);
+        }
+    }
+}

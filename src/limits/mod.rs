@@ -1,0 +1,308 @@
+//! Rate limits (GCRA per key and per agent, via governor) and concurrent-stream caps per key.
+//!
+//! Each key and each agent gets its own direct GCRA limiter with its own quota (quotas differ
+//! per key), held in a `DashMap`. The key is checked before the agent; a request refused by the
+//! agent's limit has still spent one cell of its key's. Refusals carry what the 429 needs:
+//! `Retry-After` and the `RateLimit-Policy`/`RateLimit` headers of
+//! draft-ietf-httpapi-ratelimit-headers (structured fields, named policies).
+
+mod streams;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::Quota;
+use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+
+pub use streams::{SlotGuard, StreamSlots};
+
+/// A GCRA quota: a sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateQuota {
+    per_second: NonZeroU32,
+    burst: NonZeroU32,
+}
+
+impl RateQuota {
+    /// `None` if either is 0.
+    pub fn new(per_second: u32, burst: u32) -> Option<RateQuota> {
+        Some(RateQuota {
+            per_second: NonZeroU32::new(per_second)?,
+            burst: NonZeroU32::new(burst)?,
+        })
+    }
+
+    /// From optional per-key settings: the burst defaults to the rate.
+    pub fn from_parts(per_second: Option<u32>, burst: Option<u32>) -> Option<RateQuota> {
+        let rate = per_second?;
+        RateQuota::new(rate, burst.unwrap_or(rate))
+    }
+
+    pub fn per_second(&self) -> u32 {
+        self.per_second.get()
+    }
+
+    pub fn burst(&self) -> u32 {
+        self.burst.get()
+    }
+
+    /// The policy window: the time a full burst takes to replenish, in whole seconds (≥ 1).
+    pub fn window_secs(&self) -> u64 {
+        u64::from(self.burst.get()).div_ceil(u64::from(self.per_second.get())).max(1)
+    }
+
+    fn governor(&self) -> Quota {
+        Quota::per_second(self.per_second).allow_burst(self.burst)
+    }
+}
+
+/// One policy's state after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyState {
+    /// `key` or `agent`.
+    pub policy: &'static str,
+    pub quota: RateQuota,
+    /// Requests still allowed right now.
+    pub remaining: u32,
+    /// Time until the quota is whole again (for a refusal: until the next request may pass).
+    pub reset: Duration,
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl PolicyState {
+    fn write(&self, headers: &mut HeaderMap) {
+        let policy = format!(
+            "\"{}\";q={};w={}",
+            self.policy,
+            self.quota.burst(),
+            self.quota.window_secs()
+        );
+        let state = format!(
+            "\"{}\";r={};t={}",
+            self.policy,
+            self.remaining,
+            ceil_secs(self.reset)
+        );
+        for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
+}
+
+/// A request within its limits; `tightest` is the policy with the least room left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowed {
+    pub tightest: Option<PolicyState>,
+}
+
+impl Allowed {
+    /// Adds `RateLimit-Policy` and `RateLimit` for the tightest policy (nothing if unlimited).
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        if let Some(p) = &self.tightest {
+            p.write(headers);
+        }
+    }
+}
+
+/// A refusal: 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited by the {} policy; retry after {retry_after:?}", state.policy)]
+pub struct RateLimited {
+    /// Exactly when a request may pass again (from the decision's instant).
+    pub retry_after: Duration,
+    pub state: PolicyState,
+}
+
+impl RateLimited {
+    /// The policy name (`key` or `agent`).
+    pub fn policy(&self) -> &'static str {
+        self.state.policy
+    }
+
+    /// `Retry-After` in whole seconds, rounded up so that a client honouring it is never early.
+    pub fn retry_after_secs(&self) -> u64 {
+        ceil_secs(self.retry_after)
+    }
+
+    /// Adds `Retry-After`, `RateLimit-Policy` and `RateLimit`.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        headers.insert(RETRY_AFTER, HeaderValue::from(self.retry_after_secs()));
+        self.state.write(headers);
+    }
+
+    /// The same headers as a list.
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut map = HeaderMap::new();
+        self.write_headers(&mut map);
+        map.into_iter()
+            .filter_map(|(name, value)| Some((name?, value)))
+            .collect()
+    }
+}
+
+type Gcra<C> = governor::RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
+
+struct Bucket<C: Clock> {
+    quota: RateQuota,
+    limiter: Gcra<C>,
+}
+
+/// GCRA limiters per key and per agent, generic over governor's clock (tests use
+/// `governor::clock::FakeRelativeClock`).
+pub struct RateLimiter<C: Clock + Clone = DefaultClock> {
+    clock: C,
+    keys: DashMap<String, Arc<Bucket<C>>>,
+    agents: DashMap<String, Arc<Bucket<C>>>,
+}
+
+impl RateLimiter<DefaultClock> {
+    pub fn new() -> Self {
+        Self::with_clock(DefaultClock::default())
+    }
+}
+
+impl Default for RateLimiter<DefaultClock> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Clock + Clone> RateLimiter<C> {
+    pub fn with_clock(clock: C) -> Self {
+        RateLimiter {
+            clock,
+            keys: DashMap::new(),
+            agents: DashMap::new(),
+        }
+    }
+
+    fn bucket(
+        &self,
+        map: &DashMap<String, Arc<Bucket<C>>>,
+        id: &str,
+        quota: RateQuota,
+    ) -> Arc<Bucket<C>> {
+        if let Some(b) = map.get(id) {
+            if b.quota == quota {
+                return Arc::clone(b.value());
+            }
+        }
+        // New id, or its quota changed (config reload): start a fresh limiter.
+        let mut entry = map.entry(id.to_owned()).or_insert_with(|| {
+            Arc::new(Bucket {
+                quota,
+                limiter: Gcra::new(quota.governor(), InMemoryState::default(), self.clock.clone()),
+            })
+        });
+        if entry.quota != quota {
+            *entry = Arc::new(Bucket {
+                quota,
+                limiter: Gcra::new(quota.governor(), InMemoryState::default(), self.clock.clone()),
+            });
+        }
+        Arc::clone(entry.value())
+    }
+
+    fn check_one(
+        &self,
+        map: &DashMap<String, Arc<Bucket<C>>>,
+        policy: &'static str,
+        id: &str,
+        quota: RateQuota,
+    ) -> Result<PolicyState, RateLimited> {
+        let bucket = self.bucket(map, id, quota);
+        let per_cell = Duration::from_secs(1) / quota.per_second();
+        match bucket.limiter.check() {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                Ok(PolicyState {
+                    policy,
+                    quota,
+                    remaining,
+                    reset: per_cell * quota.burst().saturating_sub(remaining),
+                })
+            }
+            Err(not_until) => {
+                let retry_after = not_until.wait_time_from(self.clock.now());
+                Err(RateLimited {
+                    retry_after,
+                    state: PolicyState {
+                        policy,
+                        quota,
+                        remaining: 0,
+                        reset: retry_after,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Checks the key's quota, then the agent's. `None` quota: that dimension is unlimited.
+    pub fn check(
+        &self,
+        key_id: &str,
+        key_quota: Option<RateQuota>,
+        agent_id: &str,
+        agent_quota: Option<RateQuota>,
+    ) -> Result<Allowed, RateLimited> {
+        let key = key_quota
+            .map(|q| self.check_one(&self.keys, "key", key_id, q))
+            .transpose()?;
+        let agent = agent_quota
+            .map(|q| self.check_one(&self.agents, "agent", agent_id, q))
+            .transpose()?;
+        let tightest = match (key, agent) {
+            (Some(k), Some(a)) => Some(if a.remaining < k.remaining { a } else { k }),
+            (k, a) => k.or(a),
+        };
+        Ok(Allowed { tightest })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    #[test]
+    fn headers_render_structured_fields() {
+        let clock = FakeRelativeClock::default();
+        let rl = RateLimiter::with_clock(clock);
+        let q = RateQuota::new(2, 4);
+        for _ in 0..4 {
+            rl.check("k", q, "a", None).expect("within burst");
+        }
+        let refused = rl.check("k", q, "a", None).expect_err("over burst");
+        let mut h = HeaderMap::new();
+        refused.write_headers(&mut h);
+        assert_eq!(h["retry-after"], "1");
+        assert_eq!(h["ratelimit-policy"], "\"key\";q=4;w=2");
+        assert_eq!(h["ratelimit"], "\"key\";r=0;t=1");
+        assert_eq!(refused.retry_after, Duration::from_millis(500));
+        assert_eq!(refused.headers().len(), 3);
+    }
+
+    #[test]
+    fn allowed_reports_tightest() {
+        let rl = RateLimiter::with_clock(FakeRelativeClock::default());
+        let a = rl
+            .check("k", RateQuota::new(10, 10), "a", RateQuota::new(1, 2))
+            .expect("allowed");
+        let t = a.tightest.expect("limited");
+        assert_eq!((t.policy, t.remaining), ("agent", 1));
+        let mut h = HeaderMap::new();
+        a.write_headers(&mut h);
+        assert_eq!(h["ratelimit"], "\"agent\";r=1;t=1");
+        assert!(rl.check("k", None, "a", None).expect("unlimited").tightest.is_none());
+    }
+}

@@ -1,0 +1,518 @@
+//! Durable policy state (accounts, keys, ledger, idempotency) behind one cloneable handle.
+//!
+//! Writes go through a queue drained by one writer that commits whatever is queued in one
+//! transaction (group commit); a caller that needs durability awaits its batch's commit, a
+//! caller that does not (a settlement from a `Drop` guard) only enqueues. Reads use separate
+//! connections. SQLite is the embedded default; [`Backend`] is the seam where PostgreSQL slots
+//! in with the same operations and the same portable SQL.
+
+mod schema;
+mod sqlite;
+pub mod time;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+pub use sqlite::{SqliteOptions, Synchronous};
+pub use time::{now_ms, UnixMs};
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported store url `{0}` (expected sqlite://PATH)")]
+    Url(String),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store schema version {found} is newer than this binary supports ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("duplicate {0}")]
+    Duplicate(&'static str),
+    #[error("store writer has stopped")]
+    Closed,
+    #[error("write batch failed: {0}")]
+    Batch(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("blocking task failed: {0}")]
+    Task(String),
+}
+
+/// A completion callback, run by the writer after its batch committed (or failed). It must be
+/// cheap and must not block: it runs on the writer thread.
+pub type Done<T> = Box<dyn FnOnce(Result<T, StoreError>) + Send + 'static>;
+
+/// A key row as stored. Kinds and scopes are kept as text so that the store does not depend on
+/// the auth layer; `agents` is a comma-separated list, `None` meaning every agent of the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub public_id: String,
+    /// Lower-case hex SHA-256 of the full key.
+    pub hash: String,
+    pub account: String,
+    pub kind: String,
+    pub scopes: String,
+    pub agents: Option<String>,
+    pub created_at: UnixMs,
+    pub expires_at: Option<UnixMs>,
+    pub revoked_at: Option<UnixMs>,
+    pub rate_per_second: Option<u32>,
+    pub rate_burst: Option<u32>,
+    pub max_streams: Option<u32>,
+}
+
+/// A reservation to write: `reserved` millicredits are taken from the account if it holds them.
+#[derive(Debug, Clone)]
+pub struct NewReservation {
+    pub id: String,
+    pub account: String,
+    pub key_id: String,
+    pub agent_id: String,
+    pub reserved: i64,
+    /// What recovery charges if the request never settles (the agent's base cost).
+    pub fallback: i64,
+    pub created_at: UnixMs,
+    pub expires_at: UnixMs,
+}
+
+/// What a reservation write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    Reserved { balance_after: i64 },
+    Insufficient { balance: i64 },
+}
+
+/// Settle a pending reservation: post `charge` (clamped to `[0, reserved]`; `None` = its
+/// fallback) and return the rest to the balance.
+#[derive(Debug, Clone)]
+pub struct SettleRequest {
+    pub id: String,
+    pub charge: Option<i64>,
+    pub now: UnixMs,
+    /// Recovery only: settle only if the reservation's `expires_at` is at or before this time, so
+    /// a live stream that extended its reservation meanwhile is left alone.
+    pub expired_before: Option<UnixMs>,
+}
+
+/// What a settlement did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    Settled {
+        account: String,
+        reserved: i64,
+        charged: i64,
+        balance_after: i64,
+    },
+    /// Already settled (or unknown, or not yet expired for a recovery settle): nothing changed.
+    NotPending,
+}
+
+/// A credit grant (or, with a negative amount, an adjustment; the balance stays ≥ 0).
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub account: String,
+    pub amount: i64,
+    pub memo: Option<String>,
+    pub now: UnixMs,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    Revoked,
+    AlreadyRevoked,
+    NotFound,
+}
+
+/// Claim an idempotency key for one request.
+#[derive(Debug, Clone)]
+pub struct IdemClaim {
+    pub account: String,
+    pub idem_key: String,
+    pub body_hash: String,
+    /// Random token naming this claim; `complete`/`abort` must present it.
+    pub owner: String,
+    pub now: UnixMs,
+    /// An in-flight claim older than this is considered abandoned (its process crashed).
+    pub locked_until: UnixMs,
+}
+
+/// The stored answer of a completed idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdemOutcome {
+    /// The claim is ours (first use, or an abandoned claim taken over).
+    Claimed,
+    InFlight,
+    Conflict,
+    Replay(StoredResponse),
+}
+
+/// Store the answer under a claim.
+#[derive(Debug, Clone)]
+pub struct IdemCompletion {
+    pub account: String,
+    pub idem_key: String,
+    pub owner: String,
+    pub response: StoredResponse,
+}
+
+/// A write for the writer. Each carries the callback to run once its batch has committed.
+pub enum WriteOp {
+    Reserve(NewReservation, Done<ReserveOutcome>),
+    /// `None`: fire-and-forget. Never dropped: retried until it commits while the process lives.
+    Settle(SettleRequest, Option<Done<SettleOutcome>>),
+    Extend {
+        id: String,
+        expires_at: UnixMs,
+        done: Option<Done<bool>>,
+    },
+    Grant(NewGrant, Done<i64>),
+    InsertKey(KeyRecord, Done<()>),
+    RevokeKey {
+        public_id: String,
+        now: UnixMs,
+        done: Done<RevokeOutcome>,
+    },
+    IdemBegin(IdemClaim, Done<IdemOutcome>),
+    IdemComplete(IdemCompletion, Done<bool>),
+    IdemAbort {
+        account: String,
+        idem_key: String,
+        owner: String,
+        done: Option<Done<bool>>,
+    },
+    /// Completes once everything queued before it has committed.
+    Flush(Done<()>),
+}
+
+impl WriteOp {
+    /// Fire-and-forget ops have nobody to report failure to, so they must be retried, never lost.
+    pub(crate) fn is_fire_and_forget(&self) -> bool {
+        matches!(
+            self,
+            WriteOp::Settle(_, None)
+                | WriteOp::Extend { done: None, .. }
+                | WriteOp::IdemAbort { done: None, .. }
+        )
+    }
+}
+
+/// What the writer's queue carries.
+pub(crate) enum Msg {
+    Op(WriteOp),
+    /// Sent when the last store handle goes: commit what is queued, then stop.
+    Shutdown,
+}
+
+/// A cheap handle that can enqueue writes; what callbacks and guards hold instead of a [`Store`].
+#[derive(Clone)]
+pub struct WriteQueue(std::sync::mpsc::Sender<Msg>);
+
+impl WriteQueue {
+    /// Enqueues a write without waiting. Fails only when the writer has stopped.
+    pub fn submit(&self, op: WriteOp) -> Result<(), StoreError> {
+        self.0.send(Msg::Op(op)).map_err(|_| StoreError::Closed)
+    }
+}
+
+/// Which rows `usage` aggregates.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub account: Option<String>,
+    pub key_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub since: Option<UnixMs>,
+    pub until: Option<UnixMs>,
+}
+
+/// Requests and charges per (account, key, agent), amounts in millicredits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub account: String,
+    pub key_id: String,
+    pub agent_id: String,
+    pub requests: i64,
+    pub charged: i64,
+    pub pending: i64,
+}
+
+/// One reservation as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationRecord {
+    pub id: String,
+    pub account: String,
+    pub key_id: String,
+    pub agent_id: String,
+    pub reserved: i64,
+    pub fallback: i64,
+    pub charged: Option<i64>,
+    pub state: String,
+    pub created_at: UnixMs,
+    pub expires_at: UnixMs,
+    pub settled_at: Option<UnixMs>,
+}
+
+/// Per-account sums for reconciling the ledger (millicredits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSums {
+    pub account: String,
+    pub balance: i64,
+    pub granted: i64,
+    pub posted: i64,
+    pub pending: i64,
+}
+
+/// The backends. PostgreSQL will be a second variant implementing the same operations.
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+}
+
+struct StoreInner {
+    backend: Backend,
+    url: String,
+    /// Revocations committed through this process; lets the key cache drop entries at once.
+    local_revocations: Arc<AtomicU64>,
+}
+
+/// The store handle: `Clone + Send + Sync`, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.inner.url).finish()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+impl Store {
+    /// Opens the store named by a URL: `sqlite://PATH` (relative or absolute path). A file is
+    /// required (no in-memory database) so that the CLI and the server can share it.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| StoreError::Url(url.to_owned()))?;
+        Self::open_sqlite(path, SqliteOptions::default()).await
+    }
+
+    /// Opens (creating and migrating if needed) a SQLite store file.
+    pub async fn open_sqlite(
+        path: impl AsRef<Path>,
+        opts: SqliteOptions,
+    ) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let url = format!("sqlite://{}", path.display());
+        let store = blocking(move || sqlite::SqliteStore::open(&path, opts)).await?;
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                backend: Backend::Sqlite(store),
+                url,
+                local_revocations: Arc::new(AtomicU64::new(0)),
+            }),
+        })
+    }
+
+    /// The URL this store was opened with.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// A handle that only enqueues writes (for callbacks and guards).
+    pub fn queue(&self) -> WriteQueue {
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.queue(),
+        }
+    }
+
+    /// Enqueues a write without waiting for it.
+    pub fn submit(&self, op: WriteOp) -> Result<(), StoreError> {
+        self.queue().submit(op)
+    }
+
+    /// Enqueues a write and waits for its batch to commit.
+    async fn call<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Done<T>) -> WriteOp,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(make(Box::new(move |r| {
+            let _ = tx.send(r);
+        })))?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Revocations committed through this process so far.
+    pub fn local_revocations(&self) -> u64 {
+        self.inner.local_revocations.load(Ordering::Acquire)
+    }
+
+    // ---- writes -------------------------------------------------------------------------
+
+    pub async fn reserve(&self, r: NewReservation) -> Result<ReserveOutcome, StoreError> {
+        self.call(|done| WriteOp::Reserve(r, done)).await
+    }
+
+    pub async fn settle(&self, s: SettleRequest) -> Result<SettleOutcome, StoreError> {
+        self.call(|done| WriteOp::Settle(s, Some(done))).await
+    }
+
+    pub async fn extend(&self, id: &str, expires_at: UnixMs) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.call(|done| WriteOp::Extend {
+            id,
+            expires_at,
+            done: Some(done),
+        })
+        .await
+    }
+
+    /// Adds credits; creates the account if needed. Returns the new balance.
+    pub async fn grant(&self, g: NewGrant) -> Result<i64, StoreError> {
+        self.call(|done| WriteOp::Grant(g, done)).await
+    }
+
+    /// Inserts a key; creates its account if needed.
+    pub async fn insert_key(&self, k: KeyRecord) -> Result<(), StoreError> {
+        self.call(|done| WriteOp::InsertKey(k, done)).await
+    }
+
+    pub async fn revoke_key(
+        &self,
+        public_id: &str,
+        now: UnixMs,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let public_id = public_id.to_owned();
+        let counter = Arc::clone(&self.inner.local_revocations);
+        self.call(move |done: Done<RevokeOutcome>| WriteOp::RevokeKey {
+            public_id,
+            now,
+            done: Box::new(move |r| {
+                if matches!(r, Ok(RevokeOutcome::Revoked)) {
+                    counter.fetch_add(1, Ordering::AcqRel);
+                }
+                done(r)
+            }),
+        })
+        .await
+    }
+
+    pub async fn idem_begin(&self, c: IdemClaim) -> Result<IdemOutcome, StoreError> {
+        self.call(|done| WriteOp::IdemBegin(c, done)).await
+    }
+
+    pub async fn idem_complete(&self, c: IdemCompletion) -> Result<bool, StoreError> {
+        self.call(|done| WriteOp::IdemComplete(c, done)).await
+    }
+
+    pub async fn idem_abort(
+        &self,
+        account: &str,
+        idem_key: &str,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let (account, idem_key, owner) =
+            (account.to_owned(), idem_key.to_owned(), owner.to_owned());
+        self.call(|done| WriteOp::IdemAbort {
+            account,
+            idem_key,
+            owner,
+            done: Some(done),
+        })
+        .await
+    }
+
+    /// Waits until every write queued before this call has committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.call(WriteOp::Flush).await
+    }
+
+    // ---- reads --------------------------------------------------------------------------
+
+    pub async fn get_key(&self, public_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let id = public_id.to_owned();
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.read(move |c| sqlite::get_key(c, &id)).await,
+        }
+    }
+
+    pub async fn list_keys(&self, account: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
+        let account = account.map(str::to_owned);
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.read(move |c| sqlite::list_keys(c, account.as_deref())).await,
+        }
+    }
+
+    /// A counter bumped by every revocation, by any process sharing the store.
+    pub async fn revocation_counter(&self) -> Result<u64, StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.read(sqlite::revocation_counter).await,
+        }
+    }
+
+    /// The committed balance in millicredits; `None` for an account never seen.
+    pub async fn balance(&self, account: &str) -> Result<Option<i64>, StoreError> {
+        let account = account.to_owned();
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.read(move |c| sqlite::balance(c, &account)).await,
+        }
+    }
+
+    /// Ids of pending reservations whose `expires_at` is at or before `now`, oldest first.
+    pub async fn expired_pending(
+        &self,
+        now: UnixMs,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.read(move |c| sqlite::expired_pending(c, now, limit)).await,
+        }
+    }
+
+    pub async fn reservation(&self, id: &str) -> Result<Option<ReservationRecord>, StoreError> {
+        let id = id.to_owned();
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.read(move |c| sqlite::reservation(c, &id)).await,
+        }
+    }
+
+    /// Number of reservations still pending.
+    pub async fn pending_count(&self) -> Result<i64, StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.read(sqlite::pending_count).await,
+        }
+    }
+
+    pub async fn usage(&self, f: UsageFilter) -> Result<Vec<UsageRow>, StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.read(move |c| sqlite::usage(c, &f)).await,
+        }
+    }
+
+    /// Balance, grants, posted charges and pending reservations of every account.
+    pub async fn account_sums(&self) -> Result<Vec<AccountSums>, StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.read(sqlite::account_sums).await,
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Numbered schema migrations, applied in order and recorded in `schema_version`.
+//!
+//! The SQL is kept portable to PostgreSQL: INTEGER and TEXT columns, timestamps as Unix
+//! milliseconds, no AUTOINCREMENT or rowid tricks. Only `BLOB` becomes `BYTEA` there.
+
+/// `(version, SQL)` pairs; never edit a released entry, append a new one.
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE accounts (
+    id         TEXT PRIMARY KEY,
+    balance    INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE grants (
+    id         TEXT PRIMARY KEY,
+    account    TEXT NOT NULL REFERENCES accounts (id),
+    amount     INTEGER NOT NULL,
+    memo       TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX grants_account ON grants (account);
+CREATE TABLE api_keys (
+    public_id       TEXT PRIMARY KEY,
+    hash            TEXT NOT NULL,
+    account         TEXT NOT NULL REFERENCES accounts (id),
+    kind            TEXT NOT NULL,
+    scopes          TEXT NOT NULL,
+    agents          TEXT,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER,
+    revoked_at      INTEGER,
+    rate_per_second INTEGER,
+    rate_burst      INTEGER,
+    max_streams     INTEGER
+);
+CREATE INDEX api_keys_account ON api_keys (account);
+CREATE TABLE reservations (
+    id         TEXT PRIMARY KEY,
+    account    TEXT NOT NULL REFERENCES accounts (id),
+    key_id     TEXT NOT NULL,
+    agent_id   TEXT NOT NULL,
+    reserved   INTEGER NOT NULL CHECK (reserved >= 0),
+    fallback   INTEGER NOT NULL,
+    charged    INTEGER,
+    state      TEXT NOT NULL CHECK (state IN ('pending', 'posted', 'voided')),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    settled_at INTEGER
+);
+CREATE INDEX reservations_open ON reservations (state, expires_at);
+CREATE INDEX reservations_account ON reservations (account, created_at);
+CREATE INDEX reservations_key ON reservations (key_id, created_at);
+CREATE INDEX reservations_agent ON reservations (agent_id, created_at);
+CREATE TABLE idempotency (
+    account      TEXT NOT NULL,
+    idem_key     TEXT NOT NULL,
+    body_hash    TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('in_flight', 'complete')),
+    owner        TEXT NOT NULL,
+    status       INTEGER,
+    content_type TEXT,
+    response     BLOB,
+    created_at   INTEGER NOT NULL,
+    locked_until INTEGER NOT NULL,
+    PRIMARY KEY (account, idem_key)
+);
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO counters (name, value) VALUES ('revocations', 0);
+"#,
+)];
+
+/// The newest schema version this binary knows.
+pub(crate) fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
