@@ -13,7 +13,7 @@ use agentgate::demo::DemoAgent;
 use agentgate::formats::{EncodeOptions, Format};
 use agentgate::fronts::Api;
 
-const DEFAULT_CONFIG: &str = "config/agentgate.toml";
+use agentgate::admin::cli::DEFAULT_CONFIG_PATH as DEFAULT_CONFIG;
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +50,12 @@ enum Command {
         #[arg(long, default_value_t = 25)]
         delay_ms: u64,
     },
+    /// Create, list and revoke API keys (on the store of a running server too).
+    Keys(agentgate::admin::cli::KeysArgs),
+    /// Grant credits to an account; show its balance.
+    Credits(agentgate::admin::cli::CreditsArgs),
+    /// Credits used, per account, key or agent, over a time range (table, JSON or CSV).
+    Usage(agentgate::admin::cli::UsageArgs),
     /// Transcode an SSE stream on stdin into another format on stdout, as it arrives.
     Transcode {
         /// Input format: ui-message, session-delta or text-done.
@@ -82,6 +88,17 @@ fn main() -> ExitCode {
             init_tracing(config.server().log_format);
             runtime().block_on(serve(config))
         }
+        Command::Keys(args) => admin_exit(runtime().block_on(agentgate::admin::cli::run_keys(
+            args,
+            &mut std::io::stdout(),
+        ))),
+        Command::Credits(args) => admin_exit(runtime().block_on(
+            agentgate::admin::cli::run_credits(args, &mut std::io::stdout()),
+        )),
+        Command::Usage(args) => admin_exit(runtime().block_on(agentgate::admin::cli::run_usage(
+            args,
+            &mut std::io::stdout(),
+        ))),
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 println!(
@@ -148,10 +165,18 @@ fn main() -> ExitCode {
 
 /// The config at `path`; the embedded quick start when `path` is the default and absent.
 fn load_config(path: &Path) -> Result<Config, agentgate::config::ConfigError> {
-    if path == Path::new(DEFAULT_CONFIG) && !path.exists() {
-        return Config::embedded();
+    Config::load_or_embedded(path)
+}
+
+/// The exit code of an admin subcommand.
+fn admin_exit(result: Result<(), agentgate::admin::AdminError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentgate: {e}");
+            ExitCode::FAILURE
+        }
     }
-    Config::load(path)
 }
 
 async fn serve(config: Config) -> ExitCode {

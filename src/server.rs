@@ -16,9 +16,17 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, TlsConfig, Upstream};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+
+use crate::admin::{self, http::AdminCtx};
+use crate::auth::{self, KeyKind, KeyLimits, NewKeySpec, Scopes};
+use crate::config::{Config, StoreUrl, TlsConfig, Upstream};
 use crate::demo::DemoAgent;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, Policy};
+
+/// Largest admin API request body.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
 /// How long a demo backend pauses between words in the quick start.
 const DEMO_DELAY: Duration = Duration::from_millis(25);
@@ -38,6 +46,8 @@ pub enum ServerError {
 
 /// A started gateway: its bound addresses and the handle that stops it.
 pub struct Running {
+    /// Keys, ledger and limits: shared with the admin surface (and tests).
+    pub policy: Arc<Policy>,
     /// Configured listen address → the address actually bound (they differ for port 0).
     pub addrs: HashMap<SocketAddr, SocketAddr>,
     stop_accepting: CancellationToken,
@@ -90,10 +100,15 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             demo.insert(agent.id.clone(), addr);
         }
     }
+    let policy = Arc::new(Policy::open(&config).await.map_err(ServerError::Setup)?);
     let streams_end = CancellationToken::new();
     let gateway = Arc::new(
-        Gateway::new(config.clone(), &demo, streams_end.clone()).map_err(ServerError::Setup)?,
+        Gateway::new(config.clone(), &demo, policy.clone(), streams_end.clone())
+            .map_err(ServerError::Setup)?,
     );
+    if !demo.is_empty() {
+        bootstrap_demo_key(&policy, &config).await;
+    }
     let tls = match &config.server().tls {
         Some(tls) => Some(tls_acceptor(tls)?),
         None => None,
@@ -124,7 +139,33 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             stop_accepting.clone(),
         ));
     }
+    if let Some(admin) = &config.server().admin {
+        let listener =
+            TcpListener::bind(admin.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: admin.listen,
+                    source,
+                })?;
+        let bound = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: admin.listen,
+            source,
+        })?;
+        addrs.insert(admin.listen, bound);
+        tracing::info!(%bound, "admin listener");
+        let ctx = Arc::new(AdminCtx::new(
+            policy.ledger.clone(),
+            admin.token.expose().to_owned(),
+        ));
+        tasks.spawn(admin_loop(
+            listener,
+            ctx,
+            drain.clone(),
+            stop_accepting.clone(),
+        ));
+    }
     Ok(Running {
+        policy,
         addrs,
         stop_accepting,
         streams_end,
@@ -192,6 +233,102 @@ async fn accept_loop(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// The admin listener: `/healthz`, `/readyz` and the admin API behind the admin token.
+async fn admin_loop(
+    listener: TcpListener,
+    ctx: Arc<AdminCtx>,
+    drain: Arc<GracefulShutdown>,
+    stop: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let ctx = ctx.clone();
+        let watcher = drain.watcher();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let ctx = ctx.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let response = match parts.uri.path() {
+                        "/healthz" | "/readyz" => {
+                            http::Response::new(Bytes::from_static(b"{\"status\":\"ok\"}"))
+                        }
+                        _ => match Limited::new(body, ADMIN_BODY_LIMIT).collect().await {
+                            Ok(body) => {
+                                let req = http::Request::from_parts(parts, body.to_bytes());
+                                admin::http::handle(req, &ctx).await
+                            }
+                            Err(_) => {
+                                let mut r = http::Response::new(Bytes::from_static(
+                                    b"{\"error\":{\"code\":\"bad_request\",\"message\":\"unreadable or too large body\",\"details\":{}}}",
+                                ));
+                                *r.status_mut() = http::StatusCode::BAD_REQUEST;
+                                r
+                            }
+                        },
+                    };
+                    Ok::<_, Infallible>(response.map(Full::new))
+                }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let _ = watcher.watch(conn.into_owned()).await;
+        });
+    }
+}
+
+/// The quick start needs a key: with demo agents configured and no key file yet, create a
+/// master key for account `demo` with 1,000 credits and write it beside the store.
+async fn bootstrap_demo_key(policy: &Policy, config: &Config) {
+    let StoreUrl::Sqlite(db) = &config.store().url else {
+        return;
+    };
+    let path = db.with_file_name("demo-key.txt");
+    if path.exists() {
+        tracing::info!(path = %path.display(), "demo key (account `demo`) is in this file");
+        return;
+    }
+    let spec = NewKeySpec {
+        account: "demo".into(),
+        kind: KeyKind::Master,
+        scopes: Scopes::ALL,
+        agents: None,
+        expires_at: None,
+        limits: KeyLimits::default(),
+    };
+    let created = match auth::create_key(&policy.store, spec).await {
+        Ok((secret, _)) => secret,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not create the demo key");
+            return;
+        }
+    };
+    if let Err(e) = policy
+        .ledger
+        .grant("demo", 1000.0, Some("quick start"))
+        .await
+    {
+        tracing::warn!(error = %e, "could not grant the demo credits");
+    }
+    match std::fs::write(&path, format!("{}\n", created.expose())) {
+        Ok(()) => tracing::info!(
+            path = %path.display(),
+            "created a demo master key (account `demo`, 1000 credits): export KEY=$(cat {})",
+            path.display()
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not write the demo key file"),
     }
 }
 

@@ -432,6 +432,7 @@ const STALLED_CLIENT_BOUND: u64 = 32 << 20;
 async fn stalled_client_stops_the_backend_and_leaving_cancels_it() {
     let h2 = reqwest::Client::builder()
         .no_proxy()
+        .default_headers(auth_headers())
         .http2_prior_knowledge()
         .build()
         .unwrap();
@@ -503,8 +504,9 @@ async fn request_validation_follows_each_api() {
         let r = post(front, &id).body(big.clone()).send().await.unwrap();
         assert_error(r, 413).await;
         let head = format!(
-            "POST {} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
-            chat_path(front, &id, false)
+            "POST {} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+            chat_path(front, &id, false),
+            test_key().expose()
         );
         let mut raw = head.into_bytes();
         for piece in big.as_bytes().chunks(1000) {
@@ -654,7 +656,6 @@ async fn headers_to_the_backend_carry_ids_and_its_own_credential_only() {
     for (front, stream) in [(Api::Chatbase, true), (Api::Guayaba, false)] {
         let r = c
             .post(gw.url(&chat_path(front, &id, stream)))
-            .header("authorization", "Bearer client-key-must-not-leak")
             .header("x-request-id", format!("req-{front}"))
             .header("traceparent", traceparent)
             .header("tracestate", "vendor=1")
@@ -683,7 +684,10 @@ async fn headers_to_the_backend_carry_ids_and_its_own_credential_only() {
         assert_eq!(seen.header("cookie"), None);
         assert_eq!(seen.header("x-custom"), None);
         let raw = format!("{:?}", seen.headers);
-        assert!(!raw.contains("client-key-must-not-leak"), "{raw}");
+        assert!(
+            !raw.contains(test_key().expose()),
+            "the client's key reached the backend: {raw}"
+        );
         // The backend is always asked for a stream, even for a sync chat.
         assert_eq!(seen.json()["stream"], true);
         assert_eq!(seen.json()["message"], "hi");
@@ -781,6 +785,7 @@ async fn h2c_with_prior_knowledge_streams() {
     .await;
     let c = reqwest::Client::builder()
         .no_proxy()
+        .default_headers(auth_headers())
         .http2_prior_knowledge()
         .timeout(PATIENCE)
         .build()
@@ -830,6 +835,7 @@ async fn tls_negotiates_h2_by_alpn_and_serves_http1_too() {
     let trusting = |http1: bool| {
         let b = reqwest::Client::builder()
             .no_proxy()
+            .default_headers(auth_headers())
             .timeout(PATIENCE)
             .tls_built_in_root_certs(false)
             .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
@@ -891,7 +897,7 @@ async fn ai_sdk_default_chat_transport_against_the_chatbase_front() {
         async move {
             let out = tokio::process::Command::new("node")
                 .arg(dir.join("use-chat.mjs"))
-                .args([url.as_str(), "any-token", text, "chat-from-the-sdk"])
+                .args([url.as_str(), test_key().expose(), text, "chat-from-the-sdk"])
                 .env("USE_CHAT_TIMEOUT_MS", "15000")
                 .output()
                 .await

@@ -17,19 +17,39 @@ use crate::store::{now_ms, RevokeOutcome, Store, UsageFilter};
 /// Where the store is; shared by every admin subcommand.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
-    /// Store URL, e.g. sqlite:///var/lib/agentgate/agentgate.db
-    #[arg(
-        long = "store",
-        env = "AGENTGATE_STORE",
-        default_value = "sqlite://agentgate.db",
-        global = true
-    )]
-    pub store: String,
+    /// Store URL, e.g. sqlite:///var/lib/agentgate/agentgate.db. Default: the store of the
+    /// config file (`--config`), so the CLI works on the store of a running server.
+    #[arg(long = "store", env = "AGENTGATE_STORE", global = true)]
+    pub store: Option<String>,
+    /// The config file whose `[store]` is used when `--store` is not given (the embedded quick
+    /// start when this default file is absent).
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH, global = true)]
+    pub config: std::path::PathBuf,
 }
+
+/// The config file `serve` reads by default.
+pub const DEFAULT_CONFIG_PATH: &str = "config/agentgate.toml";
 
 impl StoreArgs {
     pub async fn open(&self) -> Result<Store, AdminError> {
-        Ok(Store::open(&self.store).await?)
+        let url = match &self.store {
+            Some(url) => url.clone(),
+            None => {
+                let config = crate::config::Config::load_or_embedded(&self.config)
+                    .map_err(|e| AdminError::Config(e.to_string()))?;
+                match &config.store().url {
+                    crate::config::StoreUrl::Sqlite(path) => {
+                        format!("sqlite://{}", path.display())
+                    }
+                    _ => {
+                        return Err(AdminError::Config(
+                            "the config's [store] is not a SQLite file; pass --store".into(),
+                        ))
+                    }
+                }
+            }
+        };
+        Ok(Store::open(&url).await?)
     }
 }
 
@@ -96,9 +116,9 @@ impl KeysCreateArgs {
             kind: self.kind,
             scopes: self.scopes.unwrap_or(Scopes::AGENTS_RUN),
             agents: self.agents.clone(),
-            expires_at: self.expires_in_days.map(|d| {
-                now_ms().saturating_add(i64::from(d).saturating_mul(86_400_000))
-            }),
+            expires_at: self
+                .expires_in_days
+                .map(|d| now_ms().saturating_add(i64::from(d).saturating_mul(86_400_000))),
             limits: KeyLimits {
                 rate_per_second: self.rate_per_second,
                 rate_burst: self.rate_burst,
@@ -168,8 +188,10 @@ fn key_cells(k: &KeyInfo) -> Vec<String> {
         k.kind().to_string(),
         k.scopes().to_string(),
         k.agents().map_or_else(|| "*".to_owned(), |a| a.join(",")),
-        k.expires_at().map_or_else(|| "-".to_owned(), format_rfc3339),
-        k.revoked_at().map_or_else(|| "-".to_owned(), format_rfc3339),
+        k.expires_at()
+            .map_or_else(|| "-".to_owned(), format_rfc3339),
+        k.revoked_at()
+            .map_or_else(|| "-".to_owned(), format_rfc3339),
         format!(
             "{}/{}/{}",
             opt(l.rate_per_second),
@@ -242,7 +264,10 @@ pub async fn run_credits(args: CreditsArgs, out: &mut impl Write) -> Result<(), 
                 return Err(AdminError::Input(format!("invalid account `{account}`")));
             }
             let balance = ledger.grant(&account, credits, memo.as_deref()).await?;
-            writeln!(out, "granted {credits} credits to {account}; balance {balance}")?;
+            writeln!(
+                out,
+                "granted {credits} credits to {account}; balance {balance}"
+            )?;
         }
         CreditsCommand::Balance { account } => {
             writeln!(out, "{}", ledger.balance(&account).await?)?;

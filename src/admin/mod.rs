@@ -17,6 +17,8 @@ pub use self::http::{handle, AdminCtx};
 pub enum AdminError {
     #[error("{0}")]
     Input(String),
+    #[error("{0}")]
+    Config(String),
     #[error("key {0} not found")]
     KeyNotFound(String),
     #[error(transparent)]

@@ -105,10 +105,12 @@ impl KeyInfo {
             account: r.account.clone(),
             kind: r.kind.parse().map_err(|_| corrupt("kind"))?,
             scopes: r.scopes.parse().map_err(|_| corrupt("scopes"))?,
-            agents: r
-                .agents
-                .as_deref()
-                .map(|a| a.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()),
+            agents: r.agents.as_deref().map(|a| {
+                a.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
             limits: KeyLimits {
                 rate_per_second: r.rate_per_second,
                 rate_burst: r.rate_burst,
@@ -181,6 +183,11 @@ pub fn valid_account(a: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+/// The stored form of a key: lower-case hex SHA-256 of the full key.
+pub fn to_hex_hash(key: &SecretKey) -> String {
+    key::to_hex(&key.hash())
+}
+
 /// Issues a new key: stores its hash and returns the full key (to be shown once) and its info.
 pub async fn create_key(
     store: &Store,
@@ -205,7 +212,7 @@ pub async fn create_key(
     };
     let record = KeyRecord {
         public_id: secret.public_id().to_owned(),
-        hash: key::to_hex(&secret.hash()),
+        hash: to_hex_hash(&secret),
         account: spec.account,
         kind: kind.as_str().to_owned(),
         scopes: scopes.to_string(),

@@ -95,6 +95,15 @@ impl Config {
         Self::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_ORIGIN)
     }
 
+    /// The config at `path`; the embedded quick start when `path` does not exist and is the
+    /// default path (`config/agentgate.toml`), so the binary runs from anywhere.
+    pub fn load_or_embedded(path: &Path) -> Result<Config, ConfigError> {
+        if path == Path::new(crate::admin::cli::DEFAULT_CONFIG_PATH) && !path.exists() {
+            return Self::embedded();
+        }
+        Self::load(path)
+    }
+
     pub(crate) fn from_parts(
         server: ServerConfig,
         store: StoreConfig,

@@ -4,10 +4,12 @@
 mod body;
 mod conversations;
 mod meter;
+mod policy;
 
 pub use body::{StreamEnd, TranscodeBody};
 pub use conversations::Conversations;
 pub use meter::{GatewayMeter, Ids};
+pub use policy::{Admission, Policy};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,7 +20,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{
+    HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE,
+};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -44,6 +48,7 @@ pub struct Gateway {
     config: Arc<Config>,
     agents: HashMap<String, Agent>,
     conversations: Conversations,
+    policy: Arc<Policy>,
     /// Cancelled when the drain timeout of a shutdown has passed: open streams end then.
     streams_end: CancellationToken,
 }
@@ -62,6 +67,7 @@ impl Gateway {
     pub fn new(
         config: Arc<Config>,
         demo: &HashMap<String, SocketAddr>,
+        policy: Arc<Policy>,
         streams_end: CancellationToken,
     ) -> Result<Self, String> {
         let mut agents = HashMap::new();
@@ -91,6 +97,7 @@ impl Gateway {
             config,
             agents,
             conversations: Conversations::default(),
+            policy,
             streams_end,
         })
     }
@@ -176,18 +183,24 @@ impl Gateway {
         ctx: &mut Ctx,
     ) -> Result<Response<GatewayBody>, ApiError> {
         let api = front.api;
-        // authenticate, authorise: keys and scopes slot in here (SPEC §5 order).
+        // Authenticate (401) and authorise the chat scope (403).
+        let authorization = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let key = self.policy.authenticate(api, authorization).await?;
 
-        // The agent, as this front names it.
+        // The agent, as this front names it, within the key's agents (404; 403 on guayaba).
         let agent = self
             .agents
             .get(&route.agent_id)
             .filter(|_| api != Api::Pharen || uuid::Uuid::parse_str(&route.agent_id).is_ok())
+            .filter(|a| key.may_access(&a.config.id))
             .ok_or_else(|| ApiError::agent_not_found(api))?;
         ctx.agent = Some(agent.config.id.clone());
         ctx.upstream_api = Some(agent.config.upstream_api);
 
-        // Validate the body.
+        // Validate the body (413, 400/422).
         let wants_sse = req
             .headers()
             .get(ACCEPT)
@@ -203,22 +216,33 @@ impl Gateway {
         .await?;
         let chat = fronts::parse_chat(api, &body, wants_sse, route.stream_path)?;
 
-        // stream scope, rate limits and credit reservation slot in here.
-
+        // Stream scope (403), rate limits (429), credits (402). From here on the reservation
+        // settles when it is dropped: every early return below charges nothing.
+        let admission = self
+            .policy
+            .admit(key, &agent.config, chat.stream, &ctx.request_id)
+            .await?;
+        let refuse = |e: ApiError| {
+            admission.reservation.set_charge(0.0);
+            e
+        };
         if !agent.config.enabled {
-            return Err(ApiError::new(
+            return Err(refuse(ApiError::new(
                 StatusCode::CONFLICT,
                 "agent_not_running",
                 "agent is not running",
-            ));
+            )));
         }
-
-        let account = "default";
+        let account = admission.key.account().to_owned();
         let conversation = self
             .conversations
-            .resolve(account, &agent.config.id, api, &chat.conversation)
+            .resolve(&account, &agent.config.id, api, &chat.conversation)
             .ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", "conversation not found")
+                refuse(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "conversation not found",
+                ))
             })?;
         let ids = Ids {
             conversation_id: conversation.client_id.clone(),
@@ -226,17 +250,14 @@ impl Gateway {
             user_message_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
             user_id: chat.user_id.clone(),
         };
+        let backend_conversation = conversation.backend_id.as_deref();
         let response = self
-            .call_upstream(
-                agent,
-                &chat,
-                conversation.backend_id.as_deref(),
-                &parts,
-                ctx,
-            )
-            .await?;
+            .call_upstream(agent, &chat, backend_conversation, &parts, ctx)
+            .await
+            .map_err(refuse)?;
         let meter = GatewayMeter::new(api, ids, agent.config.credits);
         let upstream_format = upstream::stream_format(agent.config.upstream_api);
+        let rate_headers = admission.headers.clone();
         let record = {
             let gateway = self.clone();
             let agent_id = agent.config.id.clone();
@@ -245,7 +266,7 @@ impl Gateway {
                 if let Some(backend) = &meter.backend_conversation {
                     gateway
                         .conversations
-                        .record(account, &agent_id, &client_id, backend);
+                        .record(&account, &agent_id, &client_id, backend);
                 }
             }
         };
@@ -266,9 +287,18 @@ impl Gateway {
                 agent: ctx.agent.clone(),
                 upstream_api: ctx.upstream_api,
             };
+            // Runs when the response body is dropped, however the stream ended (finished,
+            // failed, client gone): the one place a streamed answer is settled, exactly once
+            // (`settle_now` consumes the reservation).
             let on_end = Box::new(move |end: StreamEnd<'_>| {
                 record(end.meter);
+                let Admission {
+                    reservation, slots, ..
+                } = admission;
+                let settled = reservation.settle_now(end.meter.final_charge());
+                drop(slots);
                 log_request(&log_ctx, StatusCode::OK, end.bytes_out, end.failure);
+                tracing::debug!(charged = settled.charged, "settled");
             });
             let body = TranscodeBody::new(
                 response.into_body(),
@@ -277,17 +307,26 @@ impl Gateway {
                 self.streams_end.clone(),
                 on_end,
             );
-            Ok(stream_response(front.format, body))
+            Ok(with_headers(
+                stream_response(front.format, body),
+                rate_headers,
+            ))
         } else {
-            let (aggregate, meter) = aggregate(
+            let answer = aggregate(
                 response.into_body(),
                 upstream_format,
                 meter,
                 agent.config.timeouts.idle,
             )
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", e))?;
+            .await;
+            // The client gets a 502 and no answer: nothing is charged.
+            let (aggregate, meter) = answer
+                .map_err(|e| refuse(ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", e)))?;
             record(&meter);
+            let charged = admission
+                .reservation
+                .settle_now(meter.final_charge())
+                .charged;
             let ids = meter.ids();
             let sync = SyncContext {
                 conversation_id: Some(ids.conversation_id.clone()),
@@ -297,11 +336,14 @@ impl Gateway {
                 user_id: ids.user_id.clone(),
                 agent_id: Some(agent.config.id.clone()),
                 agent_name: Some(agent.config.name.clone()),
-                credits: Some(meter.final_charge()),
+                credits: Some(charged),
             };
             let body = Bytes::from(aggregate.body(api, &sync).to_string());
             log_request(ctx, StatusCode::OK, body.len() as u64, None);
-            Ok(json_response(StatusCode::OK, body))
+            Ok(with_headers(
+                json_response(StatusCode::OK, body),
+                rate_headers,
+            ))
         }
     }
 
@@ -525,6 +567,16 @@ fn stream_response(format: Format, body: TranscodeBody) -> Response<GatewayBody>
             "x-vercel-ai-ui-message-stream",
             HeaderValue::from_static("v1"),
         );
+    }
+    r
+}
+
+fn with_headers(
+    mut r: Response<GatewayBody>,
+    headers: Vec<(http::HeaderName, HeaderValue)>,
+) -> Response<GatewayBody> {
+    for (name, value) in headers {
+        r.headers_mut().append(name, value);
     }
     r
 }

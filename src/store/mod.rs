@@ -292,7 +292,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("url", &self.inner.url).finish()
+        f.debug_struct("Store")
+            .field("url", &self.inner.url)
+            .finish()
     }
 }
 
@@ -459,7 +461,10 @@ impl Store {
     pub async fn list_keys(&self, account: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
         let account = account.map(str::to_owned);
         match &self.inner.backend {
-            Backend::Sqlite(s) => s.read(move |c| sqlite::list_keys(c, account.as_deref())).await,
+            Backend::Sqlite(s) => {
+                s.read(move |c| sqlite::list_keys(c, account.as_deref()))
+                    .await
+            }
         }
     }
 
@@ -485,7 +490,10 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
         match &self.inner.backend {
-            Backend::Sqlite(s) => s.read(move |c| sqlite::expired_pending(c, now, limit)).await,
+            Backend::Sqlite(s) => {
+                s.read(move |c| sqlite::expired_pending(c, now, limit))
+                    .await
+            }
         }
     }
 

@@ -6,13 +6,15 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use agentgate::auth::{to_hex_hash, Scopes, SecretKey};
 use agentgate::config::Config;
 use agentgate::demo::DemoAgent;
 use agentgate::fronts::Api;
 use agentgate::server::{self, Running};
+use agentgate::store::{now_ms, KeyRecord};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,10 +26,33 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------- gateway --
 
-/// A running gateway and the address of its main listener.
+/// A running gateway and the address of its main listener. Its store is a SQLite file in a
+/// temporary directory holding [`test_key`] (a master key of account [`TEST_ACCOUNT`]) with
+/// ample credits.
 pub struct Gateway {
     pub addr: SocketAddr,
     pub running: Running,
+    pub dir: tempfile::TempDir,
+}
+
+/// The account of [`test_key`].
+pub const TEST_ACCOUNT: &str = "test";
+
+/// One master key per test binary, installed in every test gateway's store.
+pub fn test_key() -> &'static SecretKey {
+    static KEY: OnceLock<SecretKey> = OnceLock::new();
+    KEY.get_or_init(SecretKey::generate)
+}
+
+/// `Authorization: Bearer <test key>`, for clients built by hand.
+pub fn auth_headers() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {}", test_key().expose());
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        value.parse().expect("a key is a valid header value"),
+    );
+    h
 }
 
 impl Gateway {
@@ -38,13 +63,53 @@ impl Gateway {
 
 /// Parses `config_toml` (which should listen on port 0) and starts a gateway with it.
 pub async fn spawn_gateway(config_toml: &str) -> Gateway {
-    let config = Config::parse(config_toml, "test.toml")
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_toml = if config_toml.contains("[store]") {
+        config_toml.to_owned()
+    } else {
+        let db = dir.path().join("agentgate.db");
+        format!(
+            "{config_toml}\n[store]\nurl = \"sqlite://{}\"\n",
+            db.display()
+        )
+    };
+    let config = Config::parse(&config_toml, "test.toml")
         .unwrap_or_else(|e| panic!("test config refused: {e}\n{config_toml}"));
     let running = server::start(config.clone())
         .await
         .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+    install_test_key(&running).await;
     let addr = running.main_addr(&config);
-    Gateway { addr, running }
+    Gateway { addr, running, dir }
+}
+
+/// Stores [`test_key`] as a master key of [`TEST_ACCOUNT`] and grants it ample credits.
+pub async fn install_test_key(running: &Running) {
+    let key = test_key();
+    let policy = &running.policy;
+    policy
+        .store
+        .insert_key(KeyRecord {
+            public_id: key.public_id().to_owned(),
+            hash: to_hex_hash(key),
+            account: TEST_ACCOUNT.into(),
+            kind: "master".into(),
+            scopes: Scopes::ALL.to_string(),
+            agents: None,
+            created_at: now_ms(),
+            expires_at: None,
+            revoked_at: None,
+            rate_per_second: None,
+            rate_burst: None,
+            max_streams: None,
+        })
+        .await
+        .expect("test key stored");
+    policy
+        .ledger
+        .grant(TEST_ACCOUNT, 1e9, Some("tests"))
+        .await
+        .expect("test credits granted");
 }
 
 /// The four fronts on the main listener, each under `/<api name>`.
@@ -102,6 +167,7 @@ pub async fn demo_agent_with_delay(api: Api, delay: Duration) -> SocketAddr {
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .default_headers(auth_headers())
         .timeout(PATIENCE)
         .build()
         .expect("reqwest client")

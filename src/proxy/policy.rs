@@ -1,0 +1,224 @@
+//! The policy steps of the pipeline: keys, scopes, rate limits, stream caps and credit
+//! reservations, over one store. Their state lives here, outside any config snapshot.
+
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::auth::{AuthError, Authenticator, KeyInfo, Scopes};
+use crate::config::{AgentConfig, Config, Rate, StoreUrl};
+use crate::credits::{CreditError, Ledger, LedgerConfig, Reservation, ReserveRequest};
+use crate::fronts::{Api, ApiError};
+use crate::limits::{Allowed, RateLimiter, RateQuota, SlotGuard, StreamSlots};
+use crate::store::Store;
+
+/// How often expired reservations are looked for (and settled to their base cost).
+const RECOVERY_INTERVAL: Duration = Duration::from_secs(30);
+
+pub struct Policy {
+    pub store: Store,
+    pub auth: Authenticator,
+    pub ledger: Ledger,
+    limiter: RateLimiter,
+    streams: StreamSlots,
+    /// Limits for keys created without their own.
+    key_rate: Option<RateQuota>,
+    key_max_streams: Option<u32>,
+}
+
+/// A request admitted by every policy step: what must live as long as the request.
+pub struct Admission {
+    pub key: KeyInfo,
+    pub reservation: Reservation,
+    /// Held while a stream is open (per key and per agent caps).
+    pub slots: Vec<SlotGuard>,
+    /// Rate-limit headers for the response.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Policy {
+    /// Opens the store of `config`, runs crash recovery once, and starts its periodic run.
+    pub async fn open(config: &Config) -> Result<Policy, String> {
+        let url = match &config.store().url {
+            StoreUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                }
+                format!("sqlite://{}", path.display())
+            }
+            StoreUrl::SqliteMemory => {
+                return Err(
+                    "[store] url: the store needs a file (sqlite://PATH), so that the \
+                            CLI and the server can share it"
+                        .into(),
+                )
+            }
+            StoreUrl::Postgres(_) => {
+                return Err(
+                    "[store] url: PostgreSQL is not supported yet; use sqlite://PATH".into(),
+                )
+            }
+        };
+        let store = Store::open(&url)
+            .await
+            .map_err(|e| format!("store {url}: {e}"))?;
+        let ledger = Ledger::new(
+            store.clone(),
+            LedgerConfig {
+                reservation_timeout: config.store().reservation_timeout,
+                ..LedgerConfig::default()
+            },
+        );
+        match ledger.recover(crate::store::now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(settled = n, "recovered reservations left open by a crash"),
+            Err(e) => return Err(format!("store {url}: recovery failed: {e}")),
+        }
+        ledger.spawn_recovery(RECOVERY_INTERVAL);
+        let defaults = &config.rate_limit().key_defaults;
+        Ok(Policy {
+            auth: Authenticator::new(store.clone()),
+            store,
+            ledger,
+            limiter: RateLimiter::new(),
+            streams: StreamSlots::new(),
+            key_rate: defaults.rate.map(quota).flatten(),
+            key_max_streams: defaults.max_streams,
+        })
+    }
+
+    /// Authenticates the request's key (401) and checks the chat scope (403).
+    pub async fn authenticate(
+        &self,
+        api: Api,
+        authorization: Option<&str>,
+    ) -> Result<KeyInfo, ApiError> {
+        let key = self
+            .auth
+            .authenticate(authorization, api == Api::Pharen)
+            .await
+            .map_err(auth_error)?;
+        if !key.has_scope(Scopes::AGENTS_RUN) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this API key does not have the agents:run scope",
+            ));
+        }
+        Ok(key)
+    }
+
+    /// Stream scope (403), rate limits (429), stream caps (429), then the credit reservation
+    /// (402): the steps after validation, in SPEC §5's order.
+    pub async fn admit(
+        &self,
+        key: KeyInfo,
+        agent: &AgentConfig,
+        stream: bool,
+        request_id: &str,
+    ) -> Result<Admission, ApiError> {
+        if stream && !key.has_scope(Scopes::AGENTS_STREAM) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this API key does not allow streaming (agents:stream scope)",
+            ));
+        }
+        let limits = key.limits();
+        let key_quota =
+            RateQuota::from_parts(limits.rate_per_second, limits.rate_burst).or(self.key_rate);
+        let agent_quota = agent.rate.and_then(quota);
+        let allowed: Allowed = self
+            .limiter
+            .check(key.public_id(), key_quota, &agent.id, agent_quota)
+            .map_err(|refused| {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("rate limit of the {} reached", refused.policy()),
+                );
+                e.headers = refused.headers();
+                e
+            })?;
+        let mut headers = http::HeaderMap::new();
+        allowed.write_headers(&mut headers);
+        let mut slots = Vec::new();
+        if stream {
+            if let Some(cap) = limits.max_streams.or(self.key_max_streams) {
+                slots.push(
+                    self.streams
+                        .try_acquire(key.public_id(), cap)
+                        .ok_or_else(|| too_many_streams("key"))?,
+                );
+            }
+            if let Some(cap) = agent.max_concurrent_streams {
+                slots.push(
+                    self.streams
+                        .try_acquire(&format!("agent\u{0}{}", agent.id), cap)
+                        .ok_or_else(|| too_many_streams("agent"))?,
+                );
+            }
+        }
+        let reservation = self
+            .ledger
+            .reserve(ReserveRequest {
+                account: key.account(),
+                key_id: key.public_id(),
+                agent_id: &agent.id,
+                request_id,
+                amount: agent.credits.reservation(),
+                fallback: agent.credits.per_message,
+            })
+            .await
+            .map_err(|e| match e {
+                CreditError::Insufficient { balance, needed } => ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "insufficient_credits",
+                    "insufficient credits",
+                )
+                .with_details(serde_json::json!({ "balance": balance, "needed": needed })),
+                other => {
+                    tracing::error!(error = %other, "credit reservation failed");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the credit ledger is unavailable",
+                    )
+                }
+            })?;
+        Ok(Admission {
+            key,
+            reservation,
+            slots,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+        })
+    }
+}
+
+fn quota(rate: Rate) -> Option<RateQuota> {
+    RateQuota::new(rate.per_second.ceil().max(1.0) as u32, rate.burst.max(1))
+}
+
+fn too_many_streams(whose: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many concurrent streams for this {whose}"),
+    )
+    .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
+}
+
+fn auth_error(e: AuthError) -> ApiError {
+    let status = e.status();
+    let code = if status == StatusCode::UNAUTHORIZED {
+        "unauthorized"
+    } else {
+        "unavailable"
+    };
+    // The message names the kind of failure, never the key.
+    ApiError::new(status, code, e.to_string())
+}
