@@ -45,7 +45,12 @@ fn assert_error_shape(v: &Value, code: &str) {
 async fn admin_api_requires_the_token() {
     let fx = fixture().await;
     let ctx = AdminCtx::new(fx.ledger.clone(), TOKEN);
-    for token in [None, Some("wrong"), Some(""), Some("s3cret-admin-token-and-more")] {
+    for token in [
+        None,
+        Some("wrong"),
+        Some(""),
+        Some("s3cret-admin-token-and-more"),
+    ] {
         let resp = handle(request(Method::GET, "/admin/v1/keys", token, None), &ctx).await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         let v: Value = serde_json::from_slice(resp.body()).expect("json");
@@ -53,7 +58,11 @@ async fn admin_api_requires_the_token() {
     }
     // An empty configured token disables the API.
     let closed = AdminCtx::new(fx.ledger.clone(), "");
-    let resp = handle(request(Method::GET, "/admin/v1/keys", Some(""), None), &closed).await;
+    let resp = handle(
+        request(Method::GET, "/admin/v1/keys", Some(""), None),
+        &closed,
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -68,8 +77,10 @@ async fn admin_api_routes() {
         &ctx,
         Method::POST,
         "/admin/v1/keys",
-        Some(json!({"account": "acme", "scopes": ["agents:run", "agents:stream"],
-                    "agents": ["a1"], "rate_per_second": 5, "max_streams": 2})),
+        Some(
+            json!({"account": "acme", "scopes": ["agents:run", "agents:stream"],
+                    "agents": ["a1"], "rate_per_second": 5, "max_streams": 2}),
+        ),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
@@ -77,7 +88,10 @@ async fn admin_api_routes() {
     let id = created["public_id"].as_str().expect("id").to_owned();
     assert_eq!(created["scopes"], json!(["agents:run", "agents:stream"]));
     let header = format!("Bearer {key}");
-    let info = auth.authenticate(Some(&header), false).await.expect("works");
+    let info = auth
+        .authenticate(Some(&header), false)
+        .await
+        .expect("works");
     assert_eq!(info.public_id(), id);
 
     // List: the key shows, its secret never does.
@@ -89,21 +103,40 @@ async fn admin_api_routes() {
     assert_eq!(none["keys"], json!([]));
 
     // Credits.
-    let (s, g) = call(&ctx, Method::POST, "/admin/v1/accounts/acme/credits",
-        Some(json!({"credits": 12.5, "memo": "invoice 7"}))).await;
+    let (s, g) = call(
+        &ctx,
+        Method::POST,
+        "/admin/v1/accounts/acme/credits",
+        Some(json!({"credits": 12.5, "memo": "invoice 7"})),
+    )
+    .await;
     assert_eq!((s, g["balance"].as_f64()), (StatusCode::OK, Some(12.5)));
     let (_, b) = call(&ctx, Method::GET, "/admin/v1/accounts/acme/credits", None).await;
     assert_eq!(b["balance"].as_f64(), Some(12.5));
-    let (s, bad) = call(&ctx, Method::POST, "/admin/v1/accounts/acme/credits",
-        Some(json!({"credits": -1}))).await;
+    let (s, bad) = call(
+        &ctx,
+        Method::POST,
+        "/admin/v1/accounts/acme/credits",
+        Some(json!({"credits": -1})),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error_shape(&bad, "invalid_request");
 
     // Usage after one charged request.
-    let r = fx.ledger.reserve(req("acme", "u1", 3.0, 1.0)).await.expect("reserved");
+    let r = fx
+        .ledger
+        .reserve(req("acme", "u1", 3.0, 1.0))
+        .await
+        .expect("reserved");
     r.settle(2.0).await.expect("settled");
-    let (s, u) = call(&ctx, Method::GET,
-        "/admin/v1/usage?account=acme&since=2000-01-01T00%3A00%3A00Z", None).await;
+    let (s, u) = call(
+        &ctx,
+        Method::GET,
+        "/admin/v1/usage?account=acme&since=2000-01-01T00%3A00%3A00Z",
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(u["usage"][0]["credits"].as_f64(), Some(2.0));
     assert_eq!(u["usage"][0]["requests"], 1);
@@ -114,18 +147,39 @@ async fn admin_api_routes() {
     assert_error_shape(&e, "invalid_request");
 
     // Revoke: refused at once by the gateway's authenticator sharing the store.
-    let (s, _) = call(&ctx, Method::POST, &format!("/admin/v1/keys/{id}/revoke"), None).await;
+    let (s, _) = call(
+        &ctx,
+        Method::POST,
+        &format!("/admin/v1/keys/{id}/revoke"),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(matches!(auth.authenticate(Some(&header), false).await, Err(AuthError::Revoked)));
+    assert!(matches!(
+        auth.authenticate(Some(&header), false).await,
+        Err(AuthError::Revoked)
+    ));
     let (s, e) = call(&ctx, Method::POST, "/admin/v1/keys/unknown/revoke", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error_shape(&e, "not_found");
 
     // Bad input, unknown routes and methods.
-    let (s, e) = call(&ctx, Method::POST, "/admin/v1/keys", Some(json!({"account": "acme", "oops": 1}))).await;
+    let (s, e) = call(
+        &ctx,
+        Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"account": "acme", "oops": 1})),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error_shape(&e, "invalid_request");
-    let (s, _) = call(&ctx, Method::POST, "/admin/v1/keys", Some(json!({"account": "acme", "scopes": "agents:fly"}))).await;
+    let (s, _) = call(
+        &ctx,
+        Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"account": "acme", "scopes": "agents:fly"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, e) = call(&ctx, Method::DELETE, "/admin/v1/keys", None).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
@@ -167,59 +221,182 @@ async fn cli_commands_work_on_the_servers_file() {
     let auth = Authenticator::new(fx.store.clone());
     let url = fx.url();
 
-    let out = run(&["keys", "create", "--store", &url, "--account", "acme",
-        "--scopes", "agents:run,agents:stream", "--agents", "a1,a2",
-        "--expires-in-days", "30", "--rate-per-second", "5", "--rate-burst", "10",
-        "--max-streams", "3"]).await.expect("created");
-    let key = out.lines().find_map(|l| l.strip_prefix("key:")).expect("key line").trim().to_owned();
-    let id = out.lines().find_map(|l| l.strip_prefix("public id:")).expect("id line").trim().to_owned();
-    let info = auth.authenticate(Some(&format!("Bearer {key}")), false).await.expect("server accepts");
+    let out = run(&[
+        "keys",
+        "create",
+        "--store",
+        &url,
+        "--account",
+        "acme",
+        "--scopes",
+        "agents:run,agents:stream",
+        "--agents",
+        "a1,a2",
+        "--expires-in-days",
+        "30",
+        "--rate-per-second",
+        "5",
+        "--rate-burst",
+        "10",
+        "--max-streams",
+        "3",
+    ])
+    .await
+    .expect("created");
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .expect("key line")
+        .trim()
+        .to_owned();
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("public id:"))
+        .expect("id line")
+        .trim()
+        .to_owned();
+    let info = auth
+        .authenticate(Some(&format!("Bearer {key}")), false)
+        .await
+        .expect("server accepts");
     assert_eq!(info.agents(), Some(&["a1".to_owned(), "a2".to_owned()][..]));
     assert_eq!(info.limits().rate_burst, Some(10));
     assert!(info.expires_at().is_some());
 
     // --store may also come before the subcommand.
-    let master = run(&["keys", "--store", &url, "create", "--account", "acme", "--kind", "master"])
-        .await.expect("master");
+    let master = run(&[
+        "keys",
+        "--store",
+        &url,
+        "create",
+        "--account",
+        "acme",
+        "--kind",
+        "master",
+    ])
+    .await
+    .expect("master");
     assert!(master.contains("kind:      master"));
 
     for format in ["table", "json", "csv"] {
-        let listed = run(&["keys", "list", "--store", &url, "--account", "acme", "--format", format])
-            .await.expect("listed");
+        let listed = run(&[
+            "keys",
+            "list",
+            "--store",
+            &url,
+            "--account",
+            "acme",
+            "--format",
+            format,
+        ])
+        .await
+        .expect("listed");
         assert!(listed.contains(&id), "{format}: {listed}");
         assert!(!listed.contains(&key), "secret leaked in {format}");
     }
 
-    let granted = run(&["credits", "grant", "--store", &url, "--account", "acme", "--credits", "10", "--memo", "hi"])
-        .await.expect("granted");
+    let granted = run(&[
+        "credits",
+        "grant",
+        "--store",
+        &url,
+        "--account",
+        "acme",
+        "--credits",
+        "10",
+        "--memo",
+        "hi",
+    ])
+    .await
+    .expect("granted");
     assert!(granted.contains("balance 10"));
-    let r = fx.ledger.reserve(req("acme", "r1", 4.0, 1.0)).await.expect("server sees the grant");
+    let r = fx
+        .ledger
+        .reserve(req("acme", "r1", 4.0, 1.0))
+        .await
+        .expect("server sees the grant");
     r.settle(1.5).await.expect("settled");
-    let bal = run(&["credits", "balance", "--store", &url, "--account", "acme"]).await.expect("balance");
+    let bal = run(&["credits", "balance", "--store", &url, "--account", "acme"])
+        .await
+        .expect("balance");
     assert_eq!(bal.trim(), "8.5");
 
-    let csv = run(&["usage", "--store", &url, "--account", "acme", "--hours", "1", "--format", "csv"])
-        .await.expect("usage");
-    assert_eq!(csv, "account,key,agent,requests,credits,pending\nacme,key1,agent1,1,1.5,0\n");
-    let json_out = run(&["usage", "--store", &url, "--key", "key1", "--format", "json",
-        "--since", "2000-01-01", "--until", "2999-01-01T00:00:00Z"]).await.expect("usage");
+    let csv = run(&[
+        "usage",
+        "--store",
+        &url,
+        "--account",
+        "acme",
+        "--hours",
+        "1",
+        "--format",
+        "csv",
+    ])
+    .await
+    .expect("usage");
+    assert_eq!(
+        csv,
+        "account,key,agent,requests,credits,pending\nacme,key1,agent1,1,1.5,0\n"
+    );
+    let json_out = run(&[
+        "usage",
+        "--store",
+        &url,
+        "--key",
+        "key1",
+        "--format",
+        "json",
+        "--since",
+        "2000-01-01",
+        "--until",
+        "2999-01-01T00:00:00Z",
+    ])
+    .await
+    .expect("usage");
     let v: Value = serde_json::from_str(json_out.trim()).expect("json");
     assert_eq!(v["usage"][0]["credits"].as_f64(), Some(1.5));
-    let table = run(&["usage", "--store", &url, "--agent", "agent1"]).await.expect("usage");
+    let table = run(&["usage", "--store", &url, "--agent", "agent1"])
+        .await
+        .expect("usage");
     assert!(table.starts_with("account") && table.contains("acme"));
-    let future = run(&["usage", "--store", &url, "--since", "2999-01-01"]).await.expect("usage");
+    let future = run(&["usage", "--store", &url, "--since", "2999-01-01"])
+        .await
+        .expect("usage");
     assert_eq!(future.lines().count(), 1, "header only");
-    assert!(run(&["usage", "--store", &url, "--since", "nope"]).await.is_err());
+    assert!(run(&["usage", "--store", &url, "--since", "nope"])
+        .await
+        .is_err());
 
     // Revocation by the CLI reaches the running server within a second.
-    let revoked = run(&["keys", "revoke", "--store", &url, &id]).await.expect("revoked");
+    let revoked = run(&["keys", "revoke", "--store", &url, &id])
+        .await
+        .expect("revoked");
     assert!(revoked.contains("revoked"));
     let t0 = std::time::Instant::now();
-    while auth.authenticate(Some(&format!("Bearer {key}")), false).await.is_ok() {
+    while auth
+        .authenticate(Some(&format!("Bearer {key}")), false)
+        .await
+        .is_ok()
+    {
         assert!(t0.elapsed() < std::time::Duration::from_secs(1));
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(run(&["keys", "revoke", "--store", &url, "nosuchkey"]).await.is_err());
-    assert!(run(&["credits", "grant", "--store", &url, "--account", "bad account", "--credits", "1"]).await.is_err());
-    assert!(run(&["keys", "list", "--store", "postgres://nope"]).await.is_err());
+    assert!(run(&["keys", "revoke", "--store", &url, "nosuchkey"])
+        .await
+        .is_err());
+    assert!(run(&[
+        "credits",
+        "grant",
+        "--store",
+        &url,
+        "--account",
+        "bad account",
+        "--credits",
+        "1"
+    ])
+    .await
+    .is_err());
+    assert!(run(&["keys", "list", "--store", "postgres://nope"])
+        .await
+        .is_err());
 }

@@ -32,7 +32,10 @@ async fn created_key_authenticates_and_carries_its_policy() {
     let (secret, created) = create_key(&fx.store, spec("acme")).await.expect("created");
     let auth = Authenticator::new(fx.store.clone());
     let header = format!("Bearer {}", secret.expose());
-    let info = auth.authenticate(Some(&header), false).await.expect("valid key");
+    let info = auth
+        .authenticate(Some(&header), false)
+        .await
+        .expect("valid key");
     assert_eq!(info, created);
     assert_eq!(info.public_id(), secret.public_id());
     assert_eq!(info.account(), "acme");
@@ -42,8 +45,12 @@ async fn created_key_authenticates_and_carries_its_policy() {
     assert_eq!(info.limits().max_streams, Some(2));
     // Case-insensitive scheme, surrounding whitespace, and the bare key only where allowed.
     let lower = format!("  bearer   {} ", secret.expose());
-    auth.authenticate(Some(&lower), false).await.expect("lower-case bearer");
-    auth.authenticate(Some(secret.expose()), true).await.expect("bare for pharen");
+    auth.authenticate(Some(&lower), false)
+        .await
+        .expect("lower-case bearer");
+    auth.authenticate(Some(secret.expose()), true)
+        .await
+        .expect("bare for pharen");
     assert!(matches!(
         auth.authenticate(Some(secret.expose()), false).await,
         Err(AuthError::Malformed(_))
@@ -100,10 +107,20 @@ async fn malformed_and_checksum_failing_keys_cost_no_lookup() {
             matches!(r, Err(AuthError::Malformed(_) | AuthError::Missing)),
             "{h:?} gave {r:?}"
         );
-        assert_eq!(r.map(|_| ()).map_err(|e| e.status()), Err(http::StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            r.map(|_| ()).map_err(|e| e.status()),
+            Err(http::StatusCode::UNAUTHORIZED)
+        );
     }
-    assert!(matches!(auth.authenticate(None, true).await, Err(AuthError::Missing)));
-    assert_eq!(auth.store_lookups(), 0, "no malformed key reached the store");
+    assert!(matches!(
+        auth.authenticate(None, true).await,
+        Err(AuthError::Missing)
+    ));
+    assert_eq!(
+        auth.store_lookups(),
+        0,
+        "no malformed key reached the store"
+    );
     assert_eq!(
         parse_key(&full.replace('_', "-")).map(|_| ()),
         Err(KeyFormatError::Prefix)
@@ -143,15 +160,21 @@ async fn in_process_revocation_is_immediate() {
 async fn revocation_by_another_process_is_seen_within_a_second() {
     let fx = fixture().await;
     let cli = fx.second_handle().await;
-    let (secret, info) = create_key(&cli, spec("acme")).await.expect("created by the CLI");
+    let (secret, info) = create_key(&cli, spec("acme"))
+        .await
+        .expect("created by the CLI");
     let auth = Authenticator::new(fx.store.clone());
     let h = format!("Bearer {}", secret.expose());
     auth.authenticate(Some(&h), false).await.expect("valid");
-    auth.authenticate(Some(&h), false).await.expect("valid (cached)");
+    auth.authenticate(Some(&h), false)
+        .await
+        .expect("valid (cached)");
     assert_eq!(auth.store_lookups(), 1);
 
     let revoked_at = Instant::now();
-    cli.revoke_key(info.public_id(), now_ms()).await.expect("revoked");
+    cli.revoke_key(info.public_id(), now_ms())
+        .await
+        .expect("revoked");
     loop {
         match auth.authenticate(Some(&h), false).await {
             Err(AuthError::Revoked) => break,
@@ -179,7 +202,9 @@ async fn revocation_is_seen_even_without_the_poller() {
     let h = format!("Bearer {}", secret.expose());
     auth.authenticate(Some(&h), false).await.expect("valid");
     let t0 = Instant::now();
-    cli.revoke_key(info.public_id(), now_ms()).await.expect("revoked");
+    cli.revoke_key(info.public_id(), now_ms())
+        .await
+        .expect("revoked");
     while auth.authenticate(Some(&h), false).await.is_ok() {
         assert!(t0.elapsed() < Duration::from_secs(1));
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -210,4 +235,36 @@ async fn invalid_specs_are_refused() {
     s.agents = None;
     s.limits.rate_per_second = Some(0);
     assert!(create_key(&fx.store, s).await.is_err());
+}
+
+mod properties {
+    use agentgate::auth::{parse_key, SecretKey};
+    use agentgate::store::time::{format_rfc3339, parse_rfc3339};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parse_key_never_panics(s in "\\PC{0,60}") {
+            let _ = parse_key(&s);
+        }
+
+        #[test]
+        fn made_up_keys_of_the_right_shape_fail_the_checksum(
+            s in "agk_[0-9A-Za-z]{12}_[0-9A-Za-zé]{28}"
+        ) {
+            // One in 2^32 would pass by chance; proptest's case count makes that negligible.
+            prop_assert!(parse_key(&s).is_err());
+        }
+
+        #[test]
+        fn generated_keys_always_parse(_i in 0u8..8) {
+            let k = SecretKey::generate();
+            prop_assert_eq!(parse_key(k.expose()).map(|p| p.public_id()), Ok(k.public_id()));
+        }
+
+        #[test]
+        fn timestamps_round_trip(ms in -62_000_000_000_000i64..250_000_000_000_000i64) {
+            prop_assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms));
+        }
+    }
 }

@@ -14,7 +14,10 @@ use tokio::sync::Barrier;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thousand_racing_reservations_against_a_hundred_credits() {
     let fx = fixture().await;
-    fx.ledger.grant("acme", 100.0, Some("test")).await.expect("granted");
+    fx.ledger
+        .grant("acme", 100.0, Some("test"))
+        .await
+        .expect("granted");
 
     // Sample the committed balance continuously while the race runs.
     let stop = Arc::new(AtomicBool::new(false));
@@ -37,7 +40,11 @@ async fn thousand_racing_reservations_against_a_hundred_credits() {
     let refused = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
-        let (ledger, barrier, refused) = (fx.ledger.clone(), Arc::clone(&barrier), Arc::clone(&refused));
+        let (ledger, barrier, refused) = (
+            fx.ledger.clone(),
+            Arc::clone(&barrier),
+            Arc::clone(&refused),
+        );
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             let id = format!("req-{i}");
@@ -58,10 +65,17 @@ async fn thousand_racing_reservations_against_a_hundred_credits() {
             held.push(r);
         }
     }
-    assert_eq!(held.len(), 100, "exactly the affordable reservations succeed");
+    assert_eq!(
+        held.len(),
+        100,
+        "exactly the affordable reservations succeed"
+    );
     assert_eq!(refused.load(Ordering::Relaxed), 900);
     assert_eq!(fx.ledger.balance("acme").await.expect("balance"), 0.0);
-    fx.ledger.check_invariants().await.expect("sums match with 100 pending");
+    fx.ledger
+        .check_invariants()
+        .await
+        .expect("sums match with 100 pending");
 
     for r in held {
         let s = r.settle_now(1.0);
@@ -81,21 +95,34 @@ async fn settles_exactly_once_whichever_way() {
     fx.ledger.grant("acme", 50.0, None).await.expect("granted");
 
     // Explicit settlement: charge clamped to the reservation, rest refunded.
-    let r = fx.ledger.reserve(req("acme", "a", 10.0, 1.0)).await.expect("reserved");
+    let r = fx
+        .ledger
+        .reserve(req("acme", "a", 10.0, 1.0))
+        .await
+        .expect("reserved");
     assert_eq!(fx.ledger.balance("acme").await.expect("b"), 40.0);
     let s = r.settle(25.0).await.expect("settled");
     assert_eq!((s.charged, s.refunded), (10.0, 0.0));
     // A second settlement of the same request (e.g. a late recovery) changes nothing.
     let again = fx
         .store
-        .settle(SettleRequest { id: "a".into(), charge: Some(0), now: now_ms(), expired_before: None })
+        .settle(SettleRequest {
+            id: "a".into(),
+            charge: Some(0),
+            now: now_ms(),
+            expired_before: None,
+        })
         .await
         .expect("ran");
     assert_eq!(again, SettleOutcome::NotPending);
     assert_eq!(fx.ledger.balance("acme").await.expect("b"), 40.0);
 
     // Drop with a metered charge: settles to the last charge set.
-    let r = fx.ledger.reserve(req("acme", "b", 10.0, 1.0)).await.expect("reserved");
+    let r = fx
+        .ledger
+        .reserve(req("acme", "b", 10.0, 1.0))
+        .await
+        .expect("reserved");
     r.set_charge(2.5);
     let meter = r.meter();
     meter.set(3.25);
@@ -105,18 +132,31 @@ async fn settles_exactly_once_whichever_way() {
     assert_eq!(fx.ledger.balance("acme").await.expect("b"), 36.75);
 
     // Drop without any charge: settles to the fallback.
-    let r = fx.ledger.reserve(req("acme", "c", 10.0, 1.0)).await.expect("reserved");
+    let r = fx
+        .ledger
+        .reserve(req("acme", "c", 10.0, 1.0))
+        .await
+        .expect("reserved");
     drop(r);
     fx.ledger.flush().await.expect("flushed");
     assert_eq!(fx.ledger.balance("acme").await.expect("b"), 35.75);
 
     // Untrusted usage: negative and NaN clamp to 0 (voided).
-    let r = fx.ledger.reserve(req("acme", "d", 10.0, 1.0)).await.expect("reserved");
+    let r = fx
+        .ledger
+        .reserve(req("acme", "d", 10.0, 1.0))
+        .await
+        .expect("reserved");
     r.set_charge(f64::NAN);
     let s = r.settle_now(-4.0);
     assert_eq!(s.charged, 0.0);
     fx.ledger.flush().await.expect("flushed");
-    let rec = fx.store.reservation("d").await.expect("read").expect("exists");
+    let rec = fx
+        .store
+        .reservation("d")
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!((rec.state.as_str(), rec.charged), ("voided", Some(0)));
     assert_eq!(fx.ledger.balance("acme").await.expect("b"), 35.75);
 
@@ -129,8 +169,14 @@ async fn settles_exactly_once_whichever_way() {
 async fn refused_reservation_writes_nothing_and_leaves_the_balance() {
     let fx = fixture().await;
     fx.ledger.grant("acme", 5.0, None).await.expect("granted");
-    let e = fx.ledger.reserve(req("acme", "x", 6.0, 1.0)).await.expect_err("too expensive");
-    assert!(matches!(e, CreditError::Insufficient { balance, needed } if balance == 5.0 && needed == 6.0));
+    let e = fx
+        .ledger
+        .reserve(req("acme", "x", 6.0, 1.0))
+        .await
+        .expect_err("too expensive");
+    assert!(
+        matches!(e, CreditError::Insufficient { balance, needed } if balance == 5.0 && needed == 6.0)
+    );
     assert!(fx.store.reservation("x").await.expect("read").is_none());
     // Unknown account: balance 0.
     assert!(matches!(
@@ -152,7 +198,11 @@ async fn credits_granted_by_another_process_are_usable_promptly() {
     let cli = Ledger::new(fx.second_handle().await, short_timeouts());
     cli.grant("acme", 3.0, None).await.expect("granted");
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let r = fx.ledger.reserve(req("acme", "2", 1.0, 1.0)).await.expect("sees the grant");
+    let r = fx
+        .ledger
+        .reserve(req("acme", "2", 1.0, 1.0))
+        .await
+        .expect("sees the grant");
     r.settle(1.0).await.expect("settled");
     assert_eq!(cli.balance("acme").await.expect("b"), 2.0);
 }
@@ -161,20 +211,36 @@ async fn credits_granted_by_another_process_are_usable_promptly() {
 async fn a_reservation_whose_caller_left_is_voided() {
     let fx = fixture().await;
     fx.ledger.grant("acme", 10.0, None).await.expect("granted");
-    let pending = fx.ledger.admit(&req("acme", "gone", 4.0, 1.0)).expect("admitted");
+    let pending = fx
+        .ledger
+        .admit(&req("acme", "gone", 4.0, 1.0))
+        .expect("admitted");
     drop(pending); // the client disconnected before the reservation committed
     fx.ledger.flush().await.expect("flushed");
     fx.ledger.flush().await.expect("void committed");
-    let rec = fx.store.reservation("gone").await.expect("read").expect("exists");
+    let rec = fx
+        .store
+        .reservation("gone")
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(rec.state, "voided");
     assert_eq!(fx.ledger.balance("acme").await.expect("b"), 10.0);
 
     // Same, but the commit happened before the waiter left.
-    let pending = fx.ledger.admit(&req("acme", "late", 4.0, 1.0)).expect("admitted");
+    let pending = fx
+        .ledger
+        .admit(&req("acme", "late", 4.0, 1.0))
+        .expect("admitted");
     fx.ledger.flush().await.expect("reservation committed");
     drop(pending);
     fx.ledger.flush().await.expect("void committed");
-    let rec = fx.store.reservation("late").await.expect("read").expect("exists");
+    let rec = fx
+        .store
+        .reservation("late")
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(rec.state, "voided");
     assert_eq!(fx.ledger.balance("acme").await.expect("b"), 10.0);
     fx.ledger.check_invariants().await.expect("sums match");
@@ -184,17 +250,51 @@ async fn a_reservation_whose_caller_left_is_voided() {
 async fn extended_reservations_survive_recovery() {
     let fx = fixture_with(short_timeouts()).await;
     fx.ledger.grant("acme", 10.0, None).await.expect("granted");
-    let live = fx.ledger.reserve(req("acme", "live", 5.0, 1.0)).await.expect("reserved");
-    let stale = fx.ledger.reserve(req("acme", "stale", 2.0, 1.0)).await.expect("reserved");
-    let before = fx.store.reservation("live").await.expect("r").expect("exists").expires_at;
+    let live = fx
+        .ledger
+        .reserve(req("acme", "live", 5.0, 1.0))
+        .await
+        .expect("reserved");
+    let stale = fx
+        .ledger
+        .reserve(req("acme", "stale", 2.0, 1.0))
+        .await
+        .expect("reserved");
+    let before = fx
+        .store
+        .reservation("live")
+        .await
+        .expect("r")
+        .expect("exists")
+        .expires_at;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(live.extend().await.expect("extended"));
-    let after = fx.store.reservation("live").await.expect("r").expect("exists").expires_at;
+    let after = fx
+        .store
+        .reservation("live")
+        .await
+        .expect("r")
+        .expect("exists")
+        .expires_at;
     assert!(after > before);
     // Recover at a time past the stale one's expiry but before the live one's new expiry.
-    let stale_expiry = fx.store.reservation("stale").await.expect("r").expect("exists").expires_at;
+    let stale_expiry = fx
+        .store
+        .reservation("stale")
+        .await
+        .expect("r")
+        .expect("exists")
+        .expires_at;
     assert_eq!(fx.ledger.recover(stale_expiry).await.expect("recovered"), 1);
-    assert_eq!(fx.store.reservation("stale").await.expect("r").expect("e").charged, Some(1000));
+    assert_eq!(
+        fx.store
+            .reservation("stale")
+            .await
+            .expect("r")
+            .expect("e")
+            .charged,
+        Some(1000)
+    );
     // The guard of the recovered reservation settles nothing more.
     drop(stale);
     let s = live.settle(4.0).await.expect("settled");
@@ -207,22 +307,57 @@ async fn extended_reservations_survive_recovery() {
 async fn idempotency_states() {
     let fx = fixture_with(short_timeouts()).await;
     let l = &fx.ledger;
-    let Begin::New(token) = l.idempotency_begin("acme", "k1", "hash-a").await.expect("begin") else {
+    let Begin::New(token) = l
+        .idempotency_begin("acme", "k1", "hash-a")
+        .await
+        .expect("begin")
+    else {
         panic!("first use is new");
     };
-    assert!(matches!(l.idempotency_begin("acme", "k1", "hash-a").await.expect("b"), Begin::InFlight));
-    assert!(matches!(l.idempotency_begin("acme", "k1", "hash-b").await.expect("b"), Begin::Conflict));
+    assert!(matches!(
+        l.idempotency_begin("acme", "k1", "hash-a")
+            .await
+            .expect("b"),
+        Begin::InFlight
+    ));
+    assert!(matches!(
+        l.idempotency_begin("acme", "k1", "hash-b")
+            .await
+            .expect("b"),
+        Begin::Conflict
+    ));
     // Another account may use the same key.
-    assert!(matches!(l.idempotency_begin("other", "k1", "hash-b").await.expect("b"), Begin::New(_)));
-    assert!(l.complete(token, 200, "application/json", b"{\"ok\":true}").await.expect("done"));
-    match l.idempotency_begin("acme", "k1", "hash-a").await.expect("b") {
-        Begin::Replay { status, content_type, body } => {
+    assert!(matches!(
+        l.idempotency_begin("other", "k1", "hash-b")
+            .await
+            .expect("b"),
+        Begin::New(_)
+    ));
+    assert!(l
+        .complete(token, 200, "application/json", b"{\"ok\":true}")
+        .await
+        .expect("done"));
+    match l
+        .idempotency_begin("acme", "k1", "hash-a")
+        .await
+        .expect("b")
+    {
+        Begin::Replay {
+            status,
+            content_type,
+            body,
+        } => {
             assert_eq!((status, content_type.as_str()), (200, "application/json"));
             assert_eq!(&body[..], b"{\"ok\":true}");
         }
         other => panic!("expected replay, got {other:?}"),
     }
-    assert!(matches!(l.idempotency_begin("acme", "k1", "hash-b").await.expect("b"), Begin::Conflict));
+    assert!(matches!(
+        l.idempotency_begin("acme", "k1", "hash-b")
+            .await
+            .expect("b"),
+        Begin::Conflict
+    ));
 
     // Abandoned (the process died): retryable after the timeout, and the old claim is dead.
     let Begin::New(old) = l.idempotency_begin("acme", "k2", "h").await.expect("b") else {
@@ -232,8 +367,14 @@ async fn idempotency_states() {
     let Begin::New(newer) = l.idempotency_begin("acme", "k2", "h").await.expect("b") else {
         panic!("abandoned claim is taken over");
     };
-    assert!(!l.complete(old, 500, "text/plain", b"late").await.expect("ran"));
+    assert!(!l
+        .complete(old, 500, "text/plain", b"late")
+        .await
+        .expect("ran"));
     // Aborting releases the key for an immediate retry.
     assert!(l.abort(newer).await.expect("aborted"));
-    assert!(matches!(l.idempotency_begin("acme", "k2", "h").await.expect("b"), Begin::New(_)));
+    assert!(matches!(
+        l.idempotency_begin("acme", "k2", "h").await.expect("b"),
+        Begin::New(_)
+    ));
 }

@@ -29,12 +29,14 @@ fn never_allowed_before_the_advertised_wait_and_allowed_at_it() {
             assert_eq!(again.retry_after, wait - early);
             // At the wait: allowed.
             clock.advance(wait - early);
-            rl.check(&key, q, "agent", None).expect("allowed at retry_after");
+            rl.check(&key, q, "agent", None)
+                .expect("allowed at retry_after");
         }
         // Honouring the rounded-up Retry-After header is always enough.
         let refused = rl.check(&key, q, "agent", None).expect_err("spent");
         clock.advance(Duration::from_secs(refused.retry_after_secs()));
-        rl.check(&key, q, "agent", None).expect("allowed after Retry-After");
+        rl.check(&key, q, "agent", None)
+            .expect("allowed after Retry-After");
         clock.advance(Duration::from_secs(3600));
     }
 }
@@ -46,14 +48,23 @@ fn keys_and_agents_are_limited_independently() {
     let one = RateQuota::new(1, 1);
     rl.check("k1", one, "a", None).expect("k1 first");
     rl.check("k2", one, "a", None).expect("k2 unaffected by k1");
-    assert_eq!(rl.check("k1", one, "a", None).expect_err("k1 spent").policy(), "key");
+    assert_eq!(
+        rl.check("k1", one, "a", None)
+            .expect_err("k1 spent")
+            .policy(),
+        "key"
+    );
     // The agent's quota binds across keys.
-    rl.check("k3", None, "shared", one).expect("first call of the agent");
-    let e = rl.check("k4", None, "shared", one).expect_err("agent spent");
+    rl.check("k3", None, "shared", one)
+        .expect("first call of the agent");
+    let e = rl
+        .check("k4", None, "shared", one)
+        .expect_err("agent spent");
     assert_eq!(e.policy(), "agent");
     assert_eq!(e.retry_after, Duration::from_secs(1));
     // A changed quota (config reload) starts fresh.
-    rl.check("k1", RateQuota::new(10, 10), "a", None).expect("new quota");
+    rl.check("k1", RateQuota::new(10, 10), "a", None)
+        .expect("new quota");
 }
 
 #[test]

@@ -16,7 +16,9 @@ const SEEDS: u64 = 20;
 
 /// In the child: reserve, settle some, leave the rest open mid-"stream", then wait to be killed.
 async fn child(path: &str, seed: u64) {
-    let store = Store::open_sqlite(path, SqliteOptions::default()).await.expect("child store");
+    let store = Store::open_sqlite(path, SqliteOptions::default())
+        .await
+        .expect("child store");
     let ledger = Ledger::new(
         store,
         LedgerConfig {
@@ -28,7 +30,14 @@ async fn child(path: &str, seed: u64) {
     for i in 0..20u64 {
         let id = format!("s{seed}-r{i}");
         let r = ledger
-            .reserve(ReserveRequest { account: "acme", key_id: "k", agent_id: "a", request_id: &id, amount: 5.0, fallback: 1.0 })
+            .reserve(ReserveRequest {
+                account: "acme",
+                key_id: "k",
+                agent_id: "a",
+                request_id: &id,
+                amount: 5.0,
+                fallback: 1.0,
+            })
             .await
             .expect("reserved");
         if (i + seed) % 4 == 0 {
@@ -64,7 +73,9 @@ fn recovery_after_kill_9() {
     let granted = 10_000.0;
     rt.block_on(async {
         let ledger = Ledger::new(
-            Store::open_sqlite(&path, SqliteOptions::default()).await.expect("store"),
+            Store::open_sqlite(&path, SqliteOptions::default())
+                .await
+                .expect("store"),
             LedgerConfig::default(),
         );
         ledger.grant("acme", granted, None).await.expect("granted");
@@ -72,7 +83,12 @@ fn recovery_after_kill_9() {
 
     for seed in 0..SEEDS {
         let mut child = Command::new(std::env::current_exe().expect("exe"))
-            .args(["--exact", "recovery_after_kill_9", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "recovery_after_kill_9",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, format!("{}|{seed}", path.display()))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -90,11 +106,16 @@ fn recovery_after_kill_9() {
     }
 
     rt.block_on(async {
-        let store = Store::open_sqlite(&path, SqliteOptions::default()).await.expect("reopen");
+        let store = Store::open_sqlite(&path, SqliteOptions::default())
+            .await
+            .expect("reopen");
         let ledger = Ledger::new(store.clone(), LedgerConfig::default());
         let open = store.pending_count().await.expect("count");
         assert!(open > 0, "the crashes left reservations open");
-        ledger.check_invariants().await.expect("sums match before recovery");
+        ledger
+            .check_invariants()
+            .await
+            .expect("sums match before recovery");
         // Nothing is recovered before its timeout.
         assert_eq!(ledger.recover(now_ms() - 60_000).await.expect("early"), 0);
         // Past the timeout: every open reservation settles to its base cost.
@@ -119,15 +140,25 @@ fn recovery_after_kill_9() {
                     // Either its guard's settlement committed before the kill (metered 3
                     // credits) or recovery charged the base cost: never both, never zero.
                     assert!(c == 3000 || c == 1000, "{}: {c}", r.id);
-                    if c == 3000 { by_guard += 1 } else { by_recovery += 1 }
+                    if c == 3000 {
+                        by_guard += 1
+                    } else {
+                        by_recovery += 1
+                    }
                 }
                 charged += c;
             }
         }
-        assert!(by_recovery > 0 && by_guard > 0, "kills landed at varied points");
+        assert!(
+            by_recovery > 0 && by_guard > 0,
+            "kills landed at varied points"
+        );
         let balance = ledger.balance("acme").await.expect("balance");
         assert!((balance - (granted - charged as f64 / 1000.0)).abs() < 1e-9);
-        ledger.check_invariants().await.expect("sums match after recovery");
+        ledger
+            .check_invariants()
+            .await
+            .expect("sums match after recovery");
     });
 }
 
@@ -156,20 +187,28 @@ async fn recovery_of_a_dropped_store_and_the_periodic_task() {
     drop(fx.ledger);
     drop(fx.store);
 
-    let store = Store::open_sqlite(&path, SqliteOptions::default()).await.expect("reopen");
+    let store = Store::open_sqlite(&path, SqliteOptions::default())
+        .await
+        .expect("reopen");
     let ledger = Ledger::new(store.clone(), LedgerConfig::default());
     assert_eq!(store.pending_count().await.expect("count"), 3);
     let task = ledger.spawn_recovery(Duration::from_millis(50));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while store.pending_count().await.expect("count") > 0 {
-        assert!(std::time::Instant::now() < deadline, "recovery task did not run");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recovery task did not run"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     task.abort();
     assert_eq!(ledger.balance("acme").await.expect("b"), 8.5);
     ledger.check_invariants().await.expect("sums match");
     // A late settle from the dead request's guard can no longer change anything.
-    let r = ledger.reserve(req("acme", "fresh", 1.0, 1.0)).await.expect("reserved");
+    let r = ledger
+        .reserve(req("acme", "fresh", 1.0, 1.0))
+        .await
+        .expect("reserved");
     r.settle(1.0).await.expect("settled");
     assert_eq!(ledger.balance("acme").await.expect("b"), 7.5);
 }

@@ -96,9 +96,9 @@ impl KeysCreateArgs {
             kind: self.kind,
             scopes: self.scopes.unwrap_or(Scopes::AGENTS_RUN),
             agents: self.agents.clone(),
-            expires_at: self.expires_in_days.map(|d| {
-                now_ms().saturating_add(i64::from(d).saturating_mul(86_400_000))
-            }),
+            expires_at: self
+                .expires_in_days
+                .map(|d| now_ms().saturating_add(i64::from(d).saturating_mul(86_400_000))),
             limits: KeyLimits {
                 rate_per_second: self.rate_per_second,
                 rate_burst: self.rate_burst,
@@ -168,8 +168,10 @@ fn key_cells(k: &KeyInfo) -> Vec<String> {
         k.kind().to_string(),
         k.scopes().to_string(),
         k.agents().map_or_else(|| "*".to_owned(), |a| a.join(",")),
-        k.expires_at().map_or_else(|| "-".to_owned(), format_rfc3339),
-        k.revoked_at().map_or_else(|| "-".to_owned(), format_rfc3339),
+        k.expires_at()
+            .map_or_else(|| "-".to_owned(), format_rfc3339),
+        k.revoked_at()
+            .map_or_else(|| "-".to_owned(), format_rfc3339),
         format!(
             "{}/{}/{}",
             opt(l.rate_per_second),
@@ -242,7 +244,10 @@ pub async fn run_credits(args: CreditsArgs, out: &mut impl Write) -> Result<(), 
                 return Err(AdminError::Input(format!("invalid account `{account}`")));
             }
             let balance = ledger.grant(&account, credits, memo.as_deref()).await?;
-            writeln!(out, "granted {credits} credits to {account}; balance {balance}")?;
+            writeln!(
+                out,
+                "granted {credits} credits to {account}; balance {balance}"
+            )?;
         }
         CreditsCommand::Balance { account } => {
             writeln!(out, "{}", ledger.balance(&account).await?)?;

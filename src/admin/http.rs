@@ -78,9 +78,11 @@ impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> ApiError {
         match e {
             AdminError::Input(m) => ApiError::bad_request(m),
-            AdminError::KeyNotFound(id) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("key {id} not found"))
-            }
+            AdminError::KeyNotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("key {id} not found"),
+            ),
             AdminError::Key(KeySpecError::Store(e)) | AdminError::Store(e) => internal(&e),
             AdminError::Key(e) => ApiError::bad_request(e.to_string()),
             AdminError::Credits(CreditError::InvalidAmount(m)) => ApiError::bad_request(m),
@@ -92,7 +94,11 @@ impl From<AdminError> for ApiError {
 
 fn internal(e: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "admin API failure");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
 }
 
 fn respond(status: StatusCode, body: &Value) -> Response<Bytes> {
@@ -158,7 +164,11 @@ async fn route(req: &Request<Bytes>, ctx: &AdminCtx) -> Result<(StatusCode, Valu
 }
 
 fn not_found(path: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {path}"),
+    )
 }
 
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a Bytes) -> Result<T, ApiError> {
@@ -332,7 +342,10 @@ async fn balance(account: &str, ctx: &AdminCtx) -> Result<(StatusCode, Value), A
         .balance(account)
         .await
         .map_err(AdminError::from)?;
-    Ok((StatusCode::OK, json!({ "account": account, "balance": balance })))
+    Ok((
+        StatusCode::OK,
+        json!({ "account": account, "balance": balance }),
+    ))
 }
 
 async fn usage(req: &Request<Bytes>, ctx: &AdminCtx) -> Result<(StatusCode, Value), ApiError> {
@@ -352,11 +365,7 @@ async fn usage(req: &Request<Bytes>, ctx: &AdminCtx) -> Result<(StatusCode, Valu
         until: time("until")?,
     };
     let (since, until) = (filter.since, filter.until);
-    let rows = ctx
-        .store()
-        .usage(filter)
-        .await
-        .map_err(AdminError::from)?;
+    let rows = ctx.store().usage(filter).await.map_err(AdminError::from)?;
     let v: Vec<Value> = rows.iter().map(usage_json).collect();
     Ok((
         StatusCode::OK,
@@ -374,7 +383,9 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        let p = query_pairs(Some("a=1&since=2024-01-01T00%3A00%3A00Z&x=a+b&bad=%zz&t=%4"));
+        let p = query_pairs(Some(
+            "a=1&since=2024-01-01T00%3A00%3A00Z&x=a+b&bad=%zz&t=%4",
+        ));
         assert_eq!(p[0], ("a".into(), "1".into()));
         assert_eq!(p[1].1, "2024-01-01T00:00:00Z");
         assert_eq!(p[2].1, "a b");

@@ -88,7 +88,11 @@ pub fn parse_key(s: &str) -> Result<ParsedKey<'_>, KeyFormatError> {
     }
     let public_id = &rest[..PUBLIC_ID_LEN];
     let tail = &rest[PUBLIC_ID_LEN + 1..];
-    if !public_id.bytes().chain(tail.bytes()).all(|b| b.is_ascii_alphanumeric()) {
+    if !public_id
+        .bytes()
+        .chain(tail.bytes())
+        .all(|b| b.is_ascii_alphanumeric())
+    {
         return Err(KeyFormatError::Charset);
     }
     let (body, sum) = s.split_at(KEY_LEN - CHECKSUM_LEN);
@@ -106,10 +110,12 @@ pub fn hash_key(full: &str) -> [u8; 32] {
 /// Lower-case hex, the stored form of a hash.
 pub fn to_hex(bytes: &[u8]) -> String {
     use fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Parses 64 hex digits into a hash.
@@ -202,7 +208,10 @@ mod tests {
         let full = k.expose();
         assert_eq!(parse_key(""), Err(KeyFormatError::Prefix));
         assert_eq!(parse_key("sk_live"), Err(KeyFormatError::Prefix));
-        assert_eq!(parse_key(&full[..full.len() - 1]), Err(KeyFormatError::Layout));
+        assert_eq!(
+            parse_key(&full[..full.len() - 1]),
+            Err(KeyFormatError::Layout)
+        );
         assert_eq!(parse_key(&format!("{full}x")), Err(KeyFormatError::Layout));
         let bad = full.replacen('_', "-", 2);
         assert!(parse_key(&bad).is_err());

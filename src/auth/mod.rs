@@ -105,10 +105,12 @@ impl KeyInfo {
             account: r.account.clone(),
             kind: r.kind.parse().map_err(|_| corrupt("kind"))?,
             scopes: r.scopes.parse().map_err(|_| corrupt("scopes"))?,
-            agents: r
-                .agents
-                .as_deref()
-                .map(|a| a.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()),
+            agents: r.agents.as_deref().map(|a| {
+                a.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
             limits: KeyLimits {
                 rate_per_second: r.rate_per_second,
                 rate_burst: r.rate_burst,

@@ -208,7 +208,9 @@ impl Ledger {
     /// a reservation that commits after its waiter left is voided.
     pub fn admit(&self, req: &ReserveRequest<'_>) -> Result<PendingReservation, CreditError> {
         if !req.amount.is_finite() || req.amount < 0.0 {
-            return Err(CreditError::InvalidAmount("reservation must be finite and >= 0"));
+            return Err(CreditError::InvalidAmount(
+                "reservation must be finite and >= 0",
+            ));
         }
         let amount = to_milli(req.amount);
         let fallback = to_milli(req.fallback).clamp(0, amount);
@@ -627,8 +629,10 @@ impl Reservation {
 
     /// Sets what will be charged, clamped to `[0, reserved]`.
     pub fn set_charge(&self, credits: f64) {
-        self.charge
-            .store(clamp_charge(credits, self.reserved, &self.id), Ordering::Release);
+        self.charge.store(
+            clamp_charge(credits, self.reserved, &self.id),
+            Ordering::Release,
+        );
     }
 
     /// A handle to set the charge from elsewhere (e.g. the response body's meter).
@@ -670,7 +674,12 @@ impl Reservation {
             expired_before: None,
         };
         let done = settle_callback(Arc::clone(&self.est), refund, tx);
-        if let Err(e) = self.ledger.inner.queue.submit(WriteOp::Settle(req, Some(done))) {
+        if let Err(e) = self
+            .ledger
+            .inner
+            .queue
+            .submit(WriteOp::Settle(req, Some(done)))
+        {
             // Only when the store is shutting down; recovery will settle it to the fallback.
             self.est.refunding.fetch_sub(refund, Ordering::AcqRel);
             tracing::error!(request_id = %self.id, error = %e, "settlement not enqueued");

@@ -53,7 +53,9 @@ impl RateQuota {
 
     /// The policy window: the time a full burst takes to replenish, in whole seconds (≥ 1).
     pub fn window_secs(&self) -> u64 {
-        u64::from(self.burst.get()).div_ceil(u64::from(self.per_second.get())).max(1)
+        u64::from(self.burst.get())
+            .div_ceil(u64::from(self.per_second.get()))
+            .max(1)
     }
 
     fn governor(&self) -> Quota {
@@ -201,13 +203,21 @@ impl<C: Clock + Clone> RateLimiter<C> {
         let mut entry = map.entry(id.to_owned()).or_insert_with(|| {
             Arc::new(Bucket {
                 quota,
-                limiter: Gcra::new(quota.governor(), InMemoryState::default(), self.clock.clone()),
+                limiter: Gcra::new(
+                    quota.governor(),
+                    InMemoryState::default(),
+                    self.clock.clone(),
+                ),
             })
         });
         if entry.quota != quota {
             *entry = Arc::new(Bucket {
                 quota,
-                limiter: Gcra::new(quota.governor(), InMemoryState::default(), self.clock.clone()),
+                limiter: Gcra::new(
+                    quota.governor(),
+                    InMemoryState::default(),
+                    self.clock.clone(),
+                ),
             });
         }
         Arc::clone(entry.value())
@@ -303,6 +313,10 @@ mod tests {
         let mut h = HeaderMap::new();
         a.write_headers(&mut h);
         assert_eq!(h["ratelimit"], "\"agent\";r=1;t=1");
-        assert!(rl.check("k", None, "a", None).expect("unlimited").tightest.is_none());
+        assert!(rl
+            .check("k", None, "a", None)
+            .expect("unlimited")
+            .tightest
+            .is_none());
     }
 }

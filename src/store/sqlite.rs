@@ -15,9 +15,9 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use super::schema;
 use super::{
-    AccountSums, IdemClaim, IdemCompletion, IdemOutcome, KeyRecord, NewGrant, NewReservation,
+    AccountSums, IdemClaim, IdemCompletion, IdemOutcome, KeyRecord, Msg, NewGrant, NewReservation,
     ReservationRecord, ReserveOutcome, RevokeOutcome, SettleOutcome, SettleRequest, StoreError,
-    Msg, StoredResponse, UsageFilter, UsageRow, WriteOp, WriteQueue,
+    StoredResponse, UsageFilter, UsageRow, WriteOp, WriteQueue,
 };
 
 /// `PRAGMA synchronous` in WAL mode.
@@ -56,13 +56,17 @@ fn configure(conn: &Connection, opts: &SqliteOptions) -> Result<(), StoreError> 
     conn.busy_timeout(opts.busy_timeout)?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Corrupt(format!("journal_mode is {mode}, not wal")));
+        return Err(StoreError::Corrupt(format!(
+            "journal_mode is {mode}, not wal"
+        )));
     }
     let sync = match opts.synchronous {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
     };
-    conn.execute_batch(&format!("PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"))?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
+    ))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -239,7 +243,10 @@ fn writer_loop(conn: Connection, rx: Receiver<Msg>, max_batch: usize) {
         retry = run_batch(&conn, batch);
         if !retry.is_empty() {
             if stopping {
-                tracing::error!(ops = retry.len(), "store closing with uncommitted settlements; recovery will settle them");
+                tracing::error!(
+                    ops = retry.len(),
+                    "store closing with uncommitted settlements; recovery will settle them"
+                );
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -496,7 +503,9 @@ fn settle(conn: &Connection, s: &SettleRequest) -> Result<SettleOutcome, StoreEr
     )?
     .execute(params![state, charged, s.now, s.id])?;
     let balance_after: i64 = conn
-        .prepare_cached("UPDATE accounts SET balance = balance + ?1 WHERE id = ?2 RETURNING balance")?
+        .prepare_cached(
+            "UPDATE accounts SET balance = balance + ?1 WHERE id = ?2 RETURNING balance",
+        )?
         .query_row(params![reserved - charged, account], |r| r.get(0))?;
     Ok(SettleOutcome::Settled {
         account,
@@ -509,7 +518,9 @@ fn settle(conn: &Connection, s: &SettleRequest) -> Result<SettleOutcome, StoreEr
 fn grant(conn: &Connection, g: &NewGrant) -> Result<i64, StoreError> {
     ensure_account(conn, &g.account, g.now)?;
     let balance: i64 = conn
-        .prepare_cached("UPDATE accounts SET balance = balance + ?1 WHERE id = ?2 RETURNING balance")?
+        .prepare_cached(
+            "UPDATE accounts SET balance = balance + ?1 WHERE id = ?2 RETURNING balance",
+        )?
         .query_row(params![g.amount, g.account], |r| r.get(0))?;
     conn.prepare_cached(
         "INSERT INTO grants (id, account, amount, memo, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -577,14 +588,28 @@ fn revoke_key(conn: &Connection, public_id: &str, now: i64) -> Result<RevokeOutc
 }
 
 fn idem_begin(conn: &Connection, c: &IdemClaim) -> Result<IdemOutcome, StoreError> {
-    type Existing = (String, String, Option<i64>, Option<String>, Option<Vec<u8>>, i64);
+    type Existing = (
+        String,
+        String,
+        Option<i64>,
+        Option<String>,
+        Option<Vec<u8>>,
+        i64,
+    );
     let existing: Option<Existing> = conn
         .prepare_cached(
             "SELECT body_hash, state, status, content_type, response, locked_until
              FROM idempotency WHERE account = ?1 AND idem_key = ?2",
         )?
         .query_row(params![c.account, c.idem_key], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })
         .optional()?;
     let Some((hash, state, status, content_type, response, locked_until)) = existing else {
@@ -625,7 +650,13 @@ fn idem_begin(conn: &Connection, c: &IdemClaim) -> Result<IdemOutcome, StoreErro
         "UPDATE idempotency SET owner = ?1, created_at = ?2, locked_until = ?3
          WHERE account = ?4 AND idem_key = ?5 AND state = 'in_flight'",
     )?
-    .execute(params![c.owner, c.now, c.locked_until, c.account, c.idem_key])?;
+    .execute(params![
+        c.owner,
+        c.now,
+        c.locked_until,
+        c.account,
+        c.idem_key
+    ])?;
     Ok(IdemOutcome::Claimed)
 }
 
@@ -670,12 +701,11 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
 }
 
 pub(crate) fn get_key(c: &Connection, public_id: &str) -> Result<Option<KeyRecord>, StoreError> {
-    Ok(c
-        .prepare_cached(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE public_id = ?1"
-        ))?
-        .query_row(params![public_id], key_row)
-        .optional()?)
+    Ok(c.prepare_cached(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE public_id = ?1"
+    ))?
+    .query_row(params![public_id], key_row)
+    .optional()?)
 }
 
 pub(crate) fn list_keys(
@@ -715,41 +745,39 @@ pub(crate) fn expired_pending(
     now: i64,
     limit: u32,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(c
-        .prepare_cached(
-            "SELECT id FROM reservations WHERE state = 'pending' AND expires_at <= ?1
+    Ok(c.prepare_cached(
+        "SELECT id FROM reservations WHERE state = 'pending' AND expires_at <= ?1
              ORDER BY expires_at LIMIT ?2",
-        )?
-        .query_map(params![now, limit], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?)
+    )?
+    .query_map(params![now, limit], |r| r.get(0))?
+    .collect::<Result<Vec<String>, _>>()?)
 }
 
 pub(crate) fn reservation(
     c: &Connection,
     id: &str,
 ) -> Result<Option<ReservationRecord>, StoreError> {
-    Ok(c
-        .prepare_cached(
-            "SELECT id, account, key_id, agent_id, reserved, fallback, charged, state,
+    Ok(c.prepare_cached(
+        "SELECT id, account, key_id, agent_id, reserved, fallback, charged, state,
                     created_at, expires_at, settled_at
              FROM reservations WHERE id = ?1",
-        )?
-        .query_row(params![id], |r| {
-            Ok(ReservationRecord {
-                id: r.get(0)?,
-                account: r.get(1)?,
-                key_id: r.get(2)?,
-                agent_id: r.get(3)?,
-                reserved: r.get(4)?,
-                fallback: r.get(5)?,
-                charged: r.get(6)?,
-                state: r.get(7)?,
-                created_at: r.get(8)?,
-                expires_at: r.get(9)?,
-                settled_at: r.get(10)?,
-            })
+    )?
+    .query_row(params![id], |r| {
+        Ok(ReservationRecord {
+            id: r.get(0)?,
+            account: r.get(1)?,
+            key_id: r.get(2)?,
+            agent_id: r.get(3)?,
+            reserved: r.get(4)?,
+            fallback: r.get(5)?,
+            charged: r.get(6)?,
+            state: r.get(7)?,
+            created_at: r.get(8)?,
+            expires_at: r.get(9)?,
+            settled_at: r.get(10)?,
         })
-        .optional()?)
+    })
+    .optional()?)
 }
 
 pub(crate) fn pending_count(c: &Connection) -> Result<i64, StoreError> {

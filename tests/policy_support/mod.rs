@@ -51,7 +51,12 @@ pub fn short_timeouts() -> LedgerConfig {
     }
 }
 
-pub fn req<'a>(account: &'a str, request_id: &'a str, amount: f64, fallback: f64) -> ReserveRequest<'a> {
+pub fn req<'a>(
+    account: &'a str,
+    request_id: &'a str,
+    amount: f64,
+    fallback: f64,
+) -> ReserveRequest<'a> {
     ReserveRequest {
         account,
         key_id: "key1",
