@@ -236,3 +236,35 @@ async fn invalid_specs_are_refused() {
     s.limits.rate_per_second = Some(0);
     assert!(create_key(&fx.store, s).await.is_err());
 }
+
+mod properties {
+    use agentgate::auth::{parse_key, SecretKey};
+    use agentgate::store::time::{format_rfc3339, parse_rfc3339};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parse_key_never_panics(s in "\\PC{0,60}") {
+            let _ = parse_key(&s);
+        }
+
+        #[test]
+        fn made_up_keys_of_the_right_shape_fail_the_checksum(
+            s in "agk_[0-9A-Za-z]{12}_[0-9A-Za-zé]{28}"
+        ) {
+            // One in 2^32 would pass by chance; proptest's case count makes that negligible.
+            prop_assert!(parse_key(&s).is_err());
+        }
+
+        #[test]
+        fn generated_keys_always_parse(_i in 0u8..8) {
+            let k = SecretKey::generate();
+            prop_assert_eq!(parse_key(k.expose()).map(|p| p.public_id()), Ok(k.public_id()));
+        }
+
+        #[test]
+        fn timestamps_round_trip(ms in -62_000_000_000_000i64..250_000_000_000_000i64) {
+            prop_assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms));
+        }
+    }
+}

@@ -267,9 +267,12 @@ impl AuthInner {
         self.cache.clear();
     }
 
+    /// Reads the store's revocation counter; a change empties the cache. The first reading
+    /// happens before anything is cached (see `check`), so it has nothing to invalidate.
     async fn poll(&self) -> Result<(), StoreError> {
         let counter = self.store.revocation_counter().await?;
-        if self.remote_seen.swap(counter, Ordering::AcqRel) != counter {
+        let previous = self.remote_seen.swap(counter, Ordering::AcqRel);
+        if previous != NEVER && previous != counter {
             self.invalidate();
         }
         self.last_poll_ms.store(now_ms(), Ordering::Release);
@@ -364,6 +367,11 @@ impl Authenticator {
             if fresh {
                 return verdict(&entry.hash, &hash, &entry.info, now);
             }
+        }
+        if inner.remote_seen.load(Ordering::Acquire) == NEVER {
+            // Know the revocation counter before caching anything, so that the poller can tell
+            // whether a revocation happened after this entry was read.
+            inner.poll().await?;
         }
         inner.lookups.fetch_add(1, Ordering::Relaxed);
         let Some(record) = inner.store.get_key(parsed.public_id()).await? else {

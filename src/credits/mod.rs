@@ -26,7 +26,7 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 use crate::store::{
-    now_ms, IdemClaim, IdemCompletion, IdemOutcome, NewGrant, NewReservation, ReserveOutcome,
+    now_ms, Done, IdemClaim, IdemCompletion, IdemOutcome, NewGrant, NewReservation, ReserveOutcome,
     SettleOutcome, SettleRequest, Store, StoreError, StoredResponse, UnixMs, WriteOp, WriteQueue,
 };
 
@@ -117,7 +117,8 @@ struct LedgerInner {
     store: Store,
     queue: WriteQueue,
     cfg: LedgerConfig,
-    estimates: DashMap<String, Arc<Estimate>>,
+    /// Shared with writer callbacks, which refresh estimates in commit order.
+    estimates: Arc<DashMap<String, Arc<Estimate>>>,
 }
 
 /// The credit ledger. Cheap to clone.
@@ -177,7 +178,7 @@ impl Ledger {
                 queue: store.queue(),
                 store,
                 cfg,
-                estimates: DashMap::new(),
+                estimates: Arc::new(DashMap::new()),
             }),
         }
     }
@@ -215,11 +216,12 @@ impl Ledger {
         let amount = to_milli(req.amount);
         let fallback = to_milli(req.fallback).clamp(0, amount);
         let est = self.estimate(req.account);
+        let now = now_ms();
         let reserving = est.reserving.fetch_add(amount, Ordering::AcqRel) + amount;
         let available = est.committed.load(Ordering::Acquire) - reserving
             + est.refunding.load(Ordering::Acquire);
-        let fresh = now_ms() - est.refreshed_ms.load(Ordering::Acquire)
-            < ms(self.inner.cfg.estimate_freshness);
+        let fresh =
+            now - est.refreshed_ms.load(Ordering::Acquire) < ms(self.inner.cfg.estimate_freshness);
         if available < 0 && fresh {
             est.reserving.fetch_sub(amount, Ordering::AcqRel);
             return Err(CreditError::Insufficient {
@@ -227,7 +229,6 @@ impl Ledger {
                 needed: req.amount,
             });
         }
-        let now = now_ms();
         let row = NewReservation {
             id: req.request_id.to_owned(),
             account: req.account.to_owned(),
@@ -261,8 +262,10 @@ impl Ledger {
                     now: now_ms(),
                     expired_before: None,
                 };
-                let done = settle_callback(cb_est, amount, None);
+                cb_est.refunding.fetch_add(amount, Ordering::AcqRel);
+                let done = settle_callback(Arc::clone(&cb_est), amount, None);
                 if queue.submit(WriteOp::Settle(void, Some(done))).is_err() {
+                    cb_est.refunding.fetch_sub(amount, Ordering::AcqRel);
                     tracing::error!("store closed; abandoned reservation left to recovery");
                 }
             }
@@ -303,19 +306,23 @@ impl Ledger {
         if !credits.is_finite() || to_milli(credits) <= 0 {
             return Err(CreditError::InvalidAmount("grant must be positive"));
         }
-        let balance = self
-            .inner
-            .store
-            .grant(NewGrant {
-                account: account.to_owned(),
-                amount: to_milli(credits),
-                memo: memo.map(str::to_owned),
-                now: now_ms(),
-            })
-            .await?;
-        if let Some(e) = self.inner.estimates.get(account) {
-            e.observe(balance);
-        }
+        let grant = NewGrant {
+            account: account.to_owned(),
+            amount: to_milli(credits),
+            memo: memo.map(str::to_owned),
+            now: now_ms(),
+        };
+        let (tx, rx) = oneshot::channel();
+        let estimates = Arc::clone(&self.inner.estimates);
+        let account = account.to_owned();
+        let done: Done<i64> = Box::new(move |r| {
+            if let (Ok(balance), Some(e)) = (&r, estimates.get(&account)) {
+                e.observe(*balance);
+            }
+            let _ = tx.send(r);
+        });
+        self.inner.queue.submit(WriteOp::Grant(grant, done))?;
+        let balance = rx.await.map_err(|_| StoreError::Closed)??;
         Ok(from_milli(balance))
     }
 
@@ -350,7 +357,18 @@ impl Ledger {
                     now: now_ms(),
                     expired_before: Some(now),
                 };
-                let done: crate::store::Done<SettleOutcome> = Box::new(move |r| {
+                let estimates = Arc::clone(&self.inner.estimates);
+                let done: Done<SettleOutcome> = Box::new(move |r| {
+                    if let Ok(SettleOutcome::Settled {
+                        account,
+                        balance_after,
+                        ..
+                    }) = &r
+                    {
+                        if let Some(e) = estimates.get(account) {
+                            e.observe(*balance_after);
+                        }
+                    }
                     let _ = tx.send(r);
                 });
                 self.inner.queue.submit(WriteOp::Settle(req, Some(done)))?;
@@ -360,16 +378,10 @@ impl Ledger {
             for rx in waits {
                 let outcome = rx.await.map_err(|_| StoreError::Closed)??;
                 if let SettleOutcome::Settled {
-                    account,
-                    balance_after,
-                    charged,
-                    ..
+                    account, charged, ..
                 } = outcome
                 {
                     tracing::info!(%account, charged, "recovered an expired reservation");
-                    if let Some(e) = self.inner.estimates.get(&account) {
-                        e.observe(balance_after);
-                    }
                     settled += 1;
                     progressed = true;
                 }
@@ -488,7 +500,7 @@ fn settle_callback(
     est: Arc<Estimate>,
     refund_estimate: i64,
     tx: Option<oneshot::Sender<Result<SettleOutcome, StoreError>>>,
-) -> crate::store::Done<SettleOutcome> {
+) -> Done<SettleOutcome> {
     Box::new(move |r| {
         // Raise `committed` before lowering `refunding` (see `admit`).
         if let Ok(SettleOutcome::Settled { balance_after, .. }) = &r {
@@ -723,5 +735,72 @@ impl Drop for Reservation {
             let charge = self.current_charge();
             self.enqueue(charge, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteOptions;
+
+    fn req<'a>(id: &'a str, amount: f64) -> ReserveRequest<'a> {
+        ReserveRequest {
+            account: "acme",
+            key_id: "k",
+            agent_id: "a",
+            request_id: id,
+            amount,
+            fallback: 1.0,
+        }
+    }
+
+    /// After any mix of operations, once the queue is drained, the in-memory estimate equals
+    /// the committed balance and nothing is left counted as in flight.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn estimate_converges_to_the_store() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_sqlite(dir.path().join("e.db"), SqliteOptions::default())
+            .await
+            .expect("store");
+        let ledger = Ledger::new(store.clone(), LedgerConfig::default());
+        ledger.grant("acme", 20.0, None).await.expect("grant");
+        let a = ledger.reserve(req("a", 5.0)).await.expect("a");
+        let b = ledger.reserve(req("b", 5.0)).await.expect("b");
+        drop(ledger.admit(&req("c", 5.0)).expect("c")); // voided
+                                                        // The estimate is fresh (a and b committed): refused in memory.
+        assert!(matches!(
+            ledger.admit(&req("d", 50.0)),
+            Err(CreditError::Insufficient { .. })
+        ));
+        a.set_charge(2.0);
+        drop(a);
+        b.settle_now(7.0);
+        ledger.grant("acme", 1.0, None).await.expect("grant");
+        ledger.flush().await.expect("flush");
+        ledger.flush().await.expect("flush voids");
+        let est = ledger.estimate("acme");
+        let db = store.balance("acme").await.expect("b").expect("exists");
+        assert_eq!(db, 21_000 - 2_000 - 5_000);
+        assert_eq!(est.reserving.load(Ordering::Acquire), 0);
+        assert_eq!(est.refunding.load(Ordering::Acquire), 0);
+        assert_eq!(est.committed.load(Ordering::Acquire), db);
+        // Fresh and short: refused without a store round trip (nothing is written).
+        let before = store.pending_count().await.expect("n");
+        assert!(matches!(
+            ledger.admit(&req("e", 100.0)),
+            Err(CreditError::Insufficient { .. })
+        ));
+        assert_eq!(store.pending_count().await.expect("n"), before);
+        assert!(store.reservation("e").await.expect("r").is_none());
+        ledger.check_invariants().await.expect("sums");
+    }
+
+    #[test]
+    fn milli_conversions() {
+        assert_eq!(to_milli(1.0), 1000);
+        assert_eq!(to_milli(0.0004), 0);
+        assert_eq!(to_milli(f64::NAN), 0);
+        assert_eq!(to_milli(f64::INFINITY), i64::MAX);
+        assert_eq!(from_milli(1500), 1.5);
     }
 }

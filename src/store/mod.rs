@@ -3,8 +3,13 @@
 //! Writes go through a queue drained by one writer that commits whatever is queued in one
 //! transaction (group commit); a caller that needs durability awaits its batch's commit, a
 //! caller that does not (a settlement from a `Drop` guard) only enqueues. Reads use separate
-//! connections. SQLite is the embedded default; [`Backend`] is the seam where PostgreSQL slots
+//! connections. SQLite is the embedded default; the private `Backend` enum is the seam where PostgreSQL slots
 //! in with the same operations and the same portable SQL.
+//!
+//! What survives a crash: every write a caller was told about (an awaited op) is on disk, with
+//! `synchronous=FULL` even across power loss. A fire-and-forget settlement still queued at
+//! `kill -9` is lost with the process; its reservation stays `pending` and recovery settles it
+//! to its fallback once it expires, so a request is never charged twice nor left open.
 
 mod schema;
 mod sqlite;
@@ -208,6 +213,8 @@ impl WriteOp {
 }
 
 /// What the writer's queue carries.
+// `Shutdown` is sent once; boxing every op to shrink it would cost an allocation per write.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     Op(WriteOp),
     /// Sent when the last store handle goes: commit what is queued, then stop.
