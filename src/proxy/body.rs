@@ -35,6 +35,13 @@ pub struct StreamEnd<'a> {
 
 pub type EndHook = Box<dyn FnOnce(StreamEnd<'_>) + Send>;
 
+/// Called at most once per interval while a stream is live (e.g. to extend its credit
+/// reservation so that recovery does not take it for abandoned).
+pub struct KeepAlive {
+    pub every: Duration,
+    pub hook: Box<dyn FnMut() + Send>,
+}
+
 pub struct TranscodeBody {
     upstream: Option<Incoming>,
     transcoder: Transcoder<GatewayMeter>,
@@ -48,6 +55,8 @@ pub struct TranscodeBody {
     bytes_out: u64,
     failure: Option<String>,
     on_end: Option<EndHook>,
+    keepalive: Option<KeepAlive>,
+    next_keepalive: Instant,
 }
 
 impl TranscodeBody {
@@ -57,13 +66,15 @@ impl TranscodeBody {
         idle_timeout: Duration,
         shutdown: CancellationToken,
         on_end: EndHook,
+        keepalive: Option<KeepAlive>,
     ) -> Self {
+        let now = Instant::now();
         TranscodeBody {
             upstream: Some(upstream),
             transcoder,
             out: BytesMut::with_capacity(8 * 1024),
             idle_timeout,
-            last_activity: Instant::now(),
+            last_activity: now,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             shutdown,
             shutdown_wait: None,
@@ -71,6 +82,8 @@ impl TranscodeBody {
             bytes_out: 0,
             failure: None,
             on_end: Some(on_end),
+            next_keepalive: now + keepalive.as_ref().map_or(Duration::MAX / 4, |k| k.every),
+            keepalive,
         }
     }
 
@@ -152,6 +165,12 @@ impl Body for TranscodeBody {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
                         this.last_activity = Instant::now();
+                        if this.last_activity >= this.next_keepalive {
+                            if let Some(k) = this.keepalive.as_mut() {
+                                (k.hook)();
+                                this.next_keepalive = this.last_activity + k.every;
+                            }
+                        }
                         this.transcoder.feed(data, &mut this.out);
                         if let Some(e) = this.transcoder.error() {
                             this.failure.get_or_insert_with(|| e.to_string());

@@ -6,7 +6,7 @@ mod conversations;
 mod meter;
 mod policy;
 
-pub use body::{StreamEnd, TranscodeBody};
+pub use body::{KeepAlive, StreamEnd, TranscodeBody};
 pub use conversations::Conversations;
 pub use meter::{GatewayMeter, Ids};
 pub use policy::{Admission, Policy};
@@ -287,6 +287,24 @@ impl Gateway {
                 agent: ctx.agent.clone(),
                 upstream_api: ctx.upstream_api,
             };
+            let keepalive = {
+                let store = self.policy.store.clone();
+                let id = admission.reservation.request_id().to_owned();
+                let timeout = self.config.store().reservation_timeout;
+                KeepAlive {
+                    every: timeout / 3,
+                    hook: Box::new(move || {
+                        let (store, id) = (store.clone(), id.clone());
+                        let expires_at = crate::store::now_ms()
+                            .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+                        tokio::spawn(async move {
+                            if let Err(e) = store.extend(&id, expires_at).await {
+                                tracing::warn!(request_id = %id, error = %e, "reservation not extended");
+                            }
+                        });
+                    }),
+                }
+            };
             // Runs when the response body is dropped, however the stream ended (finished,
             // failed, client gone): the one place a streamed answer is settled, exactly once
             // (`settle_now` consumes the reservation).
@@ -306,6 +324,7 @@ impl Gateway {
                 agent.config.timeouts.idle,
                 self.streams_end.clone(),
                 on_end,
+                Some(keepalive),
             );
             Ok(with_headers(
                 stream_response(front.format, body),

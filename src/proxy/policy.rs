@@ -83,7 +83,7 @@ impl Policy {
             ledger,
             limiter: RateLimiter::new(),
             streams: StreamSlots::new(),
-            key_rate: defaults.rate.map(quota).flatten(),
+            key_rate: defaults.rate.and_then(quota),
             key_max_streams: defaults.max_streams,
         })
     }
