@@ -31,6 +31,8 @@ pub struct StreamEnd<'a> {
     pub bytes_out: u64,
     /// Why the stream failed, if it did (decode error, upstream error, timeout, shutdown).
     pub failure: Option<&'a str>,
+    /// Everything sent to the client, when capture was asked for and it fit.
+    pub captured: Option<Bytes>,
 }
 
 pub type EndHook = Box<dyn FnOnce(StreamEnd<'_>) + Send>;
@@ -57,6 +59,8 @@ pub struct TranscodeBody {
     on_end: Option<EndHook>,
     keepalive: Option<KeepAlive>,
     next_keepalive: Instant,
+    /// A copy of the output, kept for an idempotent replay (bounded).
+    capture: Option<BytesMut>,
 }
 
 impl TranscodeBody {
@@ -84,7 +88,14 @@ impl TranscodeBody {
             on_end: Some(on_end),
             next_keepalive: now + keepalive.as_ref().map_or(Duration::MAX / 4, |k| k.every),
             keepalive,
+            capture: None,
         }
+    }
+
+    /// Keeps a copy of everything sent (up to `idempotency::MAX_REPLAY_BYTES`).
+    pub fn capture_output(mut self) -> Self {
+        self.capture = Some(BytesMut::new());
+        self
     }
 
     fn fail(&mut self, message: String) {
@@ -98,6 +109,13 @@ impl TranscodeBody {
     fn frame(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         let bytes = self.out.split().freeze();
         self.bytes_out += bytes.len() as u64;
+        if let Some(copy) = self.capture.as_mut() {
+            if copy.len() + bytes.len() <= super::idempotency::MAX_REPLAY_BYTES {
+                copy.extend_from_slice(&bytes);
+            } else {
+                self.capture = None;
+            }
+        }
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 
@@ -243,6 +261,7 @@ impl Drop for TranscodeBody {
                 delivered: self.ended,
                 bytes_out: self.bytes_out,
                 failure,
+                captured: self.capture.take().map(BytesMut::freeze),
             });
         }
     }

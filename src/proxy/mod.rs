@@ -3,6 +3,7 @@
 
 mod body;
 mod conversations;
+mod idempotency;
 mod meter;
 mod policy;
 
@@ -216,6 +217,24 @@ impl Gateway {
         .await?;
         let chat = fronts::parse_chat(api, &body, wants_sse, route.stream_path)?;
 
+        // A retry of an answered request is answered again, not run (nor charged) again.
+        let idem = match parts.headers.get("idempotency-key") {
+            None => None,
+            Some(value) => {
+                let value = value.to_str().unwrap_or_default();
+                let account = key.account();
+                let path = parts.uri.path();
+                match idempotency::claim(&self.policy.ledger, account, value, path, &body).await? {
+                    idempotency::Claim::Run(guard) => Some(guard),
+                    idempotency::Claim::Replay {
+                        status,
+                        content_type,
+                        body,
+                    } => return Ok(replay(front.format, status, &content_type, body)),
+                }
+            }
+        };
+
         // Stream scope (403), rate limits (429), credits (402). From here on the reservation
         // settles when it is dropped: every early return below charges nothing.
         let admission = self
@@ -258,6 +277,7 @@ impl Gateway {
         let meter = GatewayMeter::new(api, ids, agent.config.credits);
         let upstream_format = upstream::stream_format(agent.config.upstream_api);
         let rate_headers = admission.headers.clone();
+        let idem_requested = idem.is_some();
         let record = {
             let gateway = self.clone();
             let agent_id = agent.config.id.clone();
@@ -310,6 +330,12 @@ impl Gateway {
             // (`settle_now` consumes the reservation).
             let on_end = Box::new(move |end: StreamEnd<'_>| {
                 record(end.meter);
+                // Only an answer the client got whole is kept for replay.
+                if let (Some(guard), Some(bytes)) = (idem, end.captured) {
+                    if end.delivered && end.failure.is_none() && end.meter.finished() {
+                        guard.complete(StatusCode::OK, "text/event-stream", bytes);
+                    }
+                }
                 let Admission {
                     reservation, slots, ..
                 } = admission;
@@ -318,6 +344,7 @@ impl Gateway {
                 log_request(&log_ctx, StatusCode::OK, end.bytes_out, end.failure);
                 tracing::debug!(charged = settled.charged, "settled");
             });
+            let capture = idem_requested;
             let body = TranscodeBody::new(
                 response.into_body(),
                 transcoder,
@@ -326,6 +353,7 @@ impl Gateway {
                 on_end,
                 Some(keepalive),
             );
+            let body = if capture { body.capture_output() } else { body };
             Ok(with_headers(
                 stream_response(front.format, body),
                 rate_headers,
@@ -358,6 +386,9 @@ impl Gateway {
                 credits: Some(charged),
             };
             let body = Bytes::from(aggregate.body(api, &sync).to_string());
+            if let Some(guard) = idem {
+                guard.complete(StatusCode::OK, "application/json", body.clone());
+            }
             log_request(ctx, StatusCode::OK, body.len() as u64, None);
             Ok(with_headers(
                 json_response(StatusCode::OK, body),
@@ -587,6 +618,28 @@ fn stream_response(format: Format, body: TranscodeBody) -> Response<GatewayBody>
             HeaderValue::from_static("v1"),
         );
     }
+    r
+}
+
+/// An answer given before, sent again for a retry with the same `Idempotency-Key`.
+fn replay(
+    format: Format,
+    status: StatusCode,
+    content_type: &str,
+    body: Bytes,
+) -> Response<GatewayBody> {
+    let mut r = json_response(status, body);
+    let h = r.headers_mut();
+    if let Ok(ct) = HeaderValue::from_str(content_type) {
+        h.insert(CONTENT_TYPE, ct);
+    }
+    if content_type == "text/event-stream" && format == Format::UiMessage {
+        h.insert(
+            "x-vercel-ai-ui-message-stream",
+            HeaderValue::from_static("v1"),
+        );
+    }
+    h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     r
 }
 

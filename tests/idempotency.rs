@@ -1,0 +1,142 @@
+//! `Idempotency-Key` through the gateway: a retry is answered with the first answer and not
+//! charged again, 409 while the first runs, 422 for the same key with another body.
+
+mod harness;
+
+use std::time::Duration;
+
+use agentgate::fronts::Api;
+use harness::*;
+
+async fn gateway_with_demo(delay: Duration) -> (Gateway, String) {
+    let backend = demo_agent_with_delay(Api::Chatbase, delay).await;
+    let id = agent_id(1);
+    let agents = [agent(&id, &format!("http://{backend}"), Api::Chatbase, "")];
+    (spawn_gateway(&config("", &agents)).await, id)
+}
+
+async fn balance(gw: &Gateway) -> f64 {
+    // Settlements are queued without waiting: let them land before reading.
+    gw.running.policy.ledger.flush().await.unwrap();
+    gw.running
+        .policy
+        .ledger
+        .balance(TEST_ACCOUNT)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_replays_the_first_answer_and_is_charged_once() {
+    let (gw, id) = gateway_with_demo(Duration::ZERO).await;
+    let c = client();
+    for (front, stream) in [
+        (Api::Chatbase, true),
+        (Api::Guayaba, false),
+        (Api::Agents, true),
+    ] {
+        let before = balance(&gw).await;
+        let send = |key: &'static str, message: &str| {
+            c.post(gw.url(&chat_path(front, &id, stream)))
+                .header("idempotency-key", key)
+                .json(&chat_body(front, message, None, stream))
+                .send()
+        };
+        let key: &'static str = match front {
+            Api::Chatbase => "retry-chatbase",
+            Api::Guayaba => "retry-guayaba",
+            _ => "retry-agents",
+        };
+        let first = send(key, "héllo once").await.unwrap();
+        assert_eq!(first.status(), 200);
+        assert!(first.headers().get("idempotent-replayed").is_none());
+        let first_body = first.bytes().await.unwrap();
+        let charged = before - balance(&gw).await;
+        assert!(charged > 0.0, "{front}: the first answer is charged");
+
+        // The key is completed in the background once the answer is out; wait for it.
+        let mut replayed = None;
+        for _ in 0..50 {
+            let r = send(key, "héllo once").await.unwrap();
+            if r.status() == 200 && r.headers().get("idempotent-replayed").is_some() {
+                replayed = Some(r.bytes().await.unwrap());
+                break;
+            }
+            assert_eq!(
+                r.status(),
+                409,
+                "{front}: only 409 while the first is completing"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let replayed = replayed.unwrap_or_else(|| panic!("{front}: no replay"));
+        assert_eq!(
+            replayed, first_body,
+            "{front}: the replay is the first answer"
+        );
+        assert_eq!(
+            before - balance(&gw).await,
+            charged,
+            "{front}: a replay is not charged"
+        );
+
+        let other = send(key, "another body").await.unwrap();
+        assert_eq!(other.status(), 422, "{front}: same key, other body");
+        assert_eq!(
+            before - balance(&gw).await,
+            charged,
+            "{front}: a refused retry is not charged"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_while_the_first_runs_is_409_and_a_failed_first_can_be_retried() {
+    let (gw, id) = gateway_with_demo(Duration::from_millis(40)).await;
+    let c = client();
+    let url = gw.url(&chat_path(Api::Chatbase, &id, true));
+    let body = chat_body(Api::Chatbase, "one two three four five six", None, true);
+    let first = c
+        .post(&url)
+        .header("idempotency-key", "slow")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let second = c
+        .post(&url)
+        .header("idempotency-key", "slow")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 409, "the first is still streaming");
+    let text = second.text().await.unwrap();
+    assert!(text.contains("\"error\""), "{text}");
+
+    // The client of the first leaves mid-stream: the key is released, and a retry runs.
+    drop(first);
+    let mut status = 0;
+    for _ in 0..100 {
+        let r = c
+            .post(&url)
+            .header("idempotency-key", "slow")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        status = r.status().as_u16();
+        if status == 200 {
+            assert!(r.headers().get("idempotent-replayed").is_none());
+            let sse = r.text().await.unwrap();
+            assert!(sse.contains("[DONE]"), "{sse}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "an abandoned first attempt does not block its retry"
+    );
+}
