@@ -108,6 +108,8 @@ pub struct FrontConfig {
     pub event_lines: bool,
     /// `text-done`: render tool calls and reasoning as text.
     pub tools_as_text: bool,
+    /// Clients must send an API key (keys, scopes, credits, per-key limits apply).
+    pub require_key: bool,
 }
 
 /// `[[agent]]`

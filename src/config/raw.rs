@@ -135,6 +135,10 @@ pub(crate) struct RawFront {
     /// `text-done` only: render tool calls and reasoning as text instead of dropping them
     /// (default false).
     pub tools_as_text: Option<Spanned<bool>>,
+    /// Whether clients must send an API key (default true). `false` opens the front: no key,
+    /// no scopes, no credits, no per-key limits (agents' own rate limits still apply). For a
+    /// trusted network only; requests run as account `anonymous`.
+    pub require_key: Option<bool>,
 }
 
 /// `[[agent]]`

@@ -274,6 +274,7 @@ fn every_key_is_read() {
             format: Format::UiMessage,
             event_lines: true,
             tools_as_text: false,
+            require_key: true,
         }
     );
     assert_eq!(fronts[1].listen, addr("0.0.0.0:8444"));

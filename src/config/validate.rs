@@ -415,6 +415,7 @@ impl Validator<'_> {
                 format,
                 event_lines: event_lines?,
                 tools_as_text: tools_as_text?,
+                require_key: raw.require_key.unwrap_or(true),
             },
             span,
         })

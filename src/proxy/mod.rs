@@ -189,14 +189,17 @@ impl Gateway {
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let key = self.policy.authenticate(api, authorization).await?;
+        let key = match front.require_key {
+            true => Some(self.policy.authenticate(api, authorization).await?),
+            false => None,
+        };
 
         // The agent, as this front names it, within the key's agents (404; 403 on guayaba).
         let agent = self
             .agents
             .get(&route.agent_id)
             .filter(|_| api != Api::Pharen || uuid::Uuid::parse_str(&route.agent_id).is_ok())
-            .filter(|a| key.may_access(&a.config.id))
+            .filter(|a| key.as_ref().is_none_or(|k| k.may_access(&a.config.id)))
             .ok_or_else(|| ApiError::agent_not_found(api))?;
         ctx.agent = Some(agent.config.id.clone());
         ctx.upstream_api = Some(agent.config.upstream_api);
@@ -222,7 +225,7 @@ impl Gateway {
             None => None,
             Some(value) => {
                 let value = value.to_str().unwrap_or_default();
-                let account = key.account();
+                let account = key.as_ref().map_or(policy::ANONYMOUS, |k| k.account());
                 let path = parts.uri.path();
                 match idempotency::claim(&self.policy.ledger, account, value, path, &body).await? {
                     idempotency::Claim::Run(guard) => Some(guard),
@@ -242,7 +245,7 @@ impl Gateway {
             .admit(key, &agent.config, chat.stream, &ctx.request_id)
             .await?;
         let refuse = |e: ApiError| {
-            admission.reservation.set_charge(0.0);
+            admission.refuse();
             e
         };
         if !agent.config.enabled {
@@ -252,7 +255,7 @@ impl Gateway {
                 "agent is not running",
             )));
         }
-        let account = admission.key.account().to_owned();
+        let account = admission.account().to_owned();
         let conversation = self
             .conversations
             .resolve(&account, &agent.config.id, api, &chat.conversation)
@@ -274,7 +277,16 @@ impl Gateway {
             .call_upstream(agent, &chat, backend_conversation, &parts, ctx)
             .await
             .map_err(refuse)?;
-        let meter = GatewayMeter::new(api, ids, agent.config.credits);
+        // Usage shown = credits charged: nothing on a front that requires no key.
+        let pricing = match admission.reservation {
+            Some(_) => agent.config.credits,
+            None => crate::config::AgentCredits {
+                per_message: 0.0,
+                max_usage: 0.0,
+                per_1k_output_chars: 0.0,
+            },
+        };
+        let meter = GatewayMeter::new(api, ids, pricing);
         let upstream_format = upstream::stream_format(agent.config.upstream_api);
         let rate_headers = admission.headers.clone();
         let idem_requested = idem.is_some();
@@ -307,9 +319,9 @@ impl Gateway {
                 agent: ctx.agent.clone(),
                 upstream_api: ctx.upstream_api,
             };
-            let keepalive = {
+            let keepalive = admission.reservation.as_ref().map(|reservation| {
                 let store = self.policy.store.clone();
-                let id = admission.reservation.request_id().to_owned();
+                let id = reservation.request_id().to_owned();
                 let timeout = self.config.store().reservation_timeout;
                 KeepAlive {
                     every: timeout / 3,
@@ -324,7 +336,7 @@ impl Gateway {
                         });
                     }),
                 }
-            };
+            });
             // Runs when the response body is dropped, however the stream ended (finished,
             // failed, client gone): the one place a streamed answer is settled, exactly once
             // (`settle_now` consumes the reservation).
@@ -336,13 +348,9 @@ impl Gateway {
                         guard.complete(StatusCode::OK, "text/event-stream", bytes);
                     }
                 }
-                let Admission {
-                    reservation, slots, ..
-                } = admission;
-                let settled = reservation.settle_now(end.meter.final_charge());
-                drop(slots);
+                let charged = admission.settle(end.meter.final_charge());
                 log_request(&log_ctx, StatusCode::OK, end.bytes_out, end.failure);
-                tracing::debug!(charged = settled.charged, "settled");
+                tracing::debug!(charged, "settled");
             });
             let capture = idem_requested;
             let body = TranscodeBody::new(
@@ -351,7 +359,7 @@ impl Gateway {
                 agent.config.timeouts.idle,
                 self.streams_end.clone(),
                 on_end,
-                Some(keepalive),
+                keepalive,
             );
             let body = if capture { body.capture_output() } else { body };
             Ok(with_headers(
@@ -370,10 +378,7 @@ impl Gateway {
             let (aggregate, meter) = answer
                 .map_err(|e| refuse(ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", e)))?;
             record(&meter);
-            let charged = admission
-                .reservation
-                .settle_now(meter.final_charge())
-                .charged;
+            let charged = admission.settle(meter.final_charge());
             let ids = meter.ids();
             let sync = SyncContext {
                 conversation_id: Some(ids.conversation_id.clone()),

@@ -26,10 +26,14 @@ pub struct Policy {
     key_max_streams: Option<u32>,
 }
 
+/// The account of requests on a front that requires no key.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// A request admitted by every policy step: what must live as long as the request.
+/// `key` and `reservation` are `None` on a front that requires no key.
 pub struct Admission {
-    pub key: KeyInfo,
-    pub reservation: Reservation,
+    pub key: Option<KeyInfo>,
+    pub reservation: Option<Reservation>,
     /// Held while a stream is open (per key and per agent caps).
     pub slots: Vec<SlotGuard>,
     /// Rate-limit headers for the response.
@@ -110,14 +114,18 @@ impl Policy {
     }
 
     /// Stream scope (403), rate limits (429), stream caps (429), then the credit reservation
-    /// (402): the steps after validation, in SPEC §5's order.
+    /// (402): the steps after validation, in SPEC §5's order. Without a key (an open front)
+    /// only the agent's own limits apply.
     pub async fn admit(
         &self,
-        key: KeyInfo,
+        key: Option<KeyInfo>,
         agent: &AgentConfig,
         stream: bool,
         request_id: &str,
     ) -> Result<Admission, ApiError> {
+        let Some(key) = key else {
+            return self.admit_open(agent, stream);
+        };
         if stream && !key.has_scope(Scopes::AGENTS_STREAM) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -132,15 +140,7 @@ impl Policy {
         let allowed: Allowed = self
             .limiter
             .check(key.public_id(), key_quota, &agent.id, agent_quota)
-            .map_err(|refused| {
-                let mut e = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("rate limit of the {} reached", refused.policy()),
-                );
-                e.headers = refused.headers();
-                e
-            })?;
+            .map_err(rate_limited)?;
         let mut headers = http::HeaderMap::new();
         allowed.write_headers(&mut headers);
         let mut slots = Vec::new();
@@ -188,8 +188,8 @@ impl Policy {
                 }
             })?;
         Ok(Admission {
-            key,
-            reservation,
+            key: Some(key),
+            reservation: Some(reservation),
             slots,
             headers: headers
                 .iter()
@@ -197,6 +197,64 @@ impl Policy {
                 .collect(),
         })
     }
+}
+
+impl Policy {
+    fn admit_open(&self, agent: &AgentConfig, stream: bool) -> Result<Admission, ApiError> {
+        let allowed = self
+            .limiter
+            .check(ANONYMOUS, None, &agent.id, agent.rate.and_then(quota))
+            .map_err(rate_limited)?;
+        let mut headers = http::HeaderMap::new();
+        allowed.write_headers(&mut headers);
+        let mut slots = Vec::new();
+        if let (true, Some(cap)) = (stream, agent.max_concurrent_streams) {
+            slots.push(
+                self.streams
+                    .try_acquire(&format!("agent\u{0}{}", agent.id), cap)
+                    .ok_or_else(|| too_many_streams("agent"))?,
+            );
+        }
+        Ok(Admission {
+            key: None,
+            reservation: None,
+            slots,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+        })
+    }
+}
+
+impl Admission {
+    pub fn account(&self) -> &str {
+        self.key.as_ref().map_or(ANONYMOUS, KeyInfo::account)
+    }
+
+    /// The request is refused after admission: nothing is charged.
+    pub fn refuse(&self) {
+        if let Some(r) = &self.reservation {
+            r.set_charge(0.0);
+        }
+    }
+
+    /// Settles the reservation (exactly once: it is consumed) and frees the stream slots.
+    /// Returns the credits charged.
+    pub fn settle(self, credits: f64) -> f64 {
+        self.reservation
+            .map_or(0.0, |r| r.settle_now(credits).charged)
+    }
+}
+
+fn rate_limited(refused: crate::limits::RateLimited) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("rate limit of the {} reached", refused.policy()),
+    );
+    e.headers = refused.headers();
+    e
 }
 
 fn quota(rate: Rate) -> Option<RateQuota> {

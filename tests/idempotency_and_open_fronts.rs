@@ -1,5 +1,6 @@
-//! `Idempotency-Key` through the gateway: a retry is answered with the first answer and not
-//! charged again, 409 while the first runs, 422 for the same key with another body.
+//! Through the gateway: `Idempotency-Key` (a retry is answered with the first answer and not
+//! charged again, 409 while the first runs, 422 for the same key with another body), and a
+//! front with `require_key = false`.
 
 mod harness;
 
@@ -139,4 +140,37 @@ async fn a_retry_while_the_first_runs_is_409_and_a_failed_first_can_be_retried()
         status, 200,
         "an abandoned first attempt does not block its retry"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_front_needs_no_key_and_charges_nothing() {
+    let backend = demo_agent(Api::Chatbase).await;
+    let id = agent_id(1);
+    let agents = [agent(&id, &format!("http://{backend}"), Api::Chatbase, "")];
+    let toml = config("", &agents).replace(
+        "api = \"guayaba\"\nprefix = \"/guayaba\"",
+        "api = \"guayaba\"\nprefix = \"/guayaba\"\nrequire_key = false",
+    );
+    let gw = spawn_gateway(&toml).await;
+    let before = balance(&gw).await;
+    let anonymous = reqwest::Client::new();
+    let r = anonymous
+        .post(gw.url(&chat_path(Api::Guayaba, &id, false)))
+        .json(&chat_body(Api::Guayaba, "no key", None, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["usage"]["credits"], 0, "{body}");
+    assert!(body["response"].as_str().unwrap().contains("no key"));
+    // The other fronts still require a key.
+    let r = anonymous
+        .post(gw.url(&chat_path(Api::Chatbase, &id, false)))
+        .json(&chat_body(Api::Chatbase, "no key", None, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(balance(&gw).await, before, "nothing charged");
 }
