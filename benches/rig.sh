@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The README's benchmark, in one command: agentgate side by side with nginx and with hitting the
+# backend directly, in the same compare.sh run of the shared SSE proxy-overhead rig
+# (../shared/rig, see its README), for
+#   1. ui-message client ← agentgate (chatbase front) ← ui-message backend   config/bench/ui-to-ui.toml
+#   2. session-delta client ← agentgate (guayaba front, "stream": true) ← ui-message backend
+#                                                                            config/bench/ui-to-sd.toml
+# Both gateway rows are measured against direct-ui and nginx-ui: the same backend stream, passed
+# through untouched by nginx, transcoded (run 2) by agentgate.
+#
+#   benches/rig.sh                   # LITELLM=0 ROUNDS=3 SECS=5, both runs
+#   ROUNDS=5 SECS=10 benches/rig.sh  # any compare.sh setting passes through (N, CHUNK, CONNS, ...)
+#   benches/rig.sh ui-to-sd          # one run only
+#
+# Needs wrk, nginx and curl (apt-get install -y wrk nginx curl). The shared rig is read-only, so
+# it is copied to target/rig (RIG_DIR) and its upstream built there; agentgate is built with
+# `cargo build --release`. Tables land in target/rig/results/<run>-<time>/table.txt.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+shared="${RIG_SRC:-$repo/../shared/rig}"
+rig="${RIG_DIR:-$repo/target/rig}"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+
+for tool in wrk nginx curl; do
+  command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install -y wrk nginx curl" >&2; exit 1; }
+done
+if [[ ! -x "$rig/compare.sh" ]]; then
+  [[ -r "$shared/compare.sh" ]] || { echo "no rig at $shared (set RIG_SRC)" >&2; exit 1; }
+  mkdir -p "$rig" && cp -a "$shared/." "$rig/" && chmod -R u+w "$rig"
+fi
+(cd "$rig/upstream" && env -u CARGO_TARGET_DIR cargo build --release -q)
+(cd "$repo" && CARGO_TARGET_DIR="$target_dir" cargo build --release -q --bin agentgate)
+bin="$target_dir/release/agentgate"
+
+export LITELLM="${LITELLM:-0}" ROUNDS="${ROUNDS:-3}" SECS="${SECS:-5}"
+port=18090   # [server] listen of config/bench/*.toml
+
+run() {  # name config path body
+  local name=$1 config=$2 path=$3 body=$4
+  echo "=== $name: $config"
+  OUT="$rig/results/$name-$(date +%Y%m%d-%H%M%S)" \
+  GATEWAY_CMD="$bin serve --config $repo/config/bench/$config" \
+  GATEWAY_URL="http://127.0.0.1:$port$path" GATEWAY_FMT=ui GATEWAY_NAME="$name" \
+  GATEWAY_READY="http://127.0.0.1:$port/healthz" BODY="$body" \
+    "$rig/compare.sh"
+}
+
+want="${1:-all}"
+if [[ "$want" == all || "$want" == ui-to-ui ]]; then
+  run agentgate ui-to-ui.toml /api/v2/agents/bench/chat '{"message":"Say hello"}'
+fi
+if [[ "$want" == all || "$want" == ui-to-sd ]]; then
+  # Row name: agentgate turning the ui backend stream into session-delta (base: direct-ui).
+  run agentgate2sd ui-to-sd.toml /api/v1/agents/bench/chat '{"message":"Say hello","stream":true}'
+fi
