@@ -5,12 +5,15 @@
 #   1. ui-message client ← agentgate (chatbase front) ← ui-message backend   config/bench/ui-to-ui.toml
 #   2. session-delta client ← agentgate (guayaba front, "stream": true) ← ui-message backend
 #                                                                            config/bench/ui-to-sd.toml
-# Both gateway rows are measured against direct-ui and nginx-ui: the same backend stream, passed
+#   3. as 1 with policy on: key check, rate limit, credit reservation and settlement
+#                                                                            config/bench/ui-to-ui-policy.toml
+# Runs 1 and 2 use an open front (require_key = false: policy off).
+# All gateway rows are measured against direct-ui and nginx-ui: the same backend stream, passed
 # through untouched by nginx, transcoded (run 2) by agentgate.
 #
 #   benches/rig.sh                   # LITELLM=0 ROUNDS=3 SECS=5, both runs
 #   ROUNDS=5 SECS=10 benches/rig.sh  # any compare.sh setting passes through (N, CHUNK, CONNS, ...)
-#   benches/rig.sh ui-to-sd          # one run only
+#   benches/rig.sh ui-to-sd          # one run only (ui-to-ui, policy, ui-to-sd)
 #
 # Needs wrk, nginx and curl (apt-get install -y wrk nginx curl). The shared rig is read-only, so
 # it is copied to target/rig (RIG_DIR) and its upstream built there; agentgate is built with
@@ -35,19 +38,29 @@ bin="$target_dir/release/agentgate"
 export LITELLM="${LITELLM:-0}" ROUNDS="${ROUNDS:-3}" SECS="${SECS:-5}"
 port=18090   # [server] listen of config/bench/*.toml
 
-run() {  # name config path body
-  local name=$1 config=$2 path=$3 body=$4
+# The "policy on" configs need a key and credits in their store (config/bench/*-policy.toml).
+db="$repo/target/rig/bench.db"
+mkdir -p "$(dirname "$db")"
+key="$("$bin" keys create --store "sqlite://$db" --account bench --kind master | awk '/^key:/ {print $2}')"
+"$bin" credits grant --store "sqlite://$db" --account bench --credits 1000000000 >/dev/null
+
+run() {  # name config path body [auth]
+  local name=$1 config=$2 path=$3 body=$4 auth=${5:-}
   echo "=== $name: $config"
   OUT="$rig/results/$name-$(date +%Y%m%d-%H%M%S)" \
   GATEWAY_CMD="$bin serve --config $repo/config/bench/$config" \
   GATEWAY_URL="http://127.0.0.1:$port$path" GATEWAY_FMT=ui GATEWAY_NAME="$name" \
-  GATEWAY_READY="http://127.0.0.1:$port/healthz" BODY="$body" \
+  GATEWAY_READY="http://127.0.0.1:$port/healthz" BODY="$body" GATEWAY_AUTH="$auth" \
     "$rig/compare.sh"
 }
 
 want="${1:-all}"
 if [[ "$want" == all || "$want" == ui-to-ui ]]; then
   run agentgate ui-to-ui.toml /api/v2/agents/bench/chat '{"message":"Say hello"}'
+fi
+if [[ "$want" == all || "$want" == policy ]]; then
+  # The same ui-message passthrough with keys, rate limits and credits on (base: direct-ui).
+  run agentgate-policy ui-to-ui-policy.toml /api/v2/agents/bench/chat '{"message":"Say hello"}' "$key"
 fi
 if [[ "$want" == all || "$want" == ui-to-sd ]]; then
   # Row name: agentgate turning the ui backend stream into session-delta (base: direct-ui).
