@@ -158,7 +158,7 @@ fn ui_message_and_text_done_pairs_allocate_nothing_per_delta() {
 
 #[test]
 fn session_delta_pairs_allocate_only_to_grow_the_accumulated_text() {
-    let (warm, measured) = (100, 1_400);
+    let (warm, measured): (usize, usize) = (100, 1_400);
     // The answer grows 15-fold during the measured part: buffers holding it double ~4 times.
     let doublings = ((warm + measured) / warm).ilog2() as usize + 2;
     // Up to 3 growing buffers on the input side (parser line and data, text seen) and 2 on
