@@ -131,4 +131,24 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_paths_agree_with_serde(id in "(?s).{0,6}", delta in "(?s).{0,24}") {
+            #[derive(serde::Serialize)]
+            #[serde(tag = "type", rename = "text-delta")]
+            struct D<'a> {
+                id: &'a str,
+                delta: &'a str,
+            }
+            let theirs = serde_json::to_string(&D { id: &id, delta: &delta }).unwrap();
+            let mut ours = BytesMut::new();
+            write_fields(&mut ours, "text-delta", &[("id", &id), ("delta", &delta)]);
+            proptest::prop_assert_eq!(ours.as_ref(), theirs.as_bytes());
+            match plain_fields(&theirs, ["type", "id", "delta"]) {
+                Some(values) => proptest::prop_assert_eq!(values, ["text-delta", id.as_str(), delta.as_str()]),
+                None => proptest::prop_assert!(!is_plain(id.as_bytes()) || !is_plain(delta.as_bytes())),
+            }
+        }
+    }
 }
