@@ -1,1 +1,97 @@
-fn main() {}
+//! Transcoding throughput for every pair of formats (3 × 3), on a stream of 50 × 16-byte text
+//! deltas and one of 50 × 4 KiB deltas, the input given whole: a fresh `Transcoder` per
+//! iteration writing into a reused buffer, `finish` included.
+//!
+//! Two groups measure the same work: `events/…` reports text-delta events per second
+//! (`Throughput::Elements`), `bytes/…` upstream megabytes per second (`Throughput::Bytes`).
+//!
+//! `cargo bench --bench transcode -- --warm-up-time 1 --measurement-time 2`
+
+use std::hint::black_box;
+
+use agentgate::formats::{EncodeOptions, Format};
+use agentgate::transcode::Transcoder;
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+const EVENTS: usize = 50;
+
+/// A complete upstream stream in `format` with `EVENTS` deltas of `size` bytes (ASCII with a
+/// multi-byte character, no JSON escapes).
+fn upstream(format: Format, size: usize) -> Vec<u8> {
+    let mut delta = "héllo wörld, ".repeat(size / 15 + 1);
+    while delta.len() > size {
+        delta.pop();
+    }
+    assert_eq!(delta.len(), size);
+    let mut s = String::new();
+    match format {
+        Format::UiMessage => {
+            s.push_str("data: {\"type\":\"start\",\"messageId\":\"msg_1\"}\n\n");
+            s.push_str("data: {\"type\":\"text-start\",\"id\":\"t1\"}\n\n");
+            for _ in 0..EVENTS {
+                s.push_str("data: {\"type\":\"text-delta\",\"id\":\"t1\",\"delta\":\"");
+                s.push_str(&delta);
+                s.push_str("\"}\n\n");
+            }
+            s.push_str("data: {\"type\":\"text-end\",\"id\":\"t1\"}\n\n");
+            s.push_str("data: {\"type\":\"finish\",\"finishReason\":\"stop\",\"messageMetadata\":{\"usage\":{\"credits\":1}}}\n\n");
+            s.push_str("data: [DONE]\n\n");
+        }
+        Format::SessionDelta => {
+            s.push_str("event: session\ndata: {\"type\":\"session\",\"sessionKey\":\"api:k\"}\n\n");
+            let mut text = String::new();
+            for _ in 0..EVENTS {
+                text.push_str(&delta);
+                s.push_str("event: delta\ndata: {\"type\":\"delta\",\"text\":\"");
+                s.push_str(&text);
+                s.push_str("\"}\n\n");
+            }
+            s.push_str("event: done\ndata: {\"type\":\"done\",\"usage\":{\"credits\":1}}\n\n");
+        }
+        Format::TextDone => {
+            for _ in 0..EVENTS {
+                s.push_str("data: {\"type\":\"text\",\"content\":\"");
+                s.push_str(&delta);
+                s.push_str("\"}\n\n");
+            }
+            s.push_str("data: {\"type\":\"done\",\"content\":\"\"}\n\ndata: [DONE]\n\n");
+        }
+    }
+    s.into_bytes()
+}
+
+fn bench(c: &mut Criterion) {
+    for (size_name, size) in [("16B", 16), ("4KiB", 4096)] {
+        for unit in ["events", "bytes"] {
+            let mut group = c.benchmark_group(format!("{unit}/{size_name}"));
+            for from in Format::ALL {
+                let input = upstream(from, size);
+                group.throughput(match unit {
+                    "events" => Throughput::Elements(EVENTS as u64),
+                    _ => Throughput::Bytes(input.len() as u64),
+                });
+                for to in Format::ALL {
+                    let mut out = BytesMut::with_capacity(1 << 16);
+                    group.bench_function(
+                        BenchmarkId::from_parameter(format!("{from}→{to}")),
+                        |b| {
+                            b.iter(|| {
+                                out.clear();
+                                let mut t = Transcoder::new(from, to, EncodeOptions::default(), ());
+                                t.feed(black_box(&input), &mut out);
+                                t.finish(&mut out);
+                                assert!(t.error().is_none());
+                                black_box(out.len())
+                            })
+                        },
+                    );
+                }
+            }
+            group.finish();
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

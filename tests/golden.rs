@@ -111,37 +111,38 @@ fn ui_message_with_event_lines_matches_its_golden() {
     report(failures);
 }
 
-/// Two chunks split at every offset, and one byte at a time, give the whole-input output.
+/// Two chunks split at every offset, and one byte at a time (also with ui-message `event:`
+/// lines), give the whole-input output.
 #[test]
 fn every_split_gives_the_same_output() {
+    let event_lines = EncodeOptions {
+        event_lines: true,
+        ..Default::default()
+    };
     for f in fixtures() {
         for to in Format::ALL {
-            for options in [
-                EncodeOptions::default(),
-                EncodeOptions {
-                    event_lines: true,
-                    ..Default::default()
-                },
-            ] {
-                if options.event_lines && to != Format::UiMessage {
-                    continue;
-                }
-                let whole = transcode(&f, to, options, vec![&f.bytes]);
-                for at in 0..=f.bytes.len() {
-                    let (a, b) = f.bytes.split_at(at);
-                    let split = transcode(&f, to, options, vec![a, b]);
-                    assert!(
-                        split == whole,
-                        "{} → {to} ({options:?}) split at byte {at} differs:\n{}\n---- whole:\n{}",
-                        f.name(),
-                        String::from_utf8_lossy(&split),
-                        String::from_utf8_lossy(&whole)
-                    );
-                }
+            let options = EncodeOptions::default();
+            let whole = transcode(&f, to, options, vec![&f.bytes]);
+            for at in 0..=f.bytes.len() {
+                let (a, b) = f.bytes.split_at(at);
+                let split = transcode(&f, to, options, vec![a, b]);
+                assert!(
+                    split == whole,
+                    "{} → {to} split at byte {at} differs:\n{}\n---- whole:\n{}",
+                    f.name(),
+                    String::from_utf8_lossy(&split),
+                    String::from_utf8_lossy(&whole)
+                );
+            }
+            let mut runs = vec![(options, whole)];
+            if to == Format::UiMessage {
+                runs.push((event_lines, transcode(&f, to, event_lines, vec![&f.bytes])));
+            }
+            for (options, whole) in runs {
                 let bytewise = transcode(&f, to, options, f.bytes.chunks(1).collect());
                 assert!(
                     bytewise == whole,
-                    "{} → {to} fed one byte at a time differs:\n{}",
+                    "{} → {to} ({options:?}) fed one byte at a time differs:\n{}",
                     f.name(),
                     String::from_utf8_lossy(&bytewise)
                 );

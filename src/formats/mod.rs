@@ -55,6 +55,7 @@ impl<'de> serde::Deserialize<'de> for Format {
 
 mod aggregate;
 mod event;
+mod fast;
 mod session_delta;
 mod text_done;
 mod ui;

@@ -1,11 +1,13 @@
 //! `ui-message`: the Vercel AI SDK UIMessage stream (seed 002; the `ai` npm package).
 
+use std::borrow::Cow;
+
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::event::{present_raw, usage_in_metadata, CowStr, Event, FinishReason, Json, Str, Usage};
-use super::DecodeError;
+use super::{fast, DecodeError};
 use crate::sse::{self, SseEvent};
 
 /// One chunk as it arrives: every field any chunk type uses, borrowed from the input.
@@ -104,6 +106,19 @@ impl UiDecoder {
         }
         if self.terminal {
             return Ok(());
+        }
+        if let Some([ty, id, delta]) = fast::plain_fields(data, ["type", "id", "delta"]) {
+            let (id, delta) = (Cow::Borrowed(id), Cow::Borrowed(delta));
+            let event = match ty {
+                "text-delta" => Some(Event::TextDelta { id, delta }),
+                "reasoning-delta" => Some(Event::ReasoningDelta { id, delta }),
+                _ => None,
+            };
+            if let Some(event) = event {
+                self.ensure_started(emit);
+                emit(event);
+                return Ok(());
+            }
         }
         let chunk: Chunk<'_> = serde_json::from_str(data).map_err(DecodeError::json)?;
         let ty: &str = match &chunk.ty {
@@ -221,7 +236,8 @@ impl UiDecoder {
     }
 }
 
-/// One chunk as written. Field names follow the AI SDK; absent optionals are omitted, never
+/// One chunk as written (text and reasoning deltas, the hot path, are written by hand in
+/// `put_delta`). Field names follow the AI SDK; absent optionals are omitted, never
 /// `null` (the SDK's schema rejects `null` for optional fields).
 #[derive(Serialize)]
 #[serde(
@@ -236,19 +252,11 @@ enum Out<'a> {
     TextStart {
         id: &'a str,
     },
-    TextDelta {
-        id: &'a str,
-        delta: &'a str,
-    },
     TextEnd {
         id: &'a str,
     },
     ReasoningStart {
         id: &'a str,
-    },
-    ReasoningDelta {
-        id: &'a str,
-        delta: &'a str,
     },
     ReasoningEnd {
         id: &'a str,
@@ -299,10 +307,8 @@ impl Out<'_> {
         match self {
             Out::Start { .. } => "start",
             Out::TextStart { .. } => "text-start",
-            Out::TextDelta { .. } => "text-delta",
             Out::TextEnd { .. } => "text-end",
             Out::ReasoningStart { .. } => "reasoning-start",
-            Out::ReasoningDelta { .. } => "reasoning-delta",
             Out::ReasoningEnd { .. } => "reasoning-end",
             Out::ToolInputStart { .. } => "tool-input-start",
             Out::ToolInputDelta { .. } => "tool-input-delta",
@@ -406,6 +412,14 @@ impl UiEncoder {
         sse::write_json_event(out, name, chunk);
     }
 
+    /// A delta chunk, written by hand (the hot path); same bytes as `put`.
+    fn put_delta(&self, out: &mut BytesMut, ty: &'static str, id: &str, delta: &str) {
+        let name = self.event_lines.then_some(ty);
+        sse::write_event_with(out, name, |out| {
+            fast::write_fields(out, ty, &[("id", id), ("delta", delta)])
+        });
+    }
+
     fn ensure_started(&mut self, out: &mut BytesMut, message_id: Option<&str>) {
         if self.started {
             return;
@@ -462,7 +476,7 @@ impl UiEncoder {
                     self.text.insert(id);
                     self.put(out, &Out::TextStart { id });
                 }
-                self.put(out, &Out::TextDelta { id, delta });
+                self.put_delta(out, "text-delta", id, delta);
             }
             Event::TextEnd { id } => {
                 if self.text.remove(id) {
@@ -480,7 +494,7 @@ impl UiEncoder {
                     self.reasoning.insert(id);
                     self.put(out, &Out::ReasoningStart { id });
                 }
-                self.put(out, &Out::ReasoningDelta { id, delta });
+                self.put_delta(out, "reasoning-delta", id, delta);
             }
             Event::ReasoningEnd { id } => {
                 if self.reasoning.remove(id) {

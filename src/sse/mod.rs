@@ -4,4 +4,6 @@ mod parser;
 mod writer;
 
 pub use parser::{Parser, SseError, SseEvent, DEFAULT_MAX_EVENT_BYTES};
-pub use writer::{write_comment, write_event, write_json_event, write_raw_data_event};
+pub use writer::{
+    write_comment, write_event, write_event_with, write_json_event, write_raw_data_event,
+};

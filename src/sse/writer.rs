@@ -34,6 +34,15 @@ pub fn write_json_event<T: Serialize + ?Sized>(out: &mut BytesMut, event: Option
     out.extend_from_slice(b"\n\n");
 }
 
+/// Writes one event whose data `body` writes straight into `out`; it must write no line break
+/// (e.g. JSON written by hand on the hot path).
+pub fn write_event_with(out: &mut BytesMut, event: Option<&str>, body: impl FnOnce(&mut BytesMut)) {
+    write_event_name(out, event);
+    out.extend_from_slice(b"data: ");
+    body(out);
+    out.extend_from_slice(b"\n\n");
+}
+
 /// Writes `data: <raw>` where `raw` is known to hold no line break (e.g. `[DONE]`).
 pub fn write_raw_data_event(out: &mut BytesMut, raw: &str) {
     debug_assert!(!raw.contains(['\n', '\r']));
