@@ -29,6 +29,26 @@ impl FromStr for Target {
     }
 }
 
+/// Calls `f` with each chunk read from `input` until EOF (or until `f` says stop).
+fn each_chunk(
+    mut input: impl Read,
+    buf: &mut [u8],
+    mut f: impl FnMut(&[u8]) -> io::Result<bool>,
+) -> io::Result<()> {
+    loop {
+        match input.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                if !f(&buf[..n])? {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Runs the transcoder over `input` until EOF, flushing `output` after every read so a
 /// live stream is passed on as it arrives. Returns the decode error that ended the input,
 /// if any (the output has then been ended with an error event).
@@ -44,18 +64,13 @@ pub fn run(
         Target::Stream(to) => {
             let mut transcoder = Transcoder::new(from, to, options, ());
             let mut out = BytesMut::with_capacity(64 * 1024);
-            loop {
-                let n = match input.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                transcoder.feed(&buf[..n], &mut out);
+            each_chunk(&mut input, &mut buf, |chunk| {
+                transcoder.feed(chunk, &mut out);
                 output.write_all(&out)?;
                 output.flush()?;
                 out.clear();
-            }
+                Ok(true)
+            })?;
             transcoder.finish(&mut out);
             output.write_all(&out)?;
             output.flush()?;
@@ -66,20 +81,12 @@ pub fn run(
             let mut decoder = Decoder::new(from);
             let mut aggregate = Aggregate::default();
             let mut result = Ok(());
-            loop {
-                let n = match input.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                result = parser.feed::<DecodeError, _>(&buf[..n], |e| {
+            each_chunk(&mut input, &mut buf, |chunk| {
+                result = parser.feed::<DecodeError, _>(chunk, |e| {
                     decoder.decode(&e, &mut |ev| aggregate.push(&ev))
                 });
-                if result.is_err() {
-                    break;
-                }
-            }
+                Ok(result.is_ok())
+            })?;
             let error = result.and_then(|()| decoder.end()).err();
             let body = aggregate.body(api, &SyncContext::default());
             serde_json::to_writer_pretty(&mut output, &body)?;

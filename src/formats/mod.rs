@@ -102,6 +102,18 @@ impl DecodeError {
     }
 }
 
+/// An event's type: its JSON `type` field, else the SSE `event:` name (seed 002 style).
+fn event_type<'s>(
+    ty: &'s Option<CowStr<'_>>,
+    sse: &'s SseEvent<'_>,
+) -> Result<&'s str, DecodeError> {
+    match ty {
+        Some(t) => Ok(&t.0),
+        None if sse.event != "message" => Ok(sse.event),
+        None => Err(DecodeError::Protocol("event without `type`".into())),
+    }
+}
+
 /// Turns one format's SSE events into canonical events.
 #[derive(Debug)]
 pub enum Decoder {

@@ -69,11 +69,7 @@ impl SessionDeltaDecoder {
             return self.delta(text, emit);
         }
         let wire: Wire<'_> = serde_json::from_str(sse.data).map_err(DecodeError::json)?;
-        let ty: &str = match &wire.ty {
-            Some(t) => &t.0,
-            None if sse.event != "message" => sse.event,
-            None => return Err(DecodeError::Protocol("event without `type`".into())),
-        };
+        let ty = super::event_type(&wire.ty, sse)?;
         if ty == "session" {
             if !self.started {
                 self.started = true;

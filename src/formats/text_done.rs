@@ -66,10 +66,7 @@ impl TextDoneDecoder {
             return Ok(());
         }
         let wire: Wire<'_> = serde_json::from_str(sse.data).map_err(DecodeError::json)?;
-        let ty: &str = match &wire.ty {
-            Some(t) => &t.0,
-            None => return Err(DecodeError::Protocol("event without `type`".into())),
-        };
+        let ty = super::event_type(&wire.ty, sse)?;
         match ty {
             "text" => {
                 let content = wire

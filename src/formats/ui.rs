@@ -121,11 +121,7 @@ impl UiDecoder {
             }
         }
         let chunk: Chunk<'_> = serde_json::from_str(data).map_err(DecodeError::json)?;
-        let ty: &str = match &chunk.ty {
-            Some(t) => &t.0,
-            None if sse.event != "message" => sse.event,
-            None => return Err(DecodeError::Protocol("chunk without `type`".into())),
-        };
+        let ty = super::event_type(&chunk.ty, sse)?;
         if ty == "start" || ty == "message-start" {
             if !self.started {
                 self.started = true;
