@@ -1,8 +1,9 @@
 //! The response body that runs the transcoder between an upstream body and the client.
 //!
-//! It polls the upstream only when the client polls it (backpressure end to end), yields one
-//! output frame per upstream read, and on upstream error, idle timeout, shutdown or EOF lets
-//! the encoder write a terminal event and then ends cleanly: a client never sees a cut.
+//! It polls the upstream only when the client polls it (backpressure end to end), gathers what
+//! the upstream has already delivered into one output frame (bounded; it never waits for more),
+//! and on upstream error, idle timeout, shutdown or EOF lets the encoder write a terminal event
+//! and then ends cleanly: a client never sees a cut.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +23,12 @@ use crate::transcode::Transcoder;
 /// go back to the pool.
 const DRAIN_BUDGET: usize = 64 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Output gathered into one frame before it is handed to the client connection.
+const MAX_FRAME_BYTES: usize = 32 * 1024;
+/// Turns given to the upstream's connection task, when it has nothing ready, before what is
+/// gathered is written (see the `Pending` arm of `poll_frame`).
+const GATHER_YIELDS: u8 = 3;
 
 /// How a stream ended, handed to the end hook when the body is dropped.
 pub struct StreamEnd<'a> {
@@ -56,6 +63,8 @@ pub struct TranscodeBody {
     ended: bool,
     bytes_out: u64,
     failure: Option<String>,
+    /// Turns yielded since the upstream last delivered data.
+    yields: u8,
     on_end: Option<EndHook>,
     keepalive: Option<KeepAlive>,
     next_keepalive: Instant,
@@ -85,6 +94,7 @@ impl TranscodeBody {
             ended: false,
             bytes_out: 0,
             failure: None,
+            yields: 0,
             on_end: Some(on_end),
             next_keepalive: now + keepalive.as_ref().map_or(Duration::MAX / 4, |k| k.every),
             keepalive,
@@ -183,6 +193,7 @@ impl Body for TranscodeBody {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
                         this.last_activity = Instant::now();
+                        this.yields = 0;
                         if this.last_activity >= this.next_keepalive {
                             if let Some(k) = this.keepalive.as_mut() {
                                 (k.hook)();
@@ -194,7 +205,9 @@ impl Body for TranscodeBody {
                             this.failure.get_or_insert_with(|| e.to_string());
                         }
                     }
-                    if !this.out.is_empty() && !this.transcoder.is_done() {
+                    // Keep gathering what the upstream already has (the `Pending` arm writes
+                    // it as soon as there is nothing more); the bound keeps frames small.
+                    if this.out.len() >= MAX_FRAME_BYTES && !this.transcoder.is_done() {
                         return this.frame();
                     }
                 }
@@ -210,6 +223,20 @@ impl Body for TranscodeBody {
                 }
                 Poll::Pending => {
                     if !this.out.is_empty() {
+                        // hyper's client hands a body over one chunk at a time from the
+                        // connection's own task, and backends write each event as its own
+                        // chunk, so `Pending` here often only means that task has not run since
+                        // we took the last chunk, though the rest of the answer sits in its
+                        // buffer. Writing now costs a write (and a syscall, and a read on the
+                        // client) per event; yielding a few turns lets it hand over what it
+                        // has, so events that arrived together leave together, as nginx sends
+                        // them. One turn is not always enough: the other worker may steal this
+                        // task before the connection task runs.
+                        if this.yields < GATHER_YIELDS {
+                            this.yields += 1;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
                         return this.frame();
                     }
                     // The idle timer is re-armed only when it fires, not on every event.

@@ -557,6 +557,8 @@ pub struct MockUpstream {
     behaviour: Behaviour,
     splits: Vec<usize>,
     end: End,
+    /// Each event its own HTTP chunk, all written at once.
+    chunk_per_event: bool,
 }
 
 /// A request as the mock received it.
@@ -604,6 +606,7 @@ impl MockUpstream {
             behaviour,
             splits: Vec::new(),
             end: End::Complete,
+            chunk_per_event: false,
         }
     }
 
@@ -641,6 +644,13 @@ impl MockUpstream {
     /// Writes the body in pieces cut at these byte offsets, each its own chunk and write.
     pub fn chunked_at(mut self, offsets: &[usize]) -> Self {
         self.splits = offsets.to_vec();
+        self
+    }
+
+    /// Frames each event as its own HTTP chunk, as streaming servers do, but writes them all in
+    /// one go: the gateway reads many events at once.
+    pub fn chunk_per_event_in_one_write(mut self) -> Self {
+        self.chunk_per_event = true;
         self
     }
 
@@ -694,6 +704,28 @@ impl MockUpstream {
             }
             Behaviour::Sse(body) => {
                 if write_sse_head(&mut socket).await.is_err() {
+                    return;
+                }
+                if self.chunk_per_event {
+                    let mut framed = Vec::new();
+                    let mut rest = &body[..];
+                    while !rest.is_empty() {
+                        let end = rest
+                            .windows(2)
+                            .position(|w| w == b"\n\n")
+                            .map_or(rest.len(), |i| i + 2);
+                        let (event, tail) = rest.split_at(end);
+                        framed.extend_from_slice(format!("{:x}\r\n", event.len()).as_bytes());
+                        framed.extend_from_slice(event);
+                        framed.extend_from_slice(b"\r\n");
+                        rest = tail;
+                    }
+                    framed.extend_from_slice(b"0\r\n\r\n");
+                    let _ = socket.write_all(&framed).await;
+                    state
+                        .bytes_written
+                        .fetch_add(body.len() as u64, Ordering::SeqCst);
+                    wait_for_peer_close(&mut socket).await;
                     return;
                 }
                 let mut start = 0;
