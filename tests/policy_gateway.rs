@@ -1013,10 +1013,9 @@ async fn scope_agent_front_matrix_refuses_without_calls_or_debits() {
                         assert_eq!(r.charged, Some(1000), "{what}");
                     }
                     Expect::Status(status) => {
-                        assert_error(response, status)
-                            .await
-                            .get("error")
-                            .unwrap_or_else(|| panic!("{what}: error body"));
+                        // Status and the front's error body `{"error":{code,message,details}}`.
+                        assert_eq!(response.status().as_u16(), status, "{what}");
+                        assert_error(response, status).await;
                         assert_eq!(mock.requests().len(), calls, "{what}: backend called");
                         let r = store.reservation(&rid).await.expect("read");
                         assert!(r.is_none(), "{what}: a debit was reserved: {r:?}");
