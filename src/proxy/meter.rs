@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::AgentCredits;
+use crate::credits::{from_milli, to_milli};
 use crate::formats::{Event, FinishReason, Json, Usage};
 use crate::fronts::Api;
 use crate::transcode::{Flow, Meter};
@@ -60,10 +61,12 @@ impl GatewayMeter {
     }
 
     /// What the answer costs: base + usage (reported + metered output), usage clamped to
-    /// [0, cap]. Backend-reported usage is untrusted input.
+    /// [0, cap]. Backend-reported usage is untrusted input. Rounded to the millicredit, the
+    /// ledger's unit, so that the usage a stream shows is exactly what is charged.
     pub fn charge(&self) -> f64 {
         let usage = self.reported.unwrap_or(0.0) + self.output_cost();
-        self.pricing.per_message + usage.clamp(0.0, self.pricing.max_usage)
+        let charge = self.pricing.per_message + usage.clamp(0.0, self.pricing.max_usage);
+        from_milli(to_milli(charge))
     }
 
     /// The final charge if the answer finished, else what was used up to the end.

@@ -12,8 +12,15 @@ use crate::fronts::{Api, ApiError};
 use crate::limits::{Allowed, RateLimiter, RateQuota, SlotGuard, StreamSlots};
 use crate::store::Store;
 
-/// How often expired reservations are looked for (and settled to their base cost).
+/// How often expired reservations are looked for (and settled to their base cost), at most:
+/// a quarter of the reservation timeout when that is shorter, so that a reservation is not
+/// left open much past its timeout.
 const RECOVERY_INTERVAL: Duration = Duration::from_secs(30);
+const MIN_RECOVERY_INTERVAL: Duration = Duration::from_millis(100);
+
+fn recovery_interval(reservation_timeout: Duration) -> Duration {
+    (reservation_timeout / 4).clamp(MIN_RECOVERY_INTERVAL, RECOVERY_INTERVAL)
+}
 
 pub struct Policy {
     pub store: Store,
@@ -79,7 +86,7 @@ impl Policy {
             Ok(n) => tracing::warn!(settled = n, "recovered reservations left open by a crash"),
             Err(e) => return Err(format!("store {url}: recovery failed: {e}")),
         }
-        ledger.spawn_recovery(RECOVERY_INTERVAL);
+        ledger.spawn_recovery(recovery_interval(config.store().reservation_timeout));
         let defaults = &config.rate_limit().key_defaults;
         Ok(Policy {
             auth: Authenticator::new(store.clone()),
@@ -279,4 +286,22 @@ fn auth_error(e: AuthError) -> ApiError {
     };
     // The message names the kind of failure, never the key.
     ApiError::new(status, code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_runs_well_within_short_timeouts() {
+        assert_eq!(
+            recovery_interval(Duration::from_secs(900)),
+            RECOVERY_INTERVAL
+        );
+        assert_eq!(
+            recovery_interval(Duration::from_secs(1)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(recovery_interval(Duration::ZERO), MIN_RECOVERY_INTERVAL);
+    }
 }

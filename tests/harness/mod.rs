@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use agentgate::auth::{to_hex_hash, Scopes, SecretKey};
+use agentgate::auth::{to_hex_hash, NewKeySpec, Scopes, SecretKey};
 use agentgate::config::Config;
 use agentgate::demo::DemoAgent;
 use agentgate::fronts::Api;
@@ -110,6 +110,21 @@ pub async fn install_test_key(running: &Running) {
         .grant(TEST_ACCOUNT, 1e9, Some("tests"))
         .await
         .expect("test credits granted");
+}
+
+/// Issues a key on a running gateway's store (as `agentgate keys create` would).
+pub async fn create_key(running: &Running, spec: NewKeySpec) -> SecretKey {
+    agentgate::auth::create_key(&running.policy.store, spec)
+        .await
+        .expect("key created")
+        .0
+}
+
+/// An account's committed balance, after every settlement enqueued so far is durable.
+pub async fn balance(running: &Running, account: &str) -> f64 {
+    let ledger = &running.policy.ledger;
+    ledger.flush().await.expect("ledger flushed");
+    ledger.balance(account).await.expect("balance read")
 }
 
 /// The four fronts on the main listener, each under `/<api name>`.
@@ -802,7 +817,7 @@ impl Mock {
     }
 }
 
-async fn read_request(socket: &mut TcpStream) -> Option<Recorded> {
+pub async fn read_request(socket: &mut TcpStream) -> Option<Recorded> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
