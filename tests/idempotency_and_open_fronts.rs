@@ -174,3 +174,45 @@ async fn an_open_front_needs_no_key_and_charges_nothing() {
     assert_eq!(r.status(), 401);
     assert_eq!(balance(&gw).await, before, "nothing charged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_the_backend_answers_is_charged_nothing() {
+    let mock = MockUpstream::silent().spawn().await;
+    let id = agent_id(1);
+    let agents = [agent(
+        &id,
+        &mock.url(),
+        Api::Chatbase,
+        "first_byte_timeout_ms = 60000",
+    )];
+    let gw = spawn_gateway(&config("", &agents)).await;
+    let before = balance(&gw).await;
+    let impatient = reqwest::Client::builder()
+        .default_headers(auth_headers())
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(gw.url(&chat_path(Api::Chatbase, &id, true)))
+        .json(&chat_body(Api::Chatbase, "hello?", None, true))
+        .send()
+        .await;
+    assert!(
+        r.is_err(),
+        "the backend never answers, so the client gives up"
+    );
+    // The gateway notices the client is gone, drops the request and settles it.
+    let ledger = &gw.running.policy.ledger;
+    let mut pending = i64::MAX;
+    for _ in 0..100 {
+        ledger.flush().await.unwrap();
+        pending = gw.running.policy.store.pending_count().await.unwrap();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(pending, 0, "the abandoned request was settled");
+    assert_eq!(balance(&gw).await, before, "and charged nothing");
+    assert_eq!(mock.requests().len(), 1, "the backend was called once");
+}

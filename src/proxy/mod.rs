@@ -239,32 +239,25 @@ impl Gateway {
         };
 
         // Stream scope (403), rate limits (429), credits (402). From here on the reservation
-        // settles when it is dropped: every early return below charges nothing.
+        // settles when it is dropped, at 0 until the backend answers: every early return
+        // below charges nothing.
         let admission = self
             .policy
             .admit(key, &agent.config, chat.stream, &ctx.request_id)
             .await?;
-        let refuse = |e: ApiError| {
-            admission.refuse();
-            e
-        };
         if !agent.config.enabled {
-            return Err(refuse(ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "agent_not_running",
                 "agent is not running",
-            )));
+            ));
         }
         let account = admission.account().to_owned();
         let conversation = self
             .conversations
             .resolve(&account, &agent.config.id, api, &chat.conversation)
             .ok_or_else(|| {
-                refuse(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "conversation not found",
-                ))
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "conversation not found")
             })?;
         let ids = Ids {
             conversation_id: conversation.client_id.clone(),
@@ -275,8 +268,7 @@ impl Gateway {
         let backend_conversation = conversation.backend_id.as_deref();
         let response = self
             .call_upstream(agent, &chat, backend_conversation, &parts, ctx)
-            .await
-            .map_err(refuse)?;
+            .await?;
         // Usage shown = credits charged: nothing on a front that requires no key.
         let pricing = match admission.reservation {
             Some(_) => agent.config.credits,
@@ -375,8 +367,8 @@ impl Gateway {
             )
             .await;
             // The client gets a 502 and no answer: nothing is charged.
-            let (aggregate, meter) = answer
-                .map_err(|e| refuse(ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", e)))?;
+            let (aggregate, meter) =
+                answer.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", e))?;
             record(&meter);
             let charged = admission.settle(meter.final_charge());
             let ids = meter.ids();

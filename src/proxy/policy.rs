@@ -194,6 +194,10 @@ impl Policy {
                     )
                 }
             })?;
+        // Until the backend answers, a request that ends (refused later, backend unreachable,
+        // client gone) is charged nothing; the answer's end sets the real charge. The store's
+        // fallback (the base cost) is only for recovery after a crash.
+        reservation.set_charge(0.0);
         Ok(Admission {
             key: Some(key),
             reservation: Some(reservation),
@@ -237,13 +241,6 @@ impl Policy {
 impl Admission {
     pub fn account(&self) -> &str {
         self.key.as_ref().map_or(ANONYMOUS, KeyInfo::account)
-    }
-
-    /// The request is refused after admission: nothing is charged.
-    pub fn refuse(&self) {
-        if let Some(r) = &self.reservation {
-            r.set_charge(0.0);
-        }
     }
 
     /// Settles the reservation (exactly once: it is consumed) and frees the stream slots.
