@@ -1416,12 +1416,12 @@ async fn the_usage_shown_is_the_charge() {
                 )
             } else {
                 let body: Value = r.json().await.expect("sync body");
-                // pharen's and agents' sync bodies carry no usage (their APIs' own shapes).
-                body.get("usage").map(|u| {
-                    u["credits"]
+                // Every sync body carries `usage` (pharen's and agents' as an extra field).
+                Some(
+                    body["usage"]["credits"]
                         .as_f64()
-                        .unwrap_or_else(|| panic!("{front}: usage.credits: {body}"))
-                })
+                        .unwrap_or_else(|| panic!("{front}: usage.credits: {body}")),
+                )
             };
             let r = settled(store_of(&gw), &rid).await;
             assert_eq!(r.charged, Some(expected), "{front} stream={stream}: {r:?}");
@@ -1436,5 +1436,5 @@ async fn the_usage_shown_is_the_charge() {
             }
         }
     }
-    assert_eq!(compared, 6, "4 streams and 2 sync bodies show usage");
+    assert_eq!(compared, 8, "every stream and every sync body shows usage");
 }

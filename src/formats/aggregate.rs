@@ -117,10 +117,12 @@ impl Aggregate {
         let credits = ctx.credits.or(self.credits).unwrap_or(0.0);
         let usage = json!({ "credits": Credits(credits) });
         match api {
+            // pharen and agents bodies also carry `usage`: what the answer was charged.
             Api::Pharen => json!({
                 "message": self.text,
                 "conversation_id": conversation_id,
                 "run_id": ctx.run_id.clone().or(message_id),
+                "usage": usage,
             }),
             Api::Chatbase => json!({
                 "messageId": message_id,
@@ -135,6 +137,7 @@ impl Aggregate {
                 "agent_id": ctx.agent_id,
                 "agent_name": ctx.agent_name,
                 "conversation_id": conversation_id,
+                "usage": usage,
             }),
             Api::Guayaba => json!({
                 "sessionKey": conversation_id,
