@@ -19,7 +19,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use subtle::ConstantTimeEq;
 
-pub use key::{hash_key, parse_key, KeyFormatError, ParsedKey, SecretKey, KEY_LEN, PREFIX};
+pub use key::{hash_key, parse_key, to_hex, KeyFormatError, ParsedKey, SecretKey, KEY_LEN, PREFIX};
 pub use scopes::{KeyKind, Scopes, UnknownKind, UnknownScope};
 
 use crate::store::{now_ms, KeyRecord, Store, StoreError, UnixMs};

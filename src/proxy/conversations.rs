@@ -55,7 +55,8 @@ impl Conversations {
                         format!("conv_{}", uuid::Uuid::new_v4().simple())
                     }
                 };
-                self.map.insert(key(&client_id), None);
+                // Remembered only once an answer completes (`record`): a request that fails
+                // or is refused leaves nothing behind.
                 Some(Resolved {
                     client_id,
                     backend_id: None,
@@ -69,7 +70,7 @@ impl Conversations {
                 })
             }
             Conversation::ClientKey(id) => {
-                let backend_id = self.map.entry(key(id)).or_insert(None).value().clone();
+                let backend_id = self.map.get(&key(id)).and_then(|e| e.value().clone());
                 Some(Resolved {
                     client_id: id.clone(),
                     backend_id,
@@ -78,12 +79,14 @@ impl Conversations {
         }
     }
 
-    /// Notes the backend's id for a conversation once the backend revealed it.
-    pub fn record(&self, account: &str, agent: &str, client_id: &str, backend_id: &str) {
-        self.map.insert(
-            (account.to_owned(), agent.to_owned(), client_id.to_owned()),
-            Some(backend_id.to_owned()),
-        );
+    /// Remembers a conversation after an answer, with the backend's id if it revealed one
+    /// (a known backend id is kept when a later answer reveals none).
+    pub fn record(&self, account: &str, agent: &str, client_id: &str, backend_id: Option<&str>) {
+        let key = (account.to_owned(), agent.to_owned(), client_id.to_owned());
+        let mut entry = self.map.entry(key).or_insert(None);
+        if let Some(id) = backend_id {
+            *entry = Some(id.to_owned());
+        }
     }
 }
 
@@ -99,7 +102,7 @@ mod tests {
             .unwrap();
         assert_eq!(first.client_id, DEFAULT_CONVERSATION);
         assert_eq!(first.backend_id, None);
-        c.record("acct", "a1", DEFAULT_CONVERSATION, "backend-7");
+        c.record("acct", "a1", DEFAULT_CONVERSATION, Some("backend-7"));
         for conversation in [
             Conversation::New,
             Conversation::Existing(DEFAULT_CONVERSATION.into()),
@@ -131,5 +134,31 @@ mod tests {
                 &Conversation::Existing("conv_x".into())
             )
             .is_none());
+    }
+
+    #[test]
+    fn only_answered_conversations_are_kept() {
+        let c = Conversations::default();
+        let failed = c
+            .resolve("acct", "a1", Api::Chatbase, &Conversation::New)
+            .unwrap();
+        let key = Conversation::Existing(failed.client_id.clone());
+        assert_eq!(c.resolve("acct", "a1", Api::Chatbase, &key), None);
+        assert!(
+            c.map.is_empty(),
+            "a request that never answered leaves nothing"
+        );
+        c.record("acct", "a1", &failed.client_id, None);
+        let again = c.resolve("acct", "a1", Api::Chatbase, &key).unwrap();
+        assert_eq!(again.backend_id, None);
+        c.record("acct", "a1", &failed.client_id, Some("b1"));
+        c.record("acct", "a1", &failed.client_id, None);
+        let again = c.resolve("acct", "a1", Api::Chatbase, &key).unwrap();
+        assert_eq!(
+            again.backend_id.as_deref(),
+            Some("b1"),
+            "a known backend id is kept"
+        );
+        assert_eq!(c.resolve("other", "a1", Api::Chatbase, &key), None);
     }
 }

@@ -50,7 +50,7 @@ pub async fn claim(
     hash.update([0]);
     hash.update(body);
     let digest = hash.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::auth::to_hex(&digest);
     let begun = ledger
         .idempotency_begin(account, key, &hex)
         .await

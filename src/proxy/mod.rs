@@ -241,7 +241,7 @@ impl Gateway {
         // Stream scope (403), rate limits (429), credits (402). From here on the reservation
         // settles when it is dropped, at 0 until the backend answers: every early return
         // below charges nothing.
-        let admission = self
+        let mut admission = self
             .policy
             .admit(key, &agent.config, chat.stream, &ctx.request_id)
             .await?;
@@ -280,14 +280,15 @@ impl Gateway {
         };
         let meter = GatewayMeter::new(api, ids, pricing);
         let upstream_format = upstream::stream_format(agent.config.upstream_api);
-        let rate_headers = admission.headers.clone();
+        let rate_headers = std::mem::take(&mut admission.headers);
         let idem_requested = idem.is_some();
         let record = {
             let gateway = self.clone();
             let agent_id = agent.config.id.clone();
             let client_id = conversation.client_id;
             move |meter: &GatewayMeter| {
-                if let Some(backend) = &meter.backend_conversation {
+                if meter.finished() || meter.backend_conversation.is_some() {
+                    let backend = meter.backend_conversation.as_deref();
                     gateway
                         .conversations
                         .record(&account, &agent_id, &client_id, backend);
@@ -640,13 +641,8 @@ fn replay(
     r
 }
 
-fn with_headers(
-    mut r: Response<GatewayBody>,
-    headers: Vec<(http::HeaderName, HeaderValue)>,
-) -> Response<GatewayBody> {
-    for (name, value) in headers {
-        r.headers_mut().append(name, value);
-    }
+fn with_headers(mut r: Response<GatewayBody>, headers: http::HeaderMap) -> Response<GatewayBody> {
+    r.headers_mut().extend(headers);
     r
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 
 use crate::auth::{AuthError, Authenticator, KeyInfo, Scopes};
 use crate::config::{AgentConfig, Config, Rate, StoreUrl};
@@ -44,7 +44,7 @@ pub struct Admission {
     /// Held while a stream is open (per key and per agent caps).
     pub slots: Vec<SlotGuard>,
     /// Rate-limit headers for the response.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: http::HeaderMap,
 }
 
 impl Policy {
@@ -202,10 +202,7 @@ impl Policy {
             key: Some(key),
             reservation: Some(reservation),
             slots,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect(),
+            headers,
         })
     }
 }
@@ -230,10 +227,7 @@ impl Policy {
             key: None,
             reservation: None,
             slots,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect(),
+            headers,
         })
     }
 }
