@@ -44,6 +44,12 @@ pub struct StreamEnd<'a> {
 
 pub type EndHook = Box<dyn FnOnce(StreamEnd<'_>) + Send>;
 
+/// Runs once when an answer has completed (its finish is encoded but not yet sent). The end of
+/// the stream is held back until the receiver it returns resolves, e.g. until the exchange is
+/// durable in the store: a client is never told an answer is complete before that.
+pub type CommitHook =
+    Box<dyn FnOnce(&GatewayMeter) -> Option<tokio::sync::oneshot::Receiver<()>> + Send>;
+
 /// Called at most once per interval while a stream is live (e.g. to extend its credit
 /// reservation so that recovery does not take it for abandoned).
 pub struct KeepAlive {
@@ -70,6 +76,8 @@ pub struct TranscodeBody {
     next_keepalive: Instant,
     /// A copy of the output, kept for an idempotent replay (bounded).
     capture: Option<BytesMut>,
+    commit: Option<CommitHook>,
+    committing: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl TranscodeBody {
@@ -99,7 +107,15 @@ impl TranscodeBody {
             next_keepalive: now + keepalive.as_ref().map_or(Duration::MAX / 4, |k| k.every),
             keepalive,
             capture: None,
+            commit: None,
+            committing: None,
         }
+    }
+
+    /// Holds the end of a completed answer until `hook`'s receiver resolves.
+    pub fn commit_before_end(mut self, hook: CommitHook) -> Self {
+        self.commit = Some(hook);
+        self
     }
 
     /// Keeps a copy of everything sent (up to `idempotency::MAX_REPLAY_BYTES`).
@@ -172,6 +188,18 @@ impl Body for TranscodeBody {
                 return Poll::Ready(None);
             }
             if this.transcoder.is_done() {
+                if let Some(hook) = this.commit.take() {
+                    let meter = this.transcoder.meter();
+                    if meter.finished() && this.failure.is_none() {
+                        this.committing = hook(meter);
+                    }
+                }
+                if let Some(wait) = this.committing.as_mut() {
+                    if Pin::new(wait).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.committing = None;
+                }
                 if !this.out.is_empty() {
                     return this.frame();
                 }

@@ -1,9 +1,14 @@
 //! Conversation ids: agentgate owns the ids clients see and maps each to the backend's own id
 //! once the backend reveals it (SPEC §5), so a conversation continues whatever the two APIs.
+//! The mapping and the transcripts live in the store (`store::conversations`), so they survive
+//! restarts and are shared by every replica on the same store.
 
-use dashmap::DashMap;
+use serde_json::json;
 
+use super::meter::GatewayMeter;
+use crate::credits::to_milli;
 use crate::fronts::{Api, Conversation};
+use crate::store::{Exchange, NewMessage, Store, StoreError, UnixMs};
 
 /// A conversation as one request sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,147 +23,246 @@ pub struct Resolved {
 /// (SPEC §7: a chat without `conversation_id` goes there).
 pub const DEFAULT_CONVERSATION: &str = "default";
 
-/// In-process map (account, agent, client id) → backend id.
-#[derive(Debug, Default)]
-pub struct Conversations {
-    map: DashMap<(String, String, String), Option<String>>,
+/// Longest title derived from a conversation's first message, in characters.
+const TITLE_CHARS: usize = 80;
+
+/// A fresh id in `front`'s form: a UUID for pharen, `api:…` for guayaba, opaque otherwise.
+pub fn new_id(front: Api) -> String {
+    match front {
+        Api::Pharen => uuid::Uuid::new_v4().to_string(),
+        Api::Guayaba => format!("api:{}", uuid::Uuid::new_v4()),
+        Api::Chatbase | Api::Agents => format!("conv_{}", uuid::Uuid::new_v4().simple()),
+    }
 }
 
-impl Conversations {
-    /// The conversation a request continues or opens; `None` when it names an id this
-    /// account does not have with this agent.
-    pub fn resolve(
-        &self,
-        account: &str,
-        agent: &str,
-        front: Api,
-        conversation: &Conversation,
-    ) -> Option<Resolved> {
-        let key = |id: &str| (account.to_owned(), agent.to_owned(), id.to_owned());
-        match conversation {
-            // `agents`: no id, or the default's own id, is the account's default conversation
-            // with this agent; it always exists, so it is opened on first use.
-            Conversation::New if front == Api::Agents => self.resolve(
-                account,
-                agent,
-                front,
-                &Conversation::ClientKey(DEFAULT_CONVERSATION.into()),
-            ),
-            Conversation::Existing(id) if front == Api::Agents && id == DEFAULT_CONVERSATION => {
-                self.resolve(account, agent, front, &Conversation::ClientKey(id.clone()))
-            }
-            Conversation::New => {
-                let client_id = match front {
-                    Api::Pharen => uuid::Uuid::new_v4().to_string(),
-                    Api::Guayaba => format!("api:{}", uuid::Uuid::new_v4()),
-                    Api::Chatbase | Api::Agents => {
-                        format!("conv_{}", uuid::Uuid::new_v4().simple())
-                    }
-                };
-                // Remembered only once an answer completes (`record`): a request that fails
-                // or is refused leaves nothing behind.
-                Some(Resolved {
-                    client_id,
-                    backend_id: None,
-                })
-            }
-            Conversation::Existing(id) => {
-                let backend_id = self.map.get(&key(id))?.value().clone();
-                Some(Resolved {
-                    client_id: id.clone(),
-                    backend_id,
-                })
-            }
-            Conversation::ClientKey(id) => {
-                let backend_id = self.map.get(&key(id)).and_then(|e| e.value().clone());
-                Some(Resolved {
-                    client_id: id.clone(),
-                    backend_id,
-                })
-            }
+/// The conversation a request continues or opens; `None` when it names an id this account
+/// does not have with this agent (a 404). A conversation is stored only once an answer
+/// completes, so a request that fails or is refused leaves nothing behind.
+pub async fn resolve(
+    store: &Store,
+    account: &str,
+    agent: &str,
+    front: Api,
+    conversation: &Conversation,
+) -> Result<Option<Resolved>, StoreError> {
+    let (id, must_exist) = match conversation {
+        // `agents`: no id, or the default's own id, is the account's default conversation
+        // with this agent; it always exists, so it is opened on first use.
+        Conversation::New if front == Api::Agents => (DEFAULT_CONVERSATION, false),
+        Conversation::Existing(id) if id == DEFAULT_CONVERSATION => (id.as_str(), false),
+        Conversation::New => {
+            return Ok(Some(Resolved {
+                client_id: new_id(front),
+                backend_id: None,
+            }))
         }
+        Conversation::Existing(id) => (id.as_str(), true),
+        // A key the client chose (guayaba `sessionKey`, the AI SDK chat id): one this account
+        // does not know opens a new conversation under it, never another account's.
+        Conversation::ClientKey(id) => (id.as_str(), false),
+    };
+    let row = store.conversation(account, agent, id).await?;
+    if must_exist && row.is_none() {
+        return Ok(None);
     }
+    Ok(Some(Resolved {
+        client_id: id.to_owned(),
+        backend_id: row.and_then(|r| r.backend_id),
+    }))
+}
 
-    /// Remembers a conversation after an answer, with the backend's id if it revealed one
-    /// (a known backend id is kept when a later answer reveals none).
-    pub fn record(&self, account: &str, agent: &str, client_id: &str, backend_id: Option<&str>) {
-        let key = (account.to_owned(), agent.to_owned(), client_id.to_owned());
-        let mut entry = self.map.entry(key).or_insert(None);
-        if let Some(id) = backend_id {
-            *entry = Some(id.to_owned());
+/// What a request knows of its exchange before the answer.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub account: String,
+    pub agent_id: String,
+    pub front: Api,
+    pub conversation_id: String,
+    pub user_message: Option<String>,
+    pub started_at: UnixMs,
+    /// `false`: the agent's `record = false`; only the id mapping is kept.
+    pub record: bool,
+}
+
+impl Pending {
+    /// The exchange to store for a completed answer; `None` when the answer did not complete
+    /// (only completed exchanges are recorded, SPEC §7).
+    pub fn exchange(self, meter: &GatewayMeter, now: UnixMs) -> Option<Exchange> {
+        if !meter.finished() {
+            return None;
         }
+        let ids = meter.ids();
+        let (user, assistant) = match (self.record, meter.transcript()) {
+            (true, Some(answer)) => {
+                let tool_calls = (!answer.tool_calls.is_empty()).then(|| {
+                    let calls: Vec<_> = answer
+                        .tool_calls
+                        .iter()
+                        .map(|c| {
+                            let mut o = json!({
+                                "toolCallId": c.id, "name": c.name, "input": c.input,
+                            });
+                            if let Some(out) = &c.output {
+                                o["output"] = out.clone();
+                            }
+                            if let Some(err) = &c.error {
+                                o["error"] = json!(err);
+                            }
+                            o
+                        })
+                        .collect();
+                    serde_json::Value::Array(calls).to_string()
+                });
+                let user = self.user_message.as_ref().map(|m| NewMessage {
+                    id: ids.user_message_id.clone(),
+                    content: m.clone(),
+                    tool_calls: None,
+                    credits: None,
+                    created_at: self.started_at,
+                });
+                let assistant = NewMessage {
+                    id: ids.message_id.clone(),
+                    content: answer.text.clone(),
+                    tool_calls,
+                    credits: Some(to_milli(meter.final_charge())),
+                    created_at: now.max(self.started_at),
+                };
+                (user, Some(assistant))
+            }
+            _ => (None, None),
+        };
+        let title = self
+            .user_message
+            .as_deref()
+            .map(|m| m.chars().take(TITLE_CHARS).collect::<String>());
+        Some(Exchange {
+            account: self.account,
+            agent_id: self.agent_id,
+            conversation_id: self.conversation_id,
+            front: self.front.as_str().to_owned(),
+            backend_id: meter.backend_conversation.clone(),
+            title,
+            user,
+            assistant,
+            now,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{now_ms, SqliteOptions};
 
-    #[test]
-    fn agents_front_without_an_id_uses_the_default_conversation() {
-        let c = Conversations::default();
-        let first = c
-            .resolve("acct", "a1", Api::Agents, &Conversation::New)
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_sqlite(dir.path().join("t.db"), SqliteOptions::default())
+            .await
+            .unwrap();
+        (s, dir)
+    }
+
+    fn exchange(account: &str, id: &str, backend: Option<&str>) -> Exchange {
+        Exchange {
+            account: account.into(),
+            agent_id: "a1".into(),
+            conversation_id: id.into(),
+            front: "agents".into(),
+            backend_id: backend.map(str::to_owned),
+            title: None,
+            user: None,
+            assistant: None,
+            now: now_ms(),
+        }
+    }
+
+    #[tokio::test]
+    async fn agents_front_without_an_id_uses_the_default_conversation() {
+        let (s, _dir) = store().await;
+        let first = resolve(&s, "acct", "a1", Api::Agents, &Conversation::New)
+            .await
+            .unwrap()
             .unwrap();
         assert_eq!(first.client_id, DEFAULT_CONVERSATION);
         assert_eq!(first.backend_id, None);
-        c.record("acct", "a1", DEFAULT_CONVERSATION, Some("backend-7"));
+        s.record_exchange(exchange("acct", DEFAULT_CONVERSATION, Some("backend-7")))
+            .await
+            .unwrap();
         for conversation in [
             Conversation::New,
             Conversation::Existing(DEFAULT_CONVERSATION.into()),
         ] {
-            let again = c.resolve("acct", "a1", Api::Agents, &conversation).unwrap();
+            let again = resolve(&s, "acct", "a1", Api::Agents, &conversation)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(again.client_id, DEFAULT_CONVERSATION);
             assert_eq!(again.backend_id.as_deref(), Some("backend-7"));
         }
         // Per agent and per account.
-        let other_agent = c
-            .resolve("acct", "a2", Api::Agents, &Conversation::New)
+        let other_agent = resolve(&s, "acct", "a2", Api::Agents, &Conversation::New)
+            .await
+            .unwrap()
             .unwrap();
         assert_eq!(other_agent.backend_id, None);
-        let other_account = c
-            .resolve("acct2", "a1", Api::Agents, &Conversation::New)
+        let other_account = resolve(&s, "acct2", "a1", Api::Agents, &Conversation::New)
+            .await
+            .unwrap()
             .unwrap();
         assert_eq!(other_account.backend_id, None);
-        // Other fronts still open a new conversation without an id.
-        let chatbase = c
-            .resolve("acct", "a1", Api::Chatbase, &Conversation::New)
+        // Other fronts open a new conversation without an id, in their own id form.
+        let chatbase = resolve(&s, "acct", "a1", Api::Chatbase, &Conversation::New)
+            .await
+            .unwrap()
             .unwrap();
-        assert_ne!(chatbase.client_id, DEFAULT_CONVERSATION);
-        // An unknown id is still unknown.
-        assert!(c
-            .resolve(
-                "acct",
-                "a1",
-                Api::Agents,
-                &Conversation::Existing("conv_x".into())
-            )
-            .is_none());
+        assert!(chatbase.client_id.starts_with("conv_"));
+        let guayaba = resolve(&s, "acct", "a1", Api::Guayaba, &Conversation::New)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(guayaba.client_id.starts_with("api:"));
+        let pharen = resolve(&s, "acct", "a1", Api::Pharen, &Conversation::New)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(uuid::Uuid::parse_str(&pharen.client_id).is_ok());
+        // An unknown id is unknown; another account's id too.
+        let unknown = Conversation::Existing("conv_x".into());
+        assert_eq!(
+            resolve(&s, "acct", "a1", Api::Agents, &unknown)
+                .await
+                .unwrap(),
+            None
+        );
     }
 
-    #[test]
-    fn only_answered_conversations_are_kept() {
-        let c = Conversations::default();
-        let failed = c
-            .resolve("acct", "a1", Api::Chatbase, &Conversation::New)
+    #[tokio::test]
+    async fn ids_are_per_account_and_a_known_backend_id_is_kept() {
+        let (s, _dir) = store().await;
+        s.record_exchange(exchange("acct", "conv_1", Some("b1")))
+            .await
             .unwrap();
-        let key = Conversation::Existing(failed.client_id.clone());
-        assert_eq!(c.resolve("acct", "a1", Api::Chatbase, &key), None);
-        assert!(
-            c.map.is_empty(),
-            "a request that never answered leaves nothing"
-        );
-        c.record("acct", "a1", &failed.client_id, None);
-        let again = c.resolve("acct", "a1", Api::Chatbase, &key).unwrap();
-        assert_eq!(again.backend_id, None);
-        c.record("acct", "a1", &failed.client_id, Some("b1"));
-        c.record("acct", "a1", &failed.client_id, None);
-        let again = c.resolve("acct", "a1", Api::Chatbase, &key).unwrap();
+        s.record_exchange(exchange("acct", "conv_1", None))
+            .await
+            .unwrap();
+        let key = Conversation::Existing("conv_1".into());
+        let again = resolve(&s, "acct", "a1", Api::Chatbase, &key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.backend_id.as_deref(), Some("b1"));
         assert_eq!(
-            again.backend_id.as_deref(),
-            Some("b1"),
-            "a known backend id is kept"
+            resolve(&s, "other", "a1", Api::Chatbase, &key)
+                .await
+                .unwrap(),
+            None
         );
-        assert_eq!(c.resolve("other", "a1", Api::Chatbase, &key), None);
+        // A client-chosen key of another account opens a fresh conversation, never theirs.
+        let session = Conversation::ClientKey("conv_1".into());
+        let fresh = resolve(&s, "other", "a1", Api::Guayaba, &session)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fresh.backend_id, None);
     }
 }

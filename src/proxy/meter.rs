@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::config::AgentCredits;
 use crate::credits::{from_milli, to_milli};
-use crate::formats::{Event, FinishReason, Json, Usage};
+use crate::formats::{Aggregate, Event, FinishReason, Json, Usage};
 use crate::fronts::Api;
 use crate::transcode::{Flow, Meter};
 
@@ -33,6 +33,8 @@ pub struct GatewayMeter {
     cut_off: bool,
     failure: Option<String>,
     charged: Option<f64>,
+    /// The answer as the client gets it, kept when the exchange is to be recorded.
+    transcript: Option<Box<Aggregate>>,
 }
 
 impl GatewayMeter {
@@ -48,7 +50,19 @@ impl GatewayMeter {
             cut_off: false,
             failure: None,
             charged: None,
+            transcript: None,
         }
+    }
+
+    /// Keeps the answer (text, tool calls and results) for the conversation's transcript.
+    pub fn keep_transcript(mut self) -> Self {
+        self.transcript = Some(Box::default());
+        self
+    }
+
+    /// The answer so far, when [`keep_transcript`](Self::keep_transcript) was asked for.
+    pub fn transcript(&self) -> Option<&Aggregate> {
+        self.transcript.as_deref()
     }
 
     pub fn ids(&self) -> &Ids {
@@ -131,6 +145,16 @@ impl GatewayMeter {
 
 impl Meter for GatewayMeter {
     fn on_event(&mut self, event: &mut Event<'_>) -> Flow {
+        let flow = self.meter_event(event);
+        if let Some(t) = self.transcript.as_mut() {
+            t.push(event);
+        }
+        flow
+    }
+}
+
+impl GatewayMeter {
+    fn meter_event(&mut self, event: &mut Event<'_>) -> Flow {
         match event {
             Event::TextDelta { delta, .. } | Event::ReasoningDelta { delta, .. } => {
                 self.output_chars += delta.chars().count() as u64;

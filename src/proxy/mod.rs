@@ -8,7 +8,6 @@ mod meter;
 mod policy;
 
 pub use body::{KeepAlive, StreamEnd, TranscodeBody};
-pub use conversations::Conversations;
 pub use meter::{GatewayMeter, Ids};
 pub use policy::{Admission, Policy};
 
@@ -34,6 +33,7 @@ use crate::config::{AgentConfig, Config, FrontConfig, Upstream};
 use crate::formats::{Aggregate, DecodeError, Decoder, EncodeOptions, Format, SyncContext};
 use crate::fronts::{self, Api, ApiError, ChatRequest};
 use crate::sse;
+use crate::store::{ConversationWrite, WriteOp};
 use crate::transcode::{Meter, Transcoder};
 use crate::upstream::{self, Call};
 
@@ -48,7 +48,6 @@ struct Agent {
 pub struct Gateway {
     config: Arc<Config>,
     agents: HashMap<String, Agent>,
-    conversations: Conversations,
     policy: Arc<Policy>,
     /// Cancelled when the drain timeout of a shutdown has passed: open streams end then.
     streams_end: CancellationToken,
@@ -58,6 +57,7 @@ pub struct Gateway {
 struct Ctx {
     request_id: String,
     started: Instant,
+    started_ms: crate::store::UnixMs,
     front: Api,
     agent: Option<String>,
     upstream_api: Option<Api>,
@@ -97,7 +97,6 @@ impl Gateway {
         Ok(Gateway {
             config,
             agents,
-            conversations: Conversations::default(),
             policy,
             streams_end,
         })
@@ -152,6 +151,7 @@ impl Gateway {
         let mut ctx = Ctx {
             request_id,
             started: Instant::now(),
+            started_ms: crate::store::now_ms(),
             front: front.api,
             agent: None,
             upstream_api: None,
@@ -253,12 +253,18 @@ impl Gateway {
             ));
         }
         let account = admission.account().to_owned();
-        let conversation = self
-            .conversations
-            .resolve(&account, &agent.config.id, api, &chat.conversation)
-            .ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", "conversation not found")
-            })?;
+        let conversation = conversations::resolve(
+            &self.policy.store,
+            &account,
+            &agent.config.id,
+            api,
+            &chat.conversation,
+        )
+        .await
+        .map_err(store_unavailable)?
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "conversation not found")
+        })?;
         let ids = Ids {
             conversation_id: conversation.client_id.clone(),
             message_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
@@ -279,21 +285,21 @@ impl Gateway {
             },
         };
         let meter = GatewayMeter::new(api, ids, pricing);
+        let meter = match agent.config.record {
+            true => meter.keep_transcript(),
+            false => meter,
+        };
         let upstream_format = upstream::stream_format(agent.config.upstream_api);
         let rate_headers = std::mem::take(&mut admission.headers);
         let idem_requested = idem.is_some();
-        let record = {
-            let gateway = self.clone();
-            let agent_id = agent.config.id.clone();
-            let client_id = conversation.client_id;
-            move |meter: &GatewayMeter| {
-                if meter.finished() || meter.backend_conversation.is_some() {
-                    let backend = meter.backend_conversation.as_deref();
-                    gateway
-                        .conversations
-                        .record(&account, &agent_id, &client_id, backend);
-                }
-            }
+        let pending = conversations::Pending {
+            account,
+            agent_id: agent.config.id.clone(),
+            front: api,
+            conversation_id: conversation.client_id,
+            user_message: chat.message.clone(),
+            started_at: ctx.started_ms,
+            record: agent.config.record,
         };
         if chat.stream {
             let transcoder = Transcoder::new(
@@ -308,6 +314,7 @@ impl Gateway {
             let log_ctx = Ctx {
                 request_id: ctx.request_id.clone(),
                 started: ctx.started,
+                started_ms: ctx.started_ms,
                 front: ctx.front,
                 agent: ctx.agent.clone(),
                 upstream_api: ctx.upstream_api,
@@ -334,7 +341,6 @@ impl Gateway {
             // failed, client gone): the one place a streamed answer is settled, exactly once
             // (`settle_now` consumes the reservation).
             let on_end = Box::new(move |end: StreamEnd<'_>| {
-                record(end.meter);
                 // Only an answer the client got whole is kept for replay.
                 if let (Some(guard), Some(bytes)) = (idem, end.captured) {
                     if end.delivered && end.failure.is_none() && end.meter.finished() {
@@ -355,6 +361,28 @@ impl Gateway {
                 keepalive,
             );
             let body = if capture { body.capture_output() } else { body };
+            // The exchange is durable before the client sees the answer's end.
+            let store = self.policy.store.clone();
+            let body = body.commit_before_end(Box::new(move |meter| {
+                let exchange = pending.exchange(meter, crate::store::now_ms())?;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let op = WriteOp::Conversation(
+                    ConversationWrite::Record(exchange),
+                    Box::new(move |r| {
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "exchange not recorded");
+                        }
+                        let _ = tx.send(());
+                    }),
+                );
+                match store.submit(op) {
+                    Ok(()) => Some(rx),
+                    Err(e) => {
+                        tracing::error!(error = %e, "exchange not recorded");
+                        None
+                    }
+                }
+            }));
             Ok(with_headers(
                 stream_response(front.format, body),
                 rate_headers,
@@ -370,7 +398,12 @@ impl Gateway {
             // The client gets a 502 and no answer: nothing is charged.
             let (aggregate, meter) =
                 answer.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", e))?;
-            record(&meter);
+            // The exchange is durable before the client gets the answer.
+            if let Some(exchange) = pending.exchange(&meter, crate::store::now_ms()) {
+                if let Err(e) = self.policy.store.record_exchange(exchange).await {
+                    tracing::error!(error = %e, "exchange not recorded");
+                }
+            }
             let charged = admission.settle(meter.final_charge());
             let ids = meter.ids();
             let sync = SyncContext {
@@ -536,6 +569,16 @@ async fn read_body(
             format!("cannot read the request body: {e}"),
         )),
     }
+}
+
+/// The store failed a read or write a request needs: 503 in the front's error body.
+fn store_unavailable(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "store unavailable");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the conversation store is unavailable",
+    )
 }
 
 fn log_request(ctx: &Ctx, status: StatusCode, bytes: u64, failure: Option<&str>) {

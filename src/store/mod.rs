@@ -11,6 +11,7 @@
 //! `kill -9` is lost with the process; its reservation stays `pending` and recovery settles it
 //! to its fallback once it expires, so a request is never charged twice nor left open.
 
+mod conversations;
 mod schema;
 mod sqlite;
 pub mod time;
@@ -21,6 +22,10 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+pub use conversations::{
+    After, ConversationOutcome, ConversationRecord, ConversationWrite, Exchange, MessageRecord,
+    NewMessage,
+};
 pub use sqlite::{SqliteOptions, Synchronous};
 pub use time::{now_ms, UnixMs};
 
@@ -196,6 +201,8 @@ pub enum WriteOp {
         owner: String,
         done: Option<Done<bool>>,
     },
+    /// Conversations and transcripts (see `conversations.rs`).
+    Conversation(ConversationWrite, Done<ConversationOutcome>),
     /// Completes once everything queued before it has committed.
     Flush(Done<()>),
 }
@@ -451,6 +458,22 @@ impl Store {
         .await
     }
 
+    /// Records a completed exchange (conversation row, user message, answer) in one
+    /// transaction; returns once it is durable.
+    pub async fn record_exchange(&self, x: Exchange) -> Result<(), StoreError> {
+        self.conversation_write(ConversationWrite::Record(x))
+            .await
+            .map(drop)
+    }
+
+    /// Any conversation write, awaited until durable.
+    pub async fn conversation_write(
+        &self,
+        w: ConversationWrite,
+    ) -> Result<ConversationOutcome, StoreError> {
+        self.call(|done| WriteOp::Conversation(w, done)).await
+    }
+
     /// Waits until every write queued before this call has committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.call(WriteOp::Flush).await
@@ -521,6 +544,96 @@ impl Store {
     pub async fn usage(&self, f: UsageFilter) -> Result<Vec<UsageRow>, StoreError> {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(move |c| sqlite::usage(c, &f)).await,
+        }
+    }
+
+    pub async fn conversation(
+        &self,
+        account: &str,
+        agent_id: &str,
+        id: &str,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        let (account, agent_id, id) = (account.to_owned(), agent_id.to_owned(), id.to_owned());
+        match &self.inner.backend {
+            Backend::Sqlite(s) => {
+                s.read(move |c| conversations::get_conversation(c, &account, &agent_id, &id))
+                    .await
+            }
+        }
+    }
+
+    /// An account's conversations with an agent, newest first, the page after `before`.
+    pub async fn list_conversations(
+        &self,
+        account: &str,
+        agent_id: &str,
+        archived: Option<bool>,
+        before: Option<After>,
+        limit: u32,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        let (account, agent_id) = (account.to_owned(), agent_id.to_owned());
+        match &self.inner.backend {
+            Backend::Sqlite(s) => {
+                s.read(move |c| {
+                    conversations::list_conversations(
+                        c,
+                        &account,
+                        &agent_id,
+                        archived,
+                        before.as_ref(),
+                        limit,
+                    )
+                })
+                .await
+            }
+        }
+    }
+
+    /// The newest `limit` messages of a conversation (before `before_seq`), newest first.
+    pub async fn history(
+        &self,
+        account: &str,
+        agent_id: &str,
+        conversation_id: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let (account, agent_id, conversation_id) = (
+            account.to_owned(),
+            agent_id.to_owned(),
+            conversation_id.to_owned(),
+        );
+        match &self.inner.backend {
+            Backend::Sqlite(s) => {
+                s.read(move |c| {
+                    conversations::history(
+                        c,
+                        &account,
+                        &agent_id,
+                        &conversation_id,
+                        before_seq,
+                        limit,
+                    )
+                })
+                .await
+            }
+        }
+    }
+
+    /// Unread assistant messages of an account with an agent, oldest first, after `after`.
+    pub async fn inbox(
+        &self,
+        account: &str,
+        agent_id: &str,
+        after: Option<After>,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let (account, agent_id) = (account.to_owned(), agent_id.to_owned());
+        match &self.inner.backend {
+            Backend::Sqlite(s) => {
+                s.read(move |c| conversations::inbox(c, &account, &agent_id, after.as_ref(), limit))
+                    .await
+            }
         }
     }
 

@@ -4,9 +4,10 @@
 //! milliseconds, no AUTOINCREMENT or rowid tricks. Only `BLOB` becomes `BYTEA` there.
 
 /// `(version, SQL)` pairs; never edit a released entry, append a new one.
-pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE accounts (
     id         TEXT PRIMARY KEY,
     balance    INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),
@@ -71,7 +72,42 @@ CREATE TABLE counters (
 );
 INSERT INTO counters (name, value) VALUES ('revocations', 0);
 "#,
-)];
+    ),
+    // Conversations and transcripts (src/store/conversations.rs).
+    (
+        2,
+        r#"
+CREATE TABLE conversations (
+    account    TEXT NOT NULL,
+    agent_id   TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    front      TEXT NOT NULL,
+    backend_id TEXT,
+    title      TEXT,
+    archived   INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (account, agent_id, id)
+);
+CREATE INDEX conversations_list ON conversations (account, agent_id, created_at, id);
+CREATE TABLE messages (
+    id              TEXT PRIMARY KEY,
+    account         TEXT NOT NULL,
+    agent_id        TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    role            TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    content         TEXT NOT NULL,
+    tool_calls      TEXT,
+    credits         INTEGER,
+    created_at      INTEGER NOT NULL,
+    read_at         INTEGER,
+    UNIQUE (account, agent_id, conversation_id, seq)
+);
+CREATE INDEX messages_inbox ON messages (account, agent_id, read_at, created_at, id);
+"#,
+    ),
+];
 
 /// The newest schema version this binary knows.
 pub(crate) fn latest() -> i64 {

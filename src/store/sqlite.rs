@@ -263,6 +263,7 @@ enum Outcome {
     Unit,
     Revoke(RevokeOutcome),
     Idem(IdemOutcome),
+    Conversation(super::ConversationOutcome),
 }
 
 /// Commits one batch, retrying transient failures. Returns fire-and-forget ops that could not
@@ -385,6 +386,10 @@ fn finish(op: WriteOp, out: Result<Outcome, StoreError>) {
             Outcome::Idem(r) => Ok(r),
             _ => mismatch(),
         })),
+        WriteOp::Conversation(_, done) => done(out.and_then(|o| match o {
+            Outcome::Conversation(r) => Ok(r),
+            _ => mismatch(),
+        })),
     }
 }
 
@@ -436,6 +441,9 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Outcome, StoreError> {
                 )?
                 .execute(params![account, idem_key, owner])?;
             Ok(Outcome::Bool(n == 1))
+        }
+        WriteOp::Conversation(w, _) => {
+            super::conversations::apply(conn, w).map(Outcome::Conversation)
         }
         WriteOp::Flush(_) => Ok(Outcome::Unit),
     }
