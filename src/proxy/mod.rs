@@ -367,7 +367,7 @@ impl Gateway {
                 let exchange = pending.exchange(meter, crate::store::now_ms())?;
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let op = WriteOp::Conversation(
-                    ConversationWrite::Record(exchange),
+                    ConversationWrite::Record(Box::new(exchange)),
                     Box::new(move |r| {
                         if let Err(e) = r {
                             tracing::error!(error = %e, "exchange not recorded");

@@ -80,7 +80,7 @@ pub struct Exchange {
 /// Every write on conversations.
 #[derive(Debug, Clone)]
 pub enum ConversationWrite {
-    Record(Exchange),
+    Record(Box<Exchange>),
     /// Opens an empty conversation; `Duplicate` if the id exists.
     Create {
         account: String,

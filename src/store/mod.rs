@@ -461,7 +461,7 @@ impl Store {
     /// Records a completed exchange (conversation row, user message, answer) in one
     /// transaction; returns once it is durable.
     pub async fn record_exchange(&self, x: Exchange) -> Result<(), StoreError> {
-        self.conversation_write(ConversationWrite::Record(x))
+        self.conversation_write(ConversationWrite::Record(Box::new(x)))
             .await
             .map(drop)
     }
