@@ -69,8 +69,10 @@ impl<'de> serde::Deserialize<'de> for Api {
 }
 
 mod request;
+mod routes;
 
-pub use request::{parse_chat, ChatRequest, Conversation};
+pub use request::{parse_chat, ChatRequest, Conversation, MAX_MESSAGE_CHARS};
+pub use routes::{match_route, Route};
 
 use bytes::Bytes;
 use http::StatusCode;

@@ -3,9 +3,11 @@
 
 mod body;
 mod conversations;
+mod history;
 mod idempotency;
 mod meter;
 mod policy;
+mod teams;
 
 pub use body::{KeepAlive, StreamEnd, TranscodeBody};
 pub use meter::{GatewayMeter, Ids};
@@ -61,6 +63,26 @@ struct Ctx {
     front: Api,
     agent: Option<String>,
     upstream_api: Option<Api>,
+}
+
+impl Ctx {
+    fn new<B>(req: &Request<B>, front: Api) -> Ctx {
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        Ctx {
+            request_id,
+            started: Instant::now(),
+            started_ms: crate::store::now_ms(),
+            front,
+            agent: None,
+            upstream_api: None,
+        }
+    }
 }
 
 impl Gateway {
@@ -124,11 +146,36 @@ impl Gateway {
             ));
         };
         let Some(route) = fronts::match_chat(front.api, rest) else {
-            return error_response(&ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint",
-            ));
+            let Some(route) = fronts::match_route(front.api, rest) else {
+                return error_response(&ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such endpoint",
+                ));
+            };
+            let front = front.clone();
+            let mut ctx = Ctx::new(&req, front.api);
+            let response = match route {
+                fronts::Route::TeamChat { .. } => {
+                    self.clone().team_chat(&front, route, req, &mut ctx).await
+                }
+                _ => {
+                    self.clone()
+                        .conversations_api(&front, route, req, &mut ctx)
+                        .await
+                }
+            };
+            let response = match response {
+                Ok(r) => {
+                    log_request(&ctx, r.status(), 0, None);
+                    r
+                }
+                Err(e) => {
+                    log_request(&ctx, e.status, 0, Some(&e.message));
+                    error_response(&e)
+                }
+            };
+            return with_request_id(response, &ctx.request_id);
         };
         if req.method() != Method::POST {
             return error_response(
@@ -141,21 +188,7 @@ impl Gateway {
             );
         }
         let front = front.clone();
-        let request_id = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let mut ctx = Ctx {
-            request_id,
-            started: Instant::now(),
-            started_ms: crate::store::now_ms(),
-            front: front.api,
-            agent: None,
-            upstream_api: None,
-        };
+        let mut ctx = Ctx::new(&req, front.api);
         let response = match self.clone().chat(&front, route, req, &mut ctx).await {
             Ok(response) => response,
             Err(e) => {
@@ -497,10 +530,21 @@ impl Gateway {
 
 /// Reads a whole upstream stream into an answer, for sync requests.
 async fn aggregate(
+    body: Incoming,
+    format: Format,
+    meter: GatewayMeter,
+    idle: Duration,
+) -> Result<(Aggregate, GatewayMeter), String> {
+    aggregate_with(body, format, meter, idle, &mut |_| {}).await
+}
+
+/// [`aggregate`], showing each event (after metering) to `on_event` as it arrives.
+async fn aggregate_with(
     mut body: Incoming,
     format: Format,
     mut meter: GatewayMeter,
     idle: Duration,
+    on_event: &mut (dyn FnMut(&crate::formats::Event<'_>) + Send),
 ) -> Result<(Aggregate, GatewayMeter), String> {
     let mut parser = sse::Parser::default();
     let mut decoder = Decoder::new(format);
@@ -524,6 +568,7 @@ async fn aggregate(
             .feed::<DecodeError, _>(data, |e| {
                 decoder.decode(&e, &mut |mut ev| {
                     let _ = meter.on_event(&mut ev);
+                    on_event(&ev);
                     aggregate.push(&ev);
                 })
             })
@@ -595,10 +640,12 @@ fn log_request(ctx: &Ctx, status: StatusCode, bytes: u64, failure: Option<&str>)
     );
 }
 
-/// A response body: a whole JSON body, or a live transcoded stream.
+/// A response body: a whole JSON body, a live transcoded stream, or chunks written by a task
+/// (team chat's stream).
 pub enum GatewayBody {
     Full(Option<Bytes>),
     Stream(Box<TranscodeBody>),
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl Body for GatewayBody {
@@ -612,6 +659,7 @@ impl Body for GatewayBody {
         match self.get_mut() {
             GatewayBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             GatewayBody::Stream(s) => Pin::new(s.as_mut()).poll_frame(cx),
+            GatewayBody::Channel(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -619,6 +667,7 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Full(b) => b.is_none(),
             GatewayBody::Stream(s) => s.is_end_stream(),
+            GatewayBody::Channel(_) => false,
         }
     }
 
@@ -627,6 +676,7 @@ impl Body for GatewayBody {
             GatewayBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             GatewayBody::Full(None) => SizeHint::with_exact(0),
             GatewayBody::Stream(s) => s.size_hint(),
+            GatewayBody::Channel(_) => SizeHint::default(),
         }
     }
 }

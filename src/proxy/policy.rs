@@ -105,16 +105,28 @@ impl Policy {
         api: Api,
         authorization: Option<&str>,
     ) -> Result<KeyInfo, ApiError> {
+        self.authenticate_for(api, authorization, Scopes::AGENTS_RUN)
+            .await
+    }
+
+    /// Authenticates the request's key (401) and checks that it has `scope` (403).
+    pub async fn authenticate_for(
+        &self,
+        api: Api,
+        authorization: Option<&str>,
+        scope: Scopes,
+    ) -> Result<KeyInfo, ApiError> {
         let key = self
             .auth
             .authenticate(authorization, api == Api::Pharen)
             .await
             .map_err(auth_error)?;
-        if !key.has_scope(Scopes::AGENTS_RUN) {
+        if !key.has_scope(scope) {
+            let name = scope.names().collect::<Vec<_>>().join(",");
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "this API key does not have the agents:run scope",
+                format!("this API key does not have the {name} scope"),
             ));
         }
         Ok(key)
