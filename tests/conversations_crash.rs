@@ -269,7 +269,9 @@ async fn crash_round() {
     // Restart on the same file.
     let gateway = GatewayProcess::start(&config);
     let base = format!("http://{}", gateway.addr);
-    let mut by_conversation: Vec<(String, String, Vec<(String, String)>)> = Vec::new();
+    // (agent, conversation, what was said and answered in it, acknowledged).
+    type Said = Vec<(String, String)>;
+    let mut by_conversation: Vec<(String, String, Said)> = Vec::new();
     for (w, agent) in (0..8).map(|w| (w, ids[(w + w / 4) % 4].clone())) {
         let mine: Vec<&Acked> = acked
             .iter()
