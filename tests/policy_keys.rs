@@ -1,4 +1,5 @@
-//! Keys: format, authentication through the cache, refusal without lookups, revocation.
+//! Keys: format, authentication through the cache, refusal without lookups, revocation (the
+//! store-facing tests run on SQLite and on PostgreSQL, which skips when unreachable).
 
 mod policy_support;
 
@@ -8,8 +9,9 @@ use agentgate::auth::{
     create_key, parse_key, AuthError, Authenticator, KeyFormatError, KeyKind, KeyLimits,
     NewKeySpec, Scopes,
 };
+use agentgate::credits::LedgerConfig;
 use agentgate::store::now_ms;
-use policy_support::fixture;
+use policy_support::{fixture, fixture_on, Backend};
 
 fn spec(account: &str) -> NewKeySpec {
     NewKeySpec {
@@ -26,9 +28,14 @@ fn spec(account: &str) -> NewKeySpec {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn created_key_authenticates_and_carries_its_policy() {
-    let fx = fixture().await;
+crate::on_both_stores!(
+    created_key_authenticates_and_carries_its_policy,
+    created_key_authenticates_and_carries_its_policy_on
+);
+async fn created_key_authenticates_and_carries_its_policy_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     let (secret, created) = create_key(&fx.store, spec("acme")).await.expect("created");
     let auth = Authenticator::new(fx.store.clone());
     let header = format!("Bearer {}", secret.expose());
@@ -127,9 +134,14 @@ async fn malformed_and_checksum_failing_keys_cost_no_lookup() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn well_formed_unknown_key_is_refused_after_one_lookup() {
-    let fx = fixture().await;
+crate::on_both_stores!(
+    well_formed_unknown_key_is_refused_after_one_lookup,
+    well_formed_unknown_key_is_refused_after_one_lookup_on
+);
+async fn well_formed_unknown_key_is_refused_after_one_lookup_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     let auth = Authenticator::new(fx.store.clone());
     let stranger = agentgate::auth::SecretKey::generate();
     let r = auth
@@ -139,9 +151,14 @@ async fn well_formed_unknown_key_is_refused_after_one_lookup() {
     assert_eq!(auth.store_lookups(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_process_revocation_is_immediate() {
-    let fx = fixture().await;
+crate::on_both_stores!(
+    in_process_revocation_is_immediate,
+    in_process_revocation_is_immediate_on
+);
+async fn in_process_revocation_is_immediate_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     let (secret, info) = create_key(&fx.store, spec("acme")).await.expect("created");
     let auth = Authenticator::new(fx.store.clone());
     let h = format!("Bearer {}", secret.expose());
@@ -156,9 +173,14 @@ async fn in_process_revocation_is_immediate() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revocation_by_another_process_is_seen_within_a_second() {
-    let fx = fixture().await;
+crate::on_both_stores!(
+    revocation_by_another_process_is_seen_within_a_second,
+    revocation_by_another_process_is_seen_within_a_second_on
+);
+async fn revocation_by_another_process_is_seen_within_a_second_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     let cli = fx.second_handle().await;
     let (secret, info) = create_key(&cli, spec("acme"))
         .await
@@ -211,9 +233,11 @@ async fn revocation_is_seen_even_without_the_poller() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_keys_are_refused() {
-    let fx = fixture().await;
+crate::on_both_stores!(expired_keys_are_refused, expired_keys_are_refused_on);
+async fn expired_keys_are_refused_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     let mut s = spec("acme");
     s.expires_at = Some(now_ms() - 1);
     let (secret, _) = create_key(&fx.store, s).await.expect("created");

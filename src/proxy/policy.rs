@@ -65,15 +65,11 @@ impl Policy {
                         .into(),
                 )
             }
-            StoreUrl::Postgres(_) => {
-                return Err(
-                    "[store] url: PostgreSQL is not supported yet; use sqlite://PATH".into(),
-                )
-            }
+            StoreUrl::Postgres(url) => url.expose().to_owned(),
         };
         let store = Store::open(&url)
             .await
-            .map_err(|e| format!("store {url}: {e}"))?;
+            .map_err(|e| format!("store {}: {e}", crate::store::redact(&url)))?;
         let ledger = Ledger::new(
             store.clone(),
             LedgerConfig {
@@ -84,7 +80,7 @@ impl Policy {
         match ledger.recover(crate::store::now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(settled = n, "recovered reservations left open by a crash"),
-            Err(e) => return Err(format!("store {url}: recovery failed: {e}")),
+            Err(e) => return Err(format!("store {}: recovery failed: {e}", store.url())),
         }
         ledger.spawn_recovery(recovery_interval(config.store().reservation_timeout));
         let defaults = &config.rate_limit().key_defaults;

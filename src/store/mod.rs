@@ -3,14 +3,17 @@
 //! Writes go through a queue drained by one writer that commits whatever is queued in one
 //! transaction (group commit); a caller that needs durability awaits its batch's commit, a
 //! caller that does not (a settlement from a `Drop` guard) only enqueues. Reads use separate
-//! connections. SQLite is the embedded default; the private `Backend` enum is the seam where PostgreSQL slots
-//! in with the same operations and the same portable SQL.
+//! connections. SQLite is the embedded default; PostgreSQL (`postgres://…`, module `postgres`) is
+//! the store of several replicas: the same operations and callbacks, each op its own short
+//! transaction on a pool instead of one writer's batch (see that module).
 //!
 //! What survives a crash: every write a caller was told about (an awaited op) is on disk, with
 //! `synchronous=FULL` even across power loss. A fire-and-forget settlement still queued at
 //! `kill -9` is lost with the process; its reservation stays `pending` and recovery settles it
 //! to its fallback once it expires, so a request is never charged twice nor left open.
 
+mod pg_schema;
+mod postgres;
 mod schema;
 mod sqlite;
 pub mod time;
@@ -27,10 +30,16 @@ pub use time::{now_ms, UnixMs};
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported store url `{0}` (expected sqlite://PATH)")]
+    #[error("unsupported store url `{0}` (expected sqlite://PATH or postgres://…)")]
     Url(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL refused the statement.
+    #[error("postgres: {0}")]
+    Postgres(String),
+    /// PostgreSQL could not be reached, or the connection broke (worth retrying).
+    #[error("postgres unavailable: {0}")]
+    Unavailable(String),
     #[error("store schema version {found} is newer than this binary supports ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
     #[error("duplicate {0}")]
@@ -279,9 +288,22 @@ pub struct AccountSums {
     pub pending: i64,
 }
 
-/// The backends. PostgreSQL will be a second variant implementing the same operations.
+/// What other processes sharing the store did, as far as caches care (PostgreSQL
+/// `LISTEN`/`NOTIFY`; a SQLite store announces nothing and is polled instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A key was revoked (by any replica or the CLI).
+    KeyRevoked(String),
+    /// Credits of this account were granted or adjusted.
+    CreditsChanged(String),
+    /// The event connection was (re)established: anything may have been missed.
+    Resync,
+}
+
+/// The backends, implementing the same operations.
 enum Backend {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
 }
 
 struct StoreInner {
@@ -314,9 +336,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Store {
-    /// Opens the store named by a URL: `sqlite://PATH` (relative or absolute path). A file is
-    /// required (no in-memory database) so that the CLI and the server can share it.
+    /// Opens the store named by a URL: `sqlite://PATH` (relative or absolute path) or
+    /// `postgres://…` / `postgresql://…`. A SQLite file is required (no in-memory database) so
+    /// that the CLI and the server can share it.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Self::open_postgres(url).await;
+        }
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -342,7 +368,35 @@ impl Store {
         })
     }
 
-    /// The URL this store was opened with.
+    /// Connects to PostgreSQL, creating and migrating the schema if needed (replicas starting
+    /// together take turns). The URL may carry a password; it is never logged or shown.
+    pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let owned = url.to_owned();
+        let store = blocking(move || postgres::PgStore::open(&owned)).await?;
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                backend: Backend::Postgres(store),
+                url: redact(url),
+                local_revocations: Arc::new(AtomicU64::new(0)),
+            }),
+        })
+    }
+
+    /// Whether this store is shared by replicas through a database server (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner.backend, Backend::Postgres(_))
+    }
+
+    /// Events announced by other processes sharing the store; `None` for SQLite, which has
+    /// no such channel (its readers poll).
+    pub fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p.subscribe()),
+        }
+    }
+
+    /// The URL this store was opened with (a password replaced by `***`).
     pub fn url(&self) -> &str {
         &self.inner.url
     }
@@ -351,6 +405,7 @@ impl Store {
     pub fn queue(&self) -> WriteQueue {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.queue(),
+            Backend::Postgres(p) => p.queue(),
         }
     }
 
@@ -462,6 +517,13 @@ impl Store {
         let id = public_id.to_owned();
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(move |c| sqlite::get_key(c, &id)).await,
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let id = id.clone();
+                    async move { postgres::get_key(&c, &id).await }
+                })
+                .await
+            }
         }
     }
 
@@ -472,6 +534,13 @@ impl Store {
                 s.read(move |c| sqlite::list_keys(c, account.as_deref()))
                     .await
             }
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let account = account.clone();
+                    async move { postgres::list_keys(&c, account.as_deref()).await }
+                })
+                .await
+            }
         }
     }
 
@@ -479,6 +548,10 @@ impl Store {
     pub async fn revocation_counter(&self) -> Result<u64, StoreError> {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(sqlite::revocation_counter).await,
+            Backend::Postgres(p) => {
+                p.read(|c| async move { postgres::revocation_counter(&c).await })
+                    .await
+            }
         }
     }
 
@@ -487,6 +560,13 @@ impl Store {
         let account = account.to_owned();
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(move |c| sqlite::balance(c, &account)).await,
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let account = account.clone();
+                    async move { postgres::balance(&c, &account).await }
+                })
+                .await
+            }
         }
     }
 
@@ -501,6 +581,10 @@ impl Store {
                 s.read(move |c| sqlite::expired_pending(c, now, limit))
                     .await
             }
+            Backend::Postgres(p) => {
+                p.read(move |c| async move { postgres::expired_pending(&c, now, limit).await })
+                    .await
+            }
         }
     }
 
@@ -508,6 +592,13 @@ impl Store {
         let id = id.to_owned();
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(move |c| sqlite::reservation(c, &id)).await,
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let id = id.clone();
+                    async move { postgres::reservation(&c, &id).await }
+                })
+                .await
+            }
         }
     }
 
@@ -515,12 +606,23 @@ impl Store {
     pub async fn pending_count(&self) -> Result<i64, StoreError> {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(sqlite::pending_count).await,
+            Backend::Postgres(p) => {
+                p.read(|c| async move { postgres::pending_count(&c).await })
+                    .await
+            }
         }
     }
 
     pub async fn usage(&self, f: UsageFilter) -> Result<Vec<UsageRow>, StoreError> {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(move |c| sqlite::usage(c, &f)).await,
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let f = f.clone();
+                    async move { postgres::usage(&c, &f).await }
+                })
+                .await
+            }
         }
     }
 
@@ -528,6 +630,42 @@ impl Store {
     pub async fn account_sums(&self) -> Result<Vec<AccountSums>, StoreError> {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(sqlite::account_sums).await,
+            Backend::Postgres(p) => p.read(postgres::account_sums).await,
         }
+    }
+}
+
+/// A URL with its password (if any) replaced by `***`, fit for logs and `Debug`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(
+            super::redact("postgres://app:s3cret@db:5432/gw?x=1"),
+            "postgres://app:***@db:5432/gw?x=1"
+        );
+        assert_eq!(
+            super::redact("postgres://app@db/gw"),
+            "postgres://app@db/gw"
+        );
+        assert_eq!(super::redact("sqlite://data/a.db"), "sqlite://data/a.db");
     }
 }
