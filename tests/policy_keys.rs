@@ -10,7 +10,7 @@ use agentgate::auth::{
     NewKeySpec, Scopes,
 };
 use agentgate::credits::LedgerConfig;
-use agentgate::store::now_ms;
+use agentgate::store::{now_ms, StoreEvent};
 use policy_support::{fixture, fixture_on, Backend};
 
 fn spec(account: &str) -> NewKeySpec {
@@ -289,6 +289,48 @@ mod properties {
         #[test]
         fn timestamps_round_trip(ms in -62_000_000_000_000i64..250_000_000_000_000i64) {
             prop_assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms));
+        }
+    }
+}
+
+/// PostgreSQL announces a revocation and a grant made through one replica to every other
+/// replica (LISTEN/NOTIFY) well within a second; the caches act on these events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_announces_revocations_and_grants_to_other_replicas() {
+    let Some(fx) = fixture_on(Backend::Postgres, LedgerConfig::default()).await else {
+        return;
+    };
+    let other = fx.second_handle().await;
+    let mut events = other.subscribe().expect("a PostgreSQL store has events");
+    let (_, info) = create_key(&fx.store, spec("acme")).await.expect("created");
+    let t0 = Instant::now();
+    fx.store
+        .revoke_key(info.public_id(), now_ms())
+        .await
+        .expect("revoked");
+    assert_eq!(
+        next_event(&mut events).await,
+        StoreEvent::KeyRevoked(info.public_id().to_owned())
+    );
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    fx.ledger.grant("acme", 5.0, None).await.expect("granted");
+    assert_eq!(
+        next_event(&mut events).await,
+        StoreEvent::CreditsChanged("acme".into())
+    );
+    // A SQLite store has no such channel: its readers poll.
+    let sqlite = fixture_on(Backend::Sqlite, LedgerConfig::default())
+        .await
+        .expect("sqlite");
+    assert!(sqlite.store.subscribe().is_none());
+}
+
+async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<StoreEvent>) -> StoreEvent {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(Ok(StoreEvent::Resync)) => continue,
+            Ok(Ok(ev)) => return ev,
+            other => panic!("no event within 1 s: {other:?}"),
         }
     }
 }

@@ -146,7 +146,14 @@ impl PgStore {
                 migrate(&mut client).await
             })?;
         }
-        rt.spawn(listen_loop(config, Arc::clone(&shared)));
+        // Serve only once revocations by other replicas are heard (the poller covers a LISTEN
+        // connection that takes longer).
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        rt.spawn(listen_loop(config, Arc::clone(&shared), ready_tx));
+        let listening = rt.block_on(tokio::time::timeout(Duration::from_secs(5), ready_rx));
+        if !matches!(listening, Ok(Ok(()))) {
+            tracing::warn!("postgres LISTEN not established yet; revocations are polled meanwhile");
+        }
         let (tx, rx) = mpsc::channel();
         let handle = rt.handle().clone();
         let dispatch_shared = Arc::clone(&shared);
@@ -1057,13 +1064,18 @@ fn parse_event(payload: &str) -> Option<StoreEvent> {
 /// Keeps one connection `LISTEN`ing and turns notifications into [`StoreEvent`]s. After every
 /// (re)connection it sends `Resync`: whatever happened while it was away was not heard, so
 /// subscribers drop their caches.
-async fn listen_loop(config: tokio_postgres::Config, sh: Arc<Shared>) {
+async fn listen_loop(
+    config: tokio_postgres::Config,
+    sh: Arc<Shared>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
     let mut delay = Duration::from_millis(100);
+    let mut ready = Some(ready);
     loop {
         if sh.stopping.load(Ordering::Acquire) {
             return;
         }
-        match listen_once(&config, &sh).await {
+        match listen_once(&config, &sh, &mut ready).await {
             Ok(()) => delay = Duration::from_millis(100),
             Err(e) => {
                 tracing::warn!(error = %e, "postgres LISTEN connection failed; reconnecting");
@@ -1074,7 +1086,11 @@ async fn listen_loop(config: tokio_postgres::Config, sh: Arc<Shared>) {
     }
 }
 
-async fn listen_once(config: &tokio_postgres::Config, sh: &Shared) -> Result<(), StoreError> {
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    sh: &Shared,
+    ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(), StoreError> {
     let (client, mut conn) = config.connect(NoTls).await.map_err(pg_err)?;
     let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
@@ -1096,6 +1112,9 @@ async fn listen_once(config: &tokio_postgres::Config, sh: &Shared) -> Result<(),
         .await
         .map_err(pg_err)?;
     let _ = sh.events.send(StoreEvent::Resync);
+    if let Some(ready) = ready.take() {
+        let _ = ready.send(());
+    }
     while let Some(payload) = nrx.recv().await {
         match parse_event(&payload) {
             Some(ev) => {
