@@ -10,7 +10,7 @@ mod policy;
 pub use body::{KeepAlive, StreamEnd, TranscodeBody};
 pub use conversations::Conversations;
 pub use meter::{GatewayMeter, Ids};
-pub use policy::{Admission, Policy};
+pub use policy::{Admission, Limiter, Policy};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
