@@ -1,4 +1,5 @@
-//! Keys: format, authentication through the cache, refusal without lookups, revocation.
+//! Keys: format, authentication through the cache, refusal without lookups, revocation (the
+//! store-facing tests run on SQLite and on PostgreSQL, which skips when unreachable).
 
 mod policy_support;
 
@@ -8,8 +9,9 @@ use agentgate::auth::{
     create_key, parse_key, AuthError, Authenticator, KeyFormatError, KeyKind, KeyLimits,
     NewKeySpec, Scopes,
 };
-use agentgate::store::now_ms;
-use policy_support::fixture;
+use agentgate::credits::LedgerConfig;
+use agentgate::store::{now_ms, StoreEvent};
+use policy_support::{fixture, fixture_on, Backend};
 
 fn spec(account: &str) -> NewKeySpec {
     NewKeySpec {
@@ -26,9 +28,14 @@ fn spec(account: &str) -> NewKeySpec {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn created_key_authenticates_and_carries_its_policy() {
-    let fx = fixture().await;
+crate::on_both_stores!(
+    created_key_authenticates_and_carries_its_policy,
+    created_key_authenticates_and_carries_its_policy_on
+);
+async fn created_key_authenticates_and_carries_its_policy_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     let (secret, created) = create_key(&fx.store, spec("acme")).await.expect("created");
     let auth = Authenticator::new(fx.store.clone());
     let header = format!("Bearer {}", secret.expose());
@@ -127,9 +134,14 @@ async fn malformed_and_checksum_failing_keys_cost_no_lookup() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn well_formed_unknown_key_is_refused_after_one_lookup() {
-    let fx = fixture().await;
+crate::on_both_stores!(
+    well_formed_unknown_key_is_refused_after_one_lookup,
+    well_formed_unknown_key_is_refused_after_one_lookup_on
+);
+async fn well_formed_unknown_key_is_refused_after_one_lookup_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     let auth = Authenticator::new(fx.store.clone());
     let stranger = agentgate::auth::SecretKey::generate();
     let r = auth
@@ -139,9 +151,14 @@ async fn well_formed_unknown_key_is_refused_after_one_lookup() {
     assert_eq!(auth.store_lookups(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_process_revocation_is_immediate() {
-    let fx = fixture().await;
+crate::on_both_stores!(
+    in_process_revocation_is_immediate,
+    in_process_revocation_is_immediate_on
+);
+async fn in_process_revocation_is_immediate_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     let (secret, info) = create_key(&fx.store, spec("acme")).await.expect("created");
     let auth = Authenticator::new(fx.store.clone());
     let h = format!("Bearer {}", secret.expose());
@@ -156,9 +173,14 @@ async fn in_process_revocation_is_immediate() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revocation_by_another_process_is_seen_within_a_second() {
-    let fx = fixture().await;
+crate::on_both_stores!(
+    revocation_by_another_process_is_seen_within_a_second,
+    revocation_by_another_process_is_seen_within_a_second_on
+);
+async fn revocation_by_another_process_is_seen_within_a_second_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     let cli = fx.second_handle().await;
     let (secret, info) = create_key(&cli, spec("acme"))
         .await
@@ -211,9 +233,11 @@ async fn revocation_is_seen_even_without_the_poller() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_keys_are_refused() {
-    let fx = fixture().await;
+crate::on_both_stores!(expired_keys_are_refused, expired_keys_are_refused_on);
+async fn expired_keys_are_refused_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     let mut s = spec("acme");
     s.expires_at = Some(now_ms() - 1);
     let (secret, _) = create_key(&fx.store, s).await.expect("created");
@@ -265,6 +289,48 @@ mod properties {
         #[test]
         fn timestamps_round_trip(ms in -62_000_000_000_000i64..250_000_000_000_000i64) {
             prop_assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms));
+        }
+    }
+}
+
+/// PostgreSQL announces a revocation and a grant made through one replica to every other
+/// replica (LISTEN/NOTIFY) well within a second; the caches act on these events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_announces_revocations_and_grants_to_other_replicas() {
+    let Some(fx) = fixture_on(Backend::Postgres, LedgerConfig::default()).await else {
+        return;
+    };
+    let other = fx.second_handle().await;
+    let mut events = other.subscribe().expect("a PostgreSQL store has events");
+    let (_, info) = create_key(&fx.store, spec("acme")).await.expect("created");
+    let t0 = Instant::now();
+    fx.store
+        .revoke_key(info.public_id(), now_ms())
+        .await
+        .expect("revoked");
+    assert_eq!(
+        next_event(&mut events).await,
+        StoreEvent::KeyRevoked(info.public_id().to_owned())
+    );
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    fx.ledger.grant("acme", 5.0, None).await.expect("granted");
+    assert_eq!(
+        next_event(&mut events).await,
+        StoreEvent::CreditsChanged("acme".into())
+    );
+    // A SQLite store has no such channel: its readers poll.
+    let sqlite = fixture_on(Backend::Sqlite, LedgerConfig::default())
+        .await
+        .expect("sqlite");
+    assert!(sqlite.store.subscribe().is_none());
+}
+
+async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<StoreEvent>) -> StoreEvent {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(Ok(StoreEvent::Resync)) => continue,
+            Ok(Ok(ev)) => return ev,
+            other => panic!("no event within 1 s: {other:?}"),
         }
     }
 }

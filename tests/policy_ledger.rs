@@ -1,4 +1,5 @@
-//! The credit ledger against a real SQLite file: races, exactly-once settling, idempotency.
+//! The credit ledger against a real SQLite file and a real PostgreSQL database (each test runs
+//! on both; PostgreSQL skips when unreachable): races, exactly-once settling, idempotency.
 
 mod policy_support;
 
@@ -6,14 +7,19 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentgate::credits::{Begin, CreditError, Ledger};
+use agentgate::credits::{Begin, CreditError, Ledger, LedgerConfig};
 use agentgate::store::{now_ms, SettleOutcome, SettleRequest};
-use policy_support::{fixture, fixture_with, req, short_timeouts};
+use policy_support::{fixture_on, req, short_timeouts, Backend};
 use tokio::sync::Barrier;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn thousand_racing_reservations_against_a_hundred_credits() {
-    let fx = fixture().await;
+crate::on_both_stores!(
+    thousand_racing_reservations_against_a_hundred_credits,
+    thousand_racing_reservations_against_a_hundred_credits_on
+);
+async fn thousand_racing_reservations_against_a_hundred_credits_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     fx.ledger
         .grant("acme", 100.0, Some("test"))
         .await
@@ -89,9 +95,14 @@ async fn thousand_racing_reservations_against_a_hundred_credits() {
     fx.ledger.check_invariants().await.expect("sums match");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settles_exactly_once_whichever_way() {
-    let fx = fixture().await;
+crate::on_both_stores!(
+    settles_exactly_once_whichever_way,
+    settles_exactly_once_whichever_way_on
+);
+async fn settles_exactly_once_whichever_way_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     fx.ledger.grant("acme", 50.0, None).await.expect("granted");
 
     // Explicit settlement: charge clamped to the reservation, rest refunded.
@@ -165,9 +176,14 @@ async fn settles_exactly_once_whichever_way() {
     fx.ledger.check_invariants().await.expect("sums match");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_reservation_writes_nothing_and_leaves_the_balance() {
-    let fx = fixture().await;
+crate::on_both_stores!(
+    refused_reservation_writes_nothing_and_leaves_the_balance,
+    refused_reservation_writes_nothing_and_leaves_the_balance_on
+);
+async fn refused_reservation_writes_nothing_and_leaves_the_balance_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     fx.ledger.grant("acme", 5.0, None).await.expect("granted");
     let e = fx
         .ledger
@@ -190,9 +206,14 @@ async fn refused_reservation_writes_nothing_and_leaves_the_balance() {
     fx.ledger.check_invariants().await.expect("sums match");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn credits_granted_by_another_process_are_usable_promptly() {
-    let fx = fixture_with(short_timeouts()).await;
+crate::on_both_stores!(
+    credits_granted_by_another_process_are_usable_promptly,
+    credits_granted_by_another_process_are_usable_promptly_on
+);
+async fn credits_granted_by_another_process_are_usable_promptly_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, short_timeouts()).await else {
+        return;
+    };
     assert!(fx.ledger.reserve(req("acme", "1", 1.0, 1.0)).await.is_err());
     // The CLI grants on its own handle; the gateway's in-memory estimate is stale.
     let cli = Ledger::new(fx.second_handle().await, short_timeouts());
@@ -207,9 +228,14 @@ async fn credits_granted_by_another_process_are_usable_promptly() {
     assert_eq!(cli.balance("acme").await.expect("b"), 2.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reservation_whose_caller_left_is_voided() {
-    let fx = fixture().await;
+crate::on_both_stores!(
+    a_reservation_whose_caller_left_is_voided,
+    a_reservation_whose_caller_left_is_voided_on
+);
+async fn a_reservation_whose_caller_left_is_voided_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
     fx.ledger.grant("acme", 10.0, None).await.expect("granted");
     let pending = fx
         .ledger
@@ -246,9 +272,14 @@ async fn a_reservation_whose_caller_left_is_voided() {
     fx.ledger.check_invariants().await.expect("sums match");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn extended_reservations_survive_recovery() {
-    let fx = fixture_with(short_timeouts()).await;
+crate::on_both_stores!(
+    extended_reservations_survive_recovery,
+    extended_reservations_survive_recovery_on
+);
+async fn extended_reservations_survive_recovery_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, short_timeouts()).await else {
+        return;
+    };
     fx.ledger.grant("acme", 10.0, None).await.expect("granted");
     let live = fx
         .ledger
@@ -303,9 +334,11 @@ async fn extended_reservations_survive_recovery() {
     fx.ledger.check_invariants().await.expect("sums match");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_states() {
-    let fx = fixture_with(short_timeouts()).await;
+crate::on_both_stores!(idempotency_states, idempotency_states_on);
+async fn idempotency_states_on(backend: Backend) {
+    let Some(fx) = fixture_on(backend, short_timeouts()).await else {
+        return;
+    };
     let l = &fx.ledger;
     let Begin::New(token) = l
         .idempotency_begin("acme", "k1", "hash-a")

@@ -41,9 +41,10 @@ impl StoreArgs {
                     crate::config::StoreUrl::Sqlite(path) => {
                         format!("sqlite://{}", path.display())
                     }
-                    _ => {
+                    crate::config::StoreUrl::Postgres(url) => url.expose().to_owned(),
+                    crate::config::StoreUrl::SqliteMemory => {
                         return Err(AdminError::Config(
-                            "the config's [store] is not a SQLite file; pass --store".into(),
+                            "the config's [store] is in memory; pass --store".into(),
                         ))
                     }
                 }

@@ -7,7 +7,9 @@
 //! same file, another replica) bumps a counter in the store that a background task polls every
 //! 200 ms. Either change empties the cache and bumps a generation number, so a lookup that
 //! raced with the revocation cannot re-insert a stale entry. If the poller has not succeeded
-//! for 1 s, entries older than 500 ms are revalidated against the store instead.
+//! for 1 s, entries older than 500 ms are revalidated against the store instead. On
+//! PostgreSQL a revocation by any replica is also announced with `NOTIFY` and empties the cache
+//! as soon as it is heard; the poller stays as the fallback.
 
 mod key;
 mod scopes;
@@ -22,7 +24,7 @@ use subtle::ConstantTimeEq;
 pub use key::{hash_key, parse_key, to_hex, KeyFormatError, ParsedKey, SecretKey, KEY_LEN, PREFIX};
 pub use scopes::{KeyKind, Scopes, UnknownKind, UnknownScope};
 
-use crate::store::{now_ms, KeyRecord, Store, StoreError, UnixMs};
+use crate::store::{now_ms, KeyRecord, Store, StoreError, StoreEvent, UnixMs};
 
 /// Per-key limits set at creation; `None` falls back to the agent's or the default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -280,6 +282,29 @@ impl AuthInner {
     }
 }
 
+/// Empties the cache when another replica revokes a key (PostgreSQL `NOTIFY`, heard within
+/// milliseconds of the commit), or when the event connection was lost and re-established
+/// (what happened meanwhile is unknown). Ends with the authenticator.
+async fn follow_events(
+    weak: std::sync::Weak<AuthInner>,
+    mut events: tokio::sync::broadcast::Receiver<StoreEvent>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = events.recv().await;
+        let Some(inner) = weak.upgrade() else { return };
+        match event {
+            Ok(StoreEvent::KeyRevoked(id)) => {
+                tracing::debug!(key = %id, "key revoked elsewhere; cache emptied");
+                inner.invalidate();
+            }
+            Ok(StoreEvent::Resync) | Err(RecvError::Lagged(_)) => inner.invalidate(),
+            Ok(StoreEvent::CreditsChanged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
 /// Authenticates `Authorization` header values against the store, through a cache.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -300,6 +325,9 @@ impl Authenticator {
             last_poll_ms: AtomicI64::new(0),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if let Some(events) = inner.store.subscribe() {
+                rt.spawn(follow_events(Arc::downgrade(&inner), events));
+            }
             let weak = Arc::downgrade(&inner);
             rt.spawn(async move {
                 let mut tick = tokio::time::interval(POLL_EVERY);

@@ -27,7 +27,8 @@ use tokio::sync::oneshot;
 
 use crate::store::{
     now_ms, Done, IdemClaim, IdemCompletion, IdemOutcome, NewGrant, NewReservation, ReserveOutcome,
-    SettleOutcome, SettleRequest, Store, StoreError, StoredResponse, UnixMs, WriteOp, WriteQueue,
+    SettleOutcome, SettleRequest, Store, StoreError, StoreEvent, StoredResponse, UnixMs, WriteOp,
+    WriteQueue,
 };
 
 /// Millicredits per credit: amounts are integers internally, f64 credits at the API edge.
@@ -173,12 +174,16 @@ pub struct IdemToken {
 
 impl Ledger {
     pub fn new(store: Store, cfg: LedgerConfig) -> Ledger {
+        let estimates = Arc::new(DashMap::new());
+        if let (Ok(rt), Some(events)) = (tokio::runtime::Handle::try_current(), store.subscribe()) {
+            rt.spawn(follow_events(Arc::downgrade(&estimates), events));
+        }
         Ledger {
             inner: Arc::new(LedgerInner {
                 queue: store.queue(),
                 store,
                 cfg,
-                estimates: Arc::new(DashMap::new()),
+                estimates,
             }),
         }
     }
@@ -493,6 +498,35 @@ impl Ledger {
             .store
             .idem_abort(&token.account, &token.idem_key, &token.owner)
             .await?)
+    }
+}
+
+/// Credits granted through another replica (PostgreSQL `NOTIFY`): stop trusting that
+/// account's estimate, so a request it would have refused asks the store instead.
+async fn follow_events(
+    weak: std::sync::Weak<DashMap<String, Arc<Estimate>>>,
+    mut events: tokio::sync::broadcast::Receiver<StoreEvent>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = events.recv().await;
+        let Some(estimates) = weak.upgrade() else {
+            return;
+        };
+        match event {
+            Ok(StoreEvent::CreditsChanged(account)) => {
+                if let Some(e) = estimates.get(&account) {
+                    e.refreshed_ms.store(0, Ordering::Release);
+                }
+            }
+            Ok(StoreEvent::Resync) | Err(RecvError::Lagged(_)) => {
+                for e in estimates.iter() {
+                    e.refreshed_ms.store(0, Ordering::Release);
+                }
+            }
+            Ok(StoreEvent::KeyRevoked(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

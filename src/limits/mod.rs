@@ -4,8 +4,10 @@
 //! per key), held in a `DashMap`. The key is checked before the agent; a request refused by the
 //! agent's limit has still spent one cell of its key's. Refusals carry what the 429 needs:
 //! `Retry-After` and the `RateLimit-Policy`/`RateLimit` headers of
-//! draft-ietf-httpapi-ratelimit-headers (structured fields, named policies).
+//! draft-ietf-httpapi-ratelimit-headers (structured fields, named policies). With
+//! `[rate_limit] redis_url` the same GCRA runs in Redis for the whole fleet ([`FleetLimiter`]).
 
+mod fleet;
 mod streams;
 
 use std::num::NonZeroU32;
@@ -19,6 +21,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::Quota;
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
+pub use fleet::{FleetError, FleetLimiter};
 pub use streams::{SlotGuard, StreamSlots};
 
 /// A GCRA quota: a sustained rate and a burst.

@@ -9,7 +9,7 @@ use crate::auth::{AuthError, Authenticator, KeyInfo, Scopes};
 use crate::config::{AgentConfig, Config, Rate, StoreUrl};
 use crate::credits::{CreditError, Ledger, LedgerConfig, Reservation, ReserveRequest};
 use crate::fronts::{Api, ApiError};
-use crate::limits::{Allowed, RateLimiter, RateQuota, SlotGuard, StreamSlots};
+use crate::limits::{Allowed, FleetLimiter, RateLimiter, RateQuota, SlotGuard, StreamSlots};
 use crate::store::Store;
 
 /// How often expired reservations are looked for (and settled to their base cost), at most:
@@ -26,11 +26,41 @@ pub struct Policy {
     pub store: Store,
     pub auth: Authenticator,
     pub ledger: Ledger,
-    limiter: RateLimiter,
+    limiter: Limiter,
     streams: StreamSlots,
     /// Limits for keys created without their own.
     key_rate: Option<RateQuota>,
     key_max_streams: Option<u32>,
+}
+
+/// Where rate limits are kept: in this process (governor), or in Redis for the whole fleet
+/// (`[rate_limit] redis_url`).
+pub enum Limiter {
+    Local(RateLimiter),
+    Fleet(FleetLimiter),
+}
+
+impl Limiter {
+    async fn check(
+        &self,
+        key_id: &str,
+        key_quota: Option<RateQuota>,
+        agent_id: &str,
+        agent_quota: Option<RateQuota>,
+    ) -> Result<Allowed, crate::limits::RateLimited> {
+        match self {
+            Limiter::Local(l) => l.check(key_id, key_quota, agent_id, agent_quota),
+            Limiter::Fleet(f) => f.check(key_id, key_quota, agent_id, agent_quota).await,
+        }
+    }
+
+    /// Checks admitted without a verdict because Redis was unavailable (0 for local limits).
+    pub fn fail_open_count(&self) -> u64 {
+        match self {
+            Limiter::Local(_) => 0,
+            Limiter::Fleet(f) => f.fail_open_count(),
+        }
+    }
 }
 
 /// The account of requests on a front that requires no key.
@@ -65,15 +95,11 @@ impl Policy {
                         .into(),
                 )
             }
-            StoreUrl::Postgres(_) => {
-                return Err(
-                    "[store] url: PostgreSQL is not supported yet; use sqlite://PATH".into(),
-                )
-            }
+            StoreUrl::Postgres(url) => url.expose().to_owned(),
         };
         let store = Store::open(&url)
             .await
-            .map_err(|e| format!("store {url}: {e}"))?;
+            .map_err(|e| format!("store {}: {e}", crate::store::redact(&url)))?;
         let ledger = Ledger::new(
             store.clone(),
             LedgerConfig {
@@ -84,15 +110,22 @@ impl Policy {
         match ledger.recover(crate::store::now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(settled = n, "recovered reservations left open by a crash"),
-            Err(e) => return Err(format!("store {url}: recovery failed: {e}")),
+            Err(e) => return Err(format!("store {}: recovery failed: {e}", store.url())),
         }
         ledger.spawn_recovery(recovery_interval(config.store().reservation_timeout));
         let defaults = &config.rate_limit().key_defaults;
+        let limiter = match &config.rate_limit().redis_url {
+            None => Limiter::Local(RateLimiter::new()),
+            Some(url) => Limiter::Fleet(
+                FleetLimiter::new(url.expose(), &config.rate_limit().key_prefix)
+                    .map_err(|e| format!("[rate_limit] redis_url: {e}"))?,
+            ),
+        };
         Ok(Policy {
             auth: Authenticator::new(store.clone()),
             store,
             ledger,
-            limiter: RateLimiter::new(),
+            limiter,
             streams: StreamSlots::new(),
             key_rate: defaults.rate.and_then(quota),
             key_max_streams: defaults.max_streams,
@@ -143,7 +176,7 @@ impl Policy {
         request_id: &str,
     ) -> Result<Admission, ApiError> {
         let Some(key) = key else {
-            return self.admit_open(agent, stream);
+            return self.admit_open(agent, stream).await;
         };
         if stream && !key.has_scope(Scopes::AGENTS_STREAM) {
             return Err(ApiError::new(
@@ -159,6 +192,7 @@ impl Policy {
         let allowed: Allowed = self
             .limiter
             .check(key.public_id(), key_quota, &agent.id, agent_quota)
+            .await
             .map_err(rate_limited)?;
         let mut headers = http::HeaderMap::new();
         allowed.write_headers(&mut headers);
@@ -220,10 +254,16 @@ impl Policy {
 }
 
 impl Policy {
-    fn admit_open(&self, agent: &AgentConfig, stream: bool) -> Result<Admission, ApiError> {
+    /// Where this gateway keeps its rate limits.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    async fn admit_open(&self, agent: &AgentConfig, stream: bool) -> Result<Admission, ApiError> {
         let allowed = self
             .limiter
             .check(ANONYMOUS, None, &agent.id, agent.rate.and_then(quota))
+            .await
             .map_err(rate_limited)?;
         let mut headers = http::HeaderMap::new();
         allowed.write_headers(&mut headers);

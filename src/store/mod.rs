@@ -3,8 +3,9 @@
 //! Writes go through a queue drained by one writer that commits whatever is queued in one
 //! transaction (group commit); a caller that needs durability awaits its batch's commit, a
 //! caller that does not (a settlement from a `Drop` guard) only enqueues. Reads use separate
-//! connections. SQLite is the embedded default; the private `Backend` enum is the seam where PostgreSQL slots
-//! in with the same operations and the same portable SQL.
+//! connections. SQLite is the embedded default; PostgreSQL (`postgres://…`, module `postgres`) is
+//! the store of several replicas: the same operations and callbacks, each op its own short
+//! transaction on a pool instead of one writer's batch (see that module).
 //!
 //! What survives a crash: every write a caller was told about (an awaited op) is on disk, with
 //! `synchronous=FULL` even across power loss. A fire-and-forget settlement still queued at
@@ -12,6 +13,9 @@
 //! to its fallback once it expires, so a request is never charged twice nor left open.
 
 mod conversations;
+mod pg_conversations;
+mod pg_schema;
+mod postgres;
 mod schema;
 mod sqlite;
 pub mod time;
@@ -32,10 +36,16 @@ pub use time::{now_ms, UnixMs};
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported store url `{0}` (expected sqlite://PATH)")]
+    #[error("unsupported store url `{0}` (expected sqlite://PATH or postgres://…)")]
     Url(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL refused the statement.
+    #[error("postgres: {0}")]
+    Postgres(String),
+    /// PostgreSQL could not be reached, or the connection broke (worth retrying).
+    #[error("postgres unavailable: {0}")]
+    Unavailable(String),
     #[error("store schema version {found} is newer than this binary supports ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
     #[error("duplicate {0}")]
@@ -286,9 +296,22 @@ pub struct AccountSums {
     pub pending: i64,
 }
 
-/// The backends. PostgreSQL will be a second variant implementing the same operations.
+/// What other processes sharing the store did, as far as caches care (PostgreSQL
+/// `LISTEN`/`NOTIFY`; a SQLite store announces nothing and is polled instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A key was revoked (by any replica or the CLI).
+    KeyRevoked(String),
+    /// Credits of this account were granted or adjusted.
+    CreditsChanged(String),
+    /// The event connection was (re)established: anything may have been missed.
+    Resync,
+}
+
+/// The backends, implementing the same operations.
 enum Backend {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
 }
 
 struct StoreInner {
@@ -321,9 +344,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Store {
-    /// Opens the store named by a URL: `sqlite://PATH` (relative or absolute path). A file is
-    /// required (no in-memory database) so that the CLI and the server can share it.
+    /// Opens the store named by a URL: `sqlite://PATH` (relative or absolute path) or
+    /// `postgres://…` / `postgresql://…`. A SQLite file is required (no in-memory database) so
+    /// that the CLI and the server can share it.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Self::open_postgres(url).await;
+        }
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -349,7 +376,35 @@ impl Store {
         })
     }
 
-    /// The URL this store was opened with.
+    /// Connects to PostgreSQL, creating and migrating the schema if needed (replicas starting
+    /// together take turns). The URL may carry a password; it is never logged or shown.
+    pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let owned = url.to_owned();
+        let store = blocking(move || postgres::PgStore::open(&owned)).await?;
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                backend: Backend::Postgres(store),
+                url: redact(url),
+                local_revocations: Arc::new(AtomicU64::new(0)),
+            }),
+        })
+    }
+
+    /// Whether this store is shared by replicas through a database server (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner.backend, Backend::Postgres(_))
+    }
+
+    /// Events announced by other processes sharing the store; `None` for SQLite, which has
+    /// no such channel (its readers poll).
+    pub fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(p.subscribe()),
+        }
+    }
+
+    /// The URL this store was opened with (a password replaced by `***`).
     pub fn url(&self) -> &str {
         &self.inner.url
     }
@@ -358,6 +413,7 @@ impl Store {
     pub fn queue(&self) -> WriteQueue {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.queue(),
+            Backend::Postgres(p) => p.queue(),
         }
     }
 
@@ -485,6 +541,13 @@ impl Store {
         let id = public_id.to_owned();
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(move |c| sqlite::get_key(c, &id)).await,
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let id = id.clone();
+                    async move { postgres::get_key(&c, &id).await }
+                })
+                .await
+            }
         }
     }
 
@@ -495,6 +558,13 @@ impl Store {
                 s.read(move |c| sqlite::list_keys(c, account.as_deref()))
                     .await
             }
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let account = account.clone();
+                    async move { postgres::list_keys(&c, account.as_deref()).await }
+                })
+                .await
+            }
         }
     }
 
@@ -502,6 +572,10 @@ impl Store {
     pub async fn revocation_counter(&self) -> Result<u64, StoreError> {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(sqlite::revocation_counter).await,
+            Backend::Postgres(p) => {
+                p.read(|c| async move { postgres::revocation_counter(&c).await })
+                    .await
+            }
         }
     }
 
@@ -510,6 +584,13 @@ impl Store {
         let account = account.to_owned();
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(move |c| sqlite::balance(c, &account)).await,
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let account = account.clone();
+                    async move { postgres::balance(&c, &account).await }
+                })
+                .await
+            }
         }
     }
 
@@ -524,6 +605,10 @@ impl Store {
                 s.read(move |c| sqlite::expired_pending(c, now, limit))
                     .await
             }
+            Backend::Postgres(p) => {
+                p.read(move |c| async move { postgres::expired_pending(&c, now, limit).await })
+                    .await
+            }
         }
     }
 
@@ -531,6 +616,13 @@ impl Store {
         let id = id.to_owned();
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(move |c| sqlite::reservation(c, &id)).await,
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let id = id.clone();
+                    async move { postgres::reservation(&c, &id).await }
+                })
+                .await
+            }
         }
     }
 
@@ -538,12 +630,23 @@ impl Store {
     pub async fn pending_count(&self) -> Result<i64, StoreError> {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(sqlite::pending_count).await,
+            Backend::Postgres(p) => {
+                p.read(|c| async move { postgres::pending_count(&c).await })
+                    .await
+            }
         }
     }
 
     pub async fn usage(&self, f: UsageFilter) -> Result<Vec<UsageRow>, StoreError> {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(move |c| sqlite::usage(c, &f)).await,
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let f = f.clone();
+                    async move { postgres::usage(&c, &f).await }
+                })
+                .await
+            }
         }
     }
 
@@ -558,6 +661,15 @@ impl Store {
             Backend::Sqlite(s) => {
                 s.read(move |c| conversations::get_conversation(c, &account, &agent_id, &id))
                     .await
+            }
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let (account, agent_id, id) = (account.clone(), agent_id.clone(), id.clone());
+                    async move {
+                        pg_conversations::get_conversation(&c, &account, &agent_id, &id).await
+                    }
+                })
+                .await
             }
         }
     }
@@ -583,6 +695,24 @@ impl Store {
                         before.as_ref(),
                         limit,
                     )
+                })
+                .await
+            }
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let (account, agent_id, before) =
+                        (account.clone(), agent_id.clone(), before.clone());
+                    async move {
+                        pg_conversations::list_conversations(
+                            &c,
+                            &account,
+                            &agent_id,
+                            archived,
+                            before.as_ref(),
+                            limit,
+                        )
+                        .await
+                    }
                 })
                 .await
             }
@@ -617,6 +747,24 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let (account, agent_id, conversation_id) =
+                        (account.clone(), agent_id.clone(), conversation_id.clone());
+                    async move {
+                        pg_conversations::history(
+                            &c,
+                            &account,
+                            &agent_id,
+                            &conversation_id,
+                            before_seq,
+                            limit,
+                        )
+                        .await
+                    }
+                })
+                .await
+            }
         }
     }
 
@@ -634,6 +782,17 @@ impl Store {
                 s.read(move |c| conversations::inbox(c, &account, &agent_id, after.as_ref(), limit))
                     .await
             }
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let (account, agent_id, after) =
+                        (account.clone(), agent_id.clone(), after.clone());
+                    async move {
+                        pg_conversations::inbox(&c, &account, &agent_id, after.as_ref(), limit)
+                            .await
+                    }
+                })
+                .await
+            }
         }
     }
 
@@ -641,6 +800,42 @@ impl Store {
     pub async fn account_sums(&self) -> Result<Vec<AccountSums>, StoreError> {
         match &self.inner.backend {
             Backend::Sqlite(s) => s.read(sqlite::account_sums).await,
+            Backend::Postgres(p) => p.read(postgres::account_sums).await,
         }
+    }
+}
+
+/// A URL with its password (if any) replaced by `***`, fit for logs and `Debug`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(
+            super::redact("postgres://app:s3cret@db:5432/gw?x=1"),
+            "postgres://app:***@db:5432/gw?x=1"
+        );
+        assert_eq!(
+            super::redact("postgres://app@db/gw"),
+            "postgres://app@db/gw"
+        );
+        assert_eq!(super::redact("sqlite://data/a.db"), "sqlite://data/a.db");
     }
 }

@@ -1,0 +1,360 @@
+//! Conversations and transcripts on PostgreSQL: the statements of `conversations.rs` with `$n`
+//! placeholders, each write one transaction on a pooled connection.
+//!
+//! Replicas may record exchanges of one conversation at once. The upsert of the conversation
+//! row comes first and locks that row until commit, so the `MAX(seq)` read after it sees every
+//! exchange committed before, and message numbers never collide.
+
+use deadpool_postgres::Object;
+use tokio_postgres::Row;
+
+use super::conversations::{
+    After, ConversationOutcome, ConversationRecord, ConversationWrite, Exchange, MessageRecord,
+};
+use super::postgres::{col, pg_err};
+use super::StoreError;
+
+const CONVERSATION_COLUMNS: &str =
+    "account, agent_id, id, front, backend_id, title, archived, created_at, updated_at";
+
+fn conversation_row(r: &Row) -> Result<ConversationRecord, StoreError> {
+    Ok(ConversationRecord {
+        account: col(r, 0)?,
+        agent_id: col(r, 1)?,
+        id: col(r, 2)?,
+        front: col(r, 3)?,
+        backend_id: col(r, 4)?,
+        title: col(r, 5)?,
+        archived: col(r, 6)?,
+        created_at: col(r, 7)?,
+        updated_at: col(r, 8)?,
+    })
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, seq, role, content, tool_calls, credits, created_at, read_at";
+
+fn message_row(r: &Row) -> Result<MessageRecord, StoreError> {
+    Ok(MessageRecord {
+        id: col(r, 0)?,
+        conversation_id: col(r, 1)?,
+        seq: col(r, 2)?,
+        role: col(r, 3)?,
+        content: col(r, 4)?,
+        tool_calls: col(r, 5)?,
+        credits: col(r, 6)?,
+        created_at: col(r, 7)?,
+        read_at: col(r, 8)?,
+    })
+}
+
+/// One [`ConversationWrite`], in one transaction.
+pub(crate) async fn apply(
+    mut c: Object,
+    w: &ConversationWrite,
+) -> Result<ConversationOutcome, StoreError> {
+    let tx = c.transaction().await.map_err(pg_err)?;
+    let outcome = match w {
+        ConversationWrite::Record(x) => {
+            record(&tx, x).await?;
+            ConversationOutcome::Recorded
+        }
+        ConversationWrite::Create {
+            account,
+            agent_id,
+            id,
+            front,
+            title,
+            now,
+        } => {
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "INSERT INTO conversations
+                             (account, agent_id, id, front, backend_id, title, archived,
+                              created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, NULL, $5, FALSE, $6, $6)
+                         ON CONFLICT (account, agent_id, id) DO NOTHING
+                         RETURNING {CONVERSATION_COLUMNS}"
+                    ),
+                    &[account, agent_id, id, front, title, now],
+                )
+                .await
+                .map_err(pg_err)?;
+            match row {
+                Some(r) => ConversationOutcome::Conversation(Some(conversation_row(&r)?)),
+                None => return Err(StoreError::Duplicate("conversation id")),
+            }
+        }
+        ConversationWrite::Update {
+            account,
+            agent_id,
+            id,
+            title,
+            archived,
+            now,
+        } => {
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "UPDATE conversations
+                         SET title = COALESCE($1, title), archived = COALESCE($2, archived),
+                             updated_at = $3
+                         WHERE account = $4 AND agent_id = $5 AND id = $6
+                         RETURNING {CONVERSATION_COLUMNS}"
+                    ),
+                    &[title, archived, now, account, agent_id, id],
+                )
+                .await
+                .map_err(pg_err)?;
+            ConversationOutcome::Conversation(row.as_ref().map(conversation_row).transpose()?)
+        }
+        ConversationWrite::Delete {
+            account,
+            agent_id,
+            id,
+        } => {
+            tx.execute(
+                "DELETE FROM messages WHERE account = $1 AND agent_id = $2 AND conversation_id = $3",
+                &[account, agent_id, id],
+            )
+            .await
+            .map_err(pg_err)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM conversations WHERE account = $1 AND agent_id = $2 AND id = $3",
+                    &[account, agent_id, id],
+                )
+                .await
+                .map_err(pg_err)?;
+            ConversationOutcome::Deleted(n == 1)
+        }
+        ConversationWrite::MarkRead {
+            account,
+            agent_id,
+            message_ids,
+            now,
+        } => {
+            let n = match message_ids {
+                None => {
+                    tx.execute(
+                        "UPDATE messages SET read_at = $1
+                         WHERE account = $2 AND agent_id = $3 AND role = 'assistant'
+                           AND read_at IS NULL",
+                        &[now, account, agent_id],
+                    )
+                    .await
+                }
+                Some(ids) => {
+                    tx.execute(
+                        "UPDATE messages SET read_at = $1
+                         WHERE account = $2 AND agent_id = $3 AND role = 'assistant'
+                           AND read_at IS NULL AND id = ANY($4)",
+                        &[now, account, agent_id, ids],
+                    )
+                    .await
+                }
+            }
+            .map_err(pg_err)?;
+            ConversationOutcome::Marked(n)
+        }
+    };
+    tx.commit().await.map_err(pg_err)?;
+    Ok(outcome)
+}
+
+async fn record(tx: &tokio_postgres::Transaction<'_>, x: &Exchange) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO conversations
+             (account, agent_id, id, front, backend_id, title, archived, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7)
+         ON CONFLICT (account, agent_id, id) DO UPDATE SET
+             backend_id = COALESCE(EXCLUDED.backend_id, conversations.backend_id),
+             title = COALESCE(conversations.title, EXCLUDED.title),
+             updated_at = EXCLUDED.updated_at",
+        &[
+            &x.account,
+            &x.agent_id,
+            &x.conversation_id,
+            &x.front,
+            &x.backend_id,
+            &x.title,
+            &x.now,
+        ],
+    )
+    .await
+    .map_err(pg_err)?;
+    let messages = [(&x.user, "user"), (&x.assistant, "assistant")];
+    if messages.iter().all(|(m, _)| m.is_none()) {
+        return Ok(());
+    }
+    let row = tx
+        .query_one(
+            "SELECT COALESCE(MAX(seq), 0)::BIGINT FROM messages
+             WHERE account = $1 AND agent_id = $2 AND conversation_id = $3",
+            &[&x.account, &x.agent_id, &x.conversation_id],
+        )
+        .await
+        .map_err(pg_err)?;
+    let mut seq: i64 = col(&row, 0)?;
+    let insert = tx
+        .prepare(
+            "INSERT INTO messages
+                 (id, account, agent_id, conversation_id, seq, role, content, tool_calls, credits,
+                  created_at, read_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)",
+        )
+        .await
+        .map_err(pg_err)?;
+    for (message, role) in messages {
+        let Some(m) = message else { continue };
+        seq += 1;
+        tx.execute(
+            &insert,
+            &[
+                &m.id,
+                &x.account,
+                &x.agent_id,
+                &x.conversation_id,
+                &seq,
+                &role,
+                &m.content,
+                &m.tool_calls,
+                &m.credits,
+                &m.created_at,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn get_conversation(
+    c: &Object,
+    account: &str,
+    agent_id: &str,
+    id: &str,
+) -> Result<Option<ConversationRecord>, StoreError> {
+    let st = c
+        .prepare_cached(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations
+             WHERE account = $1 AND agent_id = $2 AND id = $3"
+        ))
+        .await
+        .map_err(pg_err)?;
+    c.query_opt(&st, &[&account, &agent_id, &id])
+        .await
+        .map_err(pg_err)?
+        .as_ref()
+        .map(conversation_row)
+        .transpose()
+}
+
+/// Newest first; `archived` `None` lists both kinds.
+pub(crate) async fn list_conversations(
+    c: &Object,
+    account: &str,
+    agent_id: &str,
+    archived: Option<bool>,
+    before: Option<&After>,
+    limit: u32,
+) -> Result<Vec<ConversationRecord>, StoreError> {
+    let (before_at, before_id) = match before {
+        Some((at, id)) => (Some(*at), Some(id.as_str())),
+        None => (None, None),
+    };
+    let st = c
+        .prepare_cached(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations
+             WHERE account = $1 AND agent_id = $2
+               AND ($3::BOOLEAN IS NULL OR archived = $3)
+               AND ($4::BIGINT IS NULL OR (created_at, id) < ($4, $5::TEXT))
+             ORDER BY created_at DESC, id DESC LIMIT $6"
+        ))
+        .await
+        .map_err(pg_err)?;
+    c.query(
+        &st,
+        &[
+            &account,
+            &agent_id,
+            &archived,
+            &before_at,
+            &before_id,
+            &i64::from(limit),
+        ],
+    )
+    .await
+    .map_err(pg_err)?
+    .iter()
+    .map(conversation_row)
+    .collect()
+}
+
+/// The newest `limit` messages of a conversation before `before_seq`, newest first.
+pub(crate) async fn history(
+    c: &Object,
+    account: &str,
+    agent_id: &str,
+    conversation_id: &str,
+    before_seq: Option<i64>,
+    limit: u32,
+) -> Result<Vec<MessageRecord>, StoreError> {
+    let st = c
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE account = $1 AND agent_id = $2 AND conversation_id = $3
+               AND ($4::BIGINT IS NULL OR seq < $4)
+             ORDER BY seq DESC LIMIT $5"
+        ))
+        .await
+        .map_err(pg_err)?;
+    c.query(
+        &st,
+        &[
+            &account,
+            &agent_id,
+            &conversation_id,
+            &before_seq,
+            &i64::from(limit),
+        ],
+    )
+    .await
+    .map_err(pg_err)?
+    .iter()
+    .map(message_row)
+    .collect()
+}
+
+/// Unread assistant messages of an account with an agent, oldest first.
+pub(crate) async fn inbox(
+    c: &Object,
+    account: &str,
+    agent_id: &str,
+    after: Option<&After>,
+    limit: u32,
+) -> Result<Vec<MessageRecord>, StoreError> {
+    let (after_at, after_id) = match after {
+        Some((at, id)) => (Some(*at), Some(id.as_str())),
+        None => (None, None),
+    };
+    let st = c
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE account = $1 AND agent_id = $2 AND role = 'assistant' AND read_at IS NULL
+               AND ($3::BIGINT IS NULL OR (created_at, id) > ($3, $4::TEXT))
+             ORDER BY created_at, id LIMIT $5"
+        ))
+        .await
+        .map_err(pg_err)?;
+    c.query(
+        &st,
+        &[&account, &agent_id, &after_at, &after_id, &i64::from(limit)],
+    )
+    .await
+    .map_err(pg_err)?
+    .iter()
+    .map(message_row)
+    .collect()
+}

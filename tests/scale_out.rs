@@ -1,0 +1,606 @@
+//! Scale-out: three real `agentgate serve` processes on loopback ports sharing one PostgreSQL
+//! database (its own, per test) and one Redis key prefix (its own, per test), in front of an
+//! echo backend. Proves across replicas: no overdraw, exactly-once settling after `kill -9`,
+//! revocation everywhere within a second, one rate limit for the whole fleet. Each test skips
+//! (printing why) when PostgreSQL or Redis is unreachable.
+
+mod policy_support;
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentgate::auth::{create_key, KeyKind, KeyLimits, NewKeySpec, Scopes, SecretKey};
+use agentgate::credits::{to_milli, Ledger, LedgerConfig};
+use agentgate::demo::DemoAgent;
+use agentgate::fronts::Api;
+use agentgate::store::{Store, UsageFilter};
+use policy_support::PgDb;
+use serde_json::Value;
+
+const AGENT: &str = "00000000-0000-4000-8000-000000000001";
+const ADMIN_TOKEN: &str = "scale-out-admin-token-0123456789";
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A gateway process; killed (SIGKILL) when dropped, so a failing test leaves none behind.
+struct Replica {
+    child: Option<std::process::Child>,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Replica {
+    fn start(config: &Path) -> Replica {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("agentgate serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                let which = match v["fields"]["message"].as_str() {
+                    Some("listening") => "main",
+                    Some("admin listener") => "admin",
+                    _ => continue,
+                };
+                if let Some(Ok(bound)) = v["fields"]["bound"].as_str().map(str::parse) {
+                    let _ = tx.send((which, bound));
+                }
+            }
+        });
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() || admin.is_none() {
+            let (which, bound) = rx
+                .recv_timeout(PATIENCE)
+                .expect("the replica logs its bound addresses");
+            if which == "main" {
+                addr = Some(bound);
+            } else {
+                admin = Some(bound);
+            }
+        }
+        Replica {
+            child: Some(child),
+            addr: addr.expect("main"),
+            admin: admin.expect("admin"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three replicas on one database and one Redis prefix, and the test's own store handle.
+struct Fleet {
+    replicas: Vec<Replica>,
+    store: Store,
+    ledger: Ledger,
+    key: SecretKey,
+    prefix: String,
+    _dir: tempfile::TempDir,
+    // Declared last: dropped after the replicas and the store.
+    _db: PgDb,
+}
+
+struct FleetSpec {
+    credits: f64,
+    /// `[[agent]]` lines beyond the basics.
+    agent_extra: &'static str,
+    backend_delay: Duration,
+    reservation_timeout_s: u64,
+}
+
+async fn redis_reachable() -> bool {
+    let probe = async {
+        let client = redis::Client::open("redis://127.0.0.1:6379/").ok()?;
+        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), probe).await,
+        Ok(Some(_))
+    )
+}
+
+impl Fleet {
+    async fn start(spec: FleetSpec) -> Option<Fleet> {
+        let db = PgDb::create().await?;
+        if !redis_reachable().await {
+            eprintln!("SKIPPED: Redis at 127.0.0.1:6379 is unreachable");
+            return None;
+        }
+        let prefix = format!("agentgate-test-{}", uuid::Uuid::new_v4().simple());
+        let backend = DemoAgent::new(Api::Agents, spec.backend_delay)
+            .spawn(([127, 0, 0, 1], 0).into())
+            .await
+            .expect("backend");
+        let store = Store::open(&db.url).await.expect("store");
+        let ledger = Ledger::new(store.clone(), LedgerConfig::default());
+        let (key, _) = create_key(
+            &store,
+            NewKeySpec {
+                account: "acme".into(),
+                kind: KeyKind::Master,
+                scopes: Scopes::ALL,
+                agents: None,
+                expires_at: None,
+                limits: KeyLimits::default(),
+            },
+        )
+        .await
+        .expect("key");
+        ledger
+            .grant("acme", spec.credits, Some("scale-out test"))
+            .await
+            .expect("grant");
+        let dir = tempfile::tempdir().expect("dir");
+        let config = dir.path().join("agentgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.2:0"
+admin_token = "{ADMIN_TOKEN}"
+log_format = "json"
+drain_timeout_s = 1
+
+[store]
+url = "{url}"
+reservation_timeout_s = {timeout}
+
+[rate_limit]
+redis_url = "redis://127.0.0.1:6379/"
+key_prefix = "{prefix}"
+
+[[front]]
+api = "agents"
+prefix = "/agents"
+
+[[agent]]
+id = "{AGENT}"
+upstream = "http://{backend}"
+upstream_api = "agents"
+credits_per_message = 1
+{extra}
+"#,
+                url = db.url,
+                timeout = spec.reservation_timeout_s,
+                extra = spec.agent_extra,
+            ),
+        )
+        .expect("config");
+        let replicas = (0..3).map(|_| Replica::start(&config)).collect();
+        Some(Fleet {
+            replicas,
+            store,
+            ledger,
+            key,
+            prefix,
+            _dir: dir,
+            _db: db,
+        })
+    }
+
+    fn client(&self) -> reqwest::Client {
+        client_for(&self.key)
+    }
+
+    async fn balance_milli(&self) -> i64 {
+        self.store
+            .balance("acme")
+            .await
+            .expect("balance")
+            .unwrap_or(0)
+    }
+
+    async fn cleanup_redis(&self) {
+        let Ok(client) = redis::Client::open("redis://127.0.0.1:6379/") else {
+            return;
+        };
+        let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query_async(&mut c)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _ = redis::cmd("DEL").arg(keys).query_async::<i64>(&mut c).await;
+        }
+    }
+}
+
+fn client_for(key: &SecretKey) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", key.expose()).parse().expect("header"),
+    );
+    reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+        .timeout(PATIENCE)
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client")
+}
+
+fn sync_chat(
+    client: &reqwest::Client,
+    replica: &Replica,
+    message: &str,
+) -> reqwest::RequestBuilder {
+    client
+        .post(replica.url(&format!("/agents/api/agents/{AGENT}/chat")))
+        .json(&serde_json::json!({ "message": message }))
+}
+
+/// Balance samples taken while `stop` is false; every one must be ≥ 0.
+fn sample_balance(store: Store, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, i64)> {
+    tokio::spawn(async move {
+        let (mut n, mut lowest) = (0, i64::MAX);
+        while !stop.load(Ordering::Acquire) {
+            let b = store.balance("acme").await.expect("read").unwrap_or(0);
+            lowest = lowest.min(b);
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (n, lowest)
+    })
+}
+
+/// Every reservation settled, and balance = grants − posted charges.
+async fn assert_ledger_balanced(fleet: &Fleet, granted: f64) -> i64 {
+    let deadline = Instant::now() + PATIENCE;
+    while fleet.store.pending_count().await.expect("count") > 0 {
+        assert!(Instant::now() < deadline, "reservations left pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fleet.ledger.check_invariants().await.expect("ledger sums");
+    let rows = fleet
+        .store
+        .usage(UsageFilter::default())
+        .await
+        .expect("usage");
+    let charged: i64 = rows.iter().map(|r| r.charged).sum();
+    assert_eq!(fleet.balance_milli().await, to_milli(granted) - charged);
+    charged
+}
+
+// ------------------------------------------------------------- 1. no overdraw, fleet-wide --
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_requests_over_three_replicas_spend_exactly_the_credits() {
+    let Some(fleet) = Fleet::start(FleetSpec {
+        credits: 100.0,
+        agent_extra: "max_usage_credits = 0",
+        backend_delay: Duration::ZERO,
+        reservation_timeout_s: 30,
+    })
+    .await
+    else {
+        return;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_balance(fleet.store.clone(), Arc::clone(&stop));
+    let client = fleet.client();
+    let limit = Arc::new(tokio::sync::Semaphore::new(48));
+    let (ok, poor) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut tasks = Vec::new();
+    for i in 0..1000usize {
+        let req = sync_chat(&client, &fleet.replicas[i % 3], "hello");
+        let (limit, ok, poor) = (Arc::clone(&limit), Arc::clone(&ok), Arc::clone(&poor));
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("permit");
+            let r = req.send().await.expect("answer");
+            match r.status().as_u16() {
+                200 => ok.fetch_add(1, Ordering::Relaxed),
+                402 => poor.fetch_add(1, Ordering::Relaxed),
+                s => panic!(
+                    "unexpected status {s}: {}",
+                    r.text().await.unwrap_or_default()
+                ),
+            };
+        }));
+    }
+    for t in tasks {
+        t.await.expect("request task");
+    }
+    stop.store(true, Ordering::Release);
+    let (samples, lowest) = sampler.await.expect("sampler");
+    assert_eq!(
+        ok.load(Ordering::Relaxed),
+        100,
+        "exactly the credits' worth served"
+    );
+    assert_eq!(poor.load(Ordering::Relaxed), 900);
+    assert!(lowest >= 0, "balance went below zero: {lowest}");
+    let charged = assert_ledger_balanced(&fleet, 100.0).await;
+    assert_eq!(charged, 100_000);
+    assert_eq!(fleet.balance_milli().await, 0);
+    eprintln!(
+        "scale-out race: 100 served, 900 refused; {samples} balance samples, lowest {lowest}"
+    );
+    fleet.cleanup_redis().await;
+}
+
+// ----------------------------------------------------------------- 2. kill -9 mid-stream --
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_one_replica_mid_stream_settles_its_requests_on_the_others() {
+    let Some(mut fleet) = Fleet::start(FleetSpec {
+        credits: 1000.0,
+        agent_extra: "max_usage_credits = 4",
+        backend_delay: Duration::from_millis(100),
+        reservation_timeout_s: 1,
+    })
+    .await
+    else {
+        return;
+    };
+    let client = fleet.client();
+    // Three streams per replica, every one under way before the kill.
+    let started = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..9usize {
+        let replica = i % 3;
+        let req = client
+            .post(fleet.replicas[replica].url(&format!("/agents/api/agents/{AGENT}/chat/stream")))
+            .json(&serde_json::json!({ "message": "tell me a long story about replicas" }));
+        let started = Arc::clone(&started);
+        tasks.push(tokio::spawn(async move {
+            let mut r = req.send().await.expect("stream head");
+            assert_eq!(r.status(), 200);
+            let mut first = true;
+            let mut body = String::new();
+            while let Ok(Some(c)) = r.chunk().await {
+                body.push_str(&String::from_utf8_lossy(&c));
+                if std::mem::take(&mut first) {
+                    started.add_permits(1);
+                }
+            }
+            (replica, body)
+        }));
+    }
+    let _all = tokio::time::timeout(PATIENCE, started.acquire_many(9))
+        .await
+        .expect("every stream under way")
+        .expect("semaphore");
+    let pending_at_kill = fleet.store.pending_count().await.expect("count");
+    assert!(
+        pending_at_kill >= 3,
+        "streams hold reservations: {pending_at_kill}"
+    );
+    let killed_at = agentgate::store::now_ms();
+    fleet.replicas[0].kill();
+    let mut finished = 0;
+    for t in tasks {
+        let (replica, body) = t.await.expect("stream task");
+        if replica != 0 {
+            assert!(
+                body.contains("done"),
+                "replica {replica}'s stream ended properly: {body}"
+            );
+            finished += 1;
+        }
+    }
+    assert_eq!(finished, 6);
+    // The killed replica's reservations expire (1 s) and the survivors settle them.
+    let charged = assert_ledger_balanced(&fleet, 1000.0).await;
+    let recovered_after = agentgate::store::now_ms() - killed_at;
+    let rows = fleet
+        .store
+        .usage(UsageFilter::default())
+        .await
+        .expect("usage");
+    assert_eq!(
+        rows.iter().map(|r| r.requests).sum::<i64>(),
+        9,
+        "one entry per request"
+    );
+    assert_eq!(rows.iter().map(|r| r.pending).sum::<i64>(), 0);
+    // Finished streams: 1 credit base + usage (clamped to 4); recovered: the base cost.
+    assert!((9_000..=9 * 5_000).contains(&charged), "charged {charged}");
+    eprintln!("kill -9: 3 streams recovered by the other replicas within {recovered_after} ms");
+    fleet.cleanup_redis().await;
+}
+
+// ------------------------------------------------------------ 3. revocation everywhere --
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_through_one_replica_is_refused_by_the_others_within_a_second() {
+    let Some(fleet) = Fleet::start(FleetSpec {
+        credits: 100.0,
+        agent_extra: "max_usage_credits = 0",
+        backend_delay: Duration::ZERO,
+        reservation_timeout_s: 30,
+    })
+    .await
+    else {
+        return;
+    };
+    let (agent_key, info) = create_key(
+        &fleet.store,
+        NewKeySpec {
+            account: "acme".into(),
+            kind: KeyKind::Agent,
+            scopes: Scopes::AGENTS_RUN,
+            agents: None,
+            expires_at: None,
+            limits: KeyLimits::default(),
+        },
+    )
+    .await
+    .expect("agent key");
+    let client = client_for(&agent_key);
+    // Every replica has the key cached.
+    for r in &fleet.replicas {
+        let resp = sync_chat(&client, r, "hi").send().await.expect("answer");
+        assert_eq!(resp.status(), 200);
+    }
+    let admin = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("admin client");
+    let t0 = Instant::now();
+    let resp = admin
+        .post(format!(
+            "http://{}/admin/v1/keys/{}/revoke",
+            fleet.replicas[0].admin,
+            info.public_id()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(resp.status(), 200);
+    let mut seen = Vec::new();
+    for r in &fleet.replicas[1..] {
+        loop {
+            let status = sync_chat(&client, r, "hi")
+                .send()
+                .await
+                .expect("answer")
+                .status();
+            if status == 401 {
+                seen.push(t0.elapsed());
+                break;
+            }
+            assert_eq!(status, 200);
+            assert!(
+                t0.elapsed() < Duration::from_secs(1),
+                "still accepted after 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert!(seen.iter().all(|d| *d < Duration::from_secs(1)), "{seen:?}");
+    let r0 = sync_chat(&client, &fleet.replicas[0], "hi")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r0.status(), 401);
+    eprintln!("revocation seen by the other replicas after {seen:?}");
+    fleet.cleanup_redis().await;
+}
+
+// ------------------------------------------------------------------ 4. one fleet limit --
+
+/// The agent's limit is 100 requests per second with a burst of 10, kept in Redis. Clients
+/// offer ~1,000 requests per second spread over the three replicas for three seconds. GCRA
+/// admits at most `burst + rate × t` in any window of `t` seconds, so each one-second bucket
+/// (by the time the answer arrived) may hold at most 100 + 10 (burst) + 10 (the spread of
+/// response latencies across bucket edges): the documented margin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_limit_of_100_per_second_holds_across_three_replicas() {
+    let Some(fleet) = Fleet::start(FleetSpec {
+        credits: 100_000.0,
+        agent_extra: "max_usage_credits = 0\nrate_per_second = 100\nrate_burst = 10",
+        backend_delay: Duration::ZERO,
+        reservation_timeout_s: 30,
+    })
+    .await
+    else {
+        return;
+    };
+    let client = fleet.client();
+    let t0 = Instant::now();
+    let admitted: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let offered = Arc::new(AtomicUsize::new(0));
+    let limited = Arc::new(AtomicUsize::new(0));
+    let secs = 3;
+    let mut workers = Vec::new();
+    for w in 0..48usize {
+        let (client, admitted, offered, limited) = (
+            client.clone(),
+            Arc::clone(&admitted),
+            Arc::clone(&offered),
+            Arc::clone(&limited),
+        );
+        let urls: Vec<String> = fleet
+            .replicas
+            .iter()
+            .map(|r| r.url(&format!("/agents/api/agents/{AGENT}/chat")))
+            .collect();
+        workers.push(tokio::spawn(async move {
+            // Each worker offers ~21 requests per second: ~1,000 per second in all.
+            let mut tick = tokio::time::interval(Duration::from_micros(48_000));
+            let mut i = w;
+            while t0.elapsed() < Duration::from_secs(secs) {
+                tick.tick().await;
+                i += 1;
+                offered.fetch_add(1, Ordering::Relaxed);
+                let r = client
+                    .post(&urls[i % 3])
+                    .json(&serde_json::json!({ "message": "hi" }))
+                    .send()
+                    .await
+                    .expect("answer");
+                match r.status().as_u16() {
+                    200 => admitted.lock().expect("lock").push(t0.elapsed()),
+                    429 => {
+                        assert!(r.headers().contains_key("retry-after"));
+                        limited.fetch_add(1, Ordering::Relaxed);
+                    }
+                    s => panic!("unexpected status {s}"),
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let admitted = admitted.lock().expect("lock").clone();
+    let mut per_second = vec![0usize; secs as usize + 1];
+    for at in &admitted {
+        per_second[at.as_secs() as usize] += 1;
+    }
+    let offered = offered.load(Ordering::Relaxed);
+    eprintln!(
+        "fleet limit: offered {offered} in {elapsed:.1} s ({:.0}/s), admitted per second {per_second:?}, \
+         {} refused",
+        offered as f64 / elapsed,
+        limited.load(Ordering::Relaxed)
+    );
+    for (s, n) in per_second.iter().enumerate() {
+        assert!(
+            *n <= 120,
+            "second {s}: {n} admitted, more than 100 + margin"
+        );
+    }
+    // The limit was the bottleneck: many refused, and the allowance was used.
+    assert!(limited.load(Ordering::Relaxed) > admitted.len());
+    assert!(admitted.len() as f64 >= 0.8 * 100.0 * elapsed.min(secs as f64));
+    fleet.cleanup_redis().await;
+}
