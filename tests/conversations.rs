@@ -501,6 +501,21 @@ async fn another_accounts_ids_are_404_and_scopes_are_enforced() {
         .unwrap();
     chat(&c, &gw, Api::Agents, id, "my default", None, false).await;
 
+    // Ids are per agent too: mine with another agent is 404.
+    let r = send_chat(
+        &c,
+        &gw,
+        Api::Chatbase,
+        &ids[0],
+        "wrong agent",
+        Some(&mine),
+        false,
+    )
+    .await;
+    assert_error(r, 404).await;
+    let (status, _) = get(&c, &gw, &history_path(&ids[0], &mine, 20)).await;
+    assert_eq!(status, 404);
+
     let other_key = create_key(&gw.running, key_spec("intruder", Scopes::ALL)).await;
     gw.running
         .policy

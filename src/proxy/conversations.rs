@@ -5,10 +5,11 @@
 
 use serde_json::json;
 
+use super::body::CommitHook;
 use super::meter::GatewayMeter;
 use crate::credits::to_milli;
 use crate::fronts::{Api, Conversation};
-use crate::store::{Exchange, NewMessage, Store, StoreError, UnixMs};
+use crate::store::{ConversationWrite, Exchange, NewMessage, Store, StoreError, UnixMs, WriteOp};
 
 /// A conversation as one request sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +86,31 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// For a stream: when the answer has completed, queues its exchange and hands back what
+    /// resolves once it is durable (the stream's end waits for it).
+    pub fn commit_hook(self, store: Store) -> CommitHook {
+        Box::new(move |meter| {
+            let exchange = self.exchange(meter, crate::store::now_ms())?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let op = WriteOp::Conversation(
+                ConversationWrite::Record(Box::new(exchange)),
+                Box::new(move |r| {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "exchange not recorded");
+                    }
+                    let _ = tx.send(());
+                }),
+            );
+            match store.submit(op) {
+                Ok(()) => Some(rx),
+                Err(e) => {
+                    tracing::error!(error = %e, "exchange not recorded");
+                    None
+                }
+            }
+        })
+    }
+
     /// The exchange to store for a completed answer; `None` when the answer did not complete
     /// (only completed exchanges are recorded, SPEC §7).
     pub fn exchange(self, meter: &GatewayMeter, now: UnixMs) -> Option<Exchange> {

@@ -485,11 +485,20 @@ fn message_json(m: &MessageRecord) -> Value {
     }
     if m.role == "assistant" {
         if let Some(c) = m.credits {
-            v["usage"] = json!({ "credits": from_milli(c) });
+            v["usage"] = json!({ "credits": credits_json(from_milli(c)) });
         }
         v["read"] = json!(m.read_at.is_some());
     }
     v
+}
+
+/// Credits as every body shows them: an integer when whole.
+pub(super) fn credits_json(credits: f64) -> Value {
+    if credits.fract() == 0.0 && credits.abs() < 9e15 {
+        json!(credits as i64)
+    } else {
+        json!(credits)
+    }
 }
 
 fn conversation_json(c: &ConversationRecord) -> Value {

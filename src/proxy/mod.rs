@@ -35,7 +35,6 @@ use crate::config::{AgentConfig, Config, FrontConfig, Upstream};
 use crate::formats::{Aggregate, DecodeError, Decoder, EncodeOptions, Format, SyncContext};
 use crate::fronts::{self, Api, ApiError, ChatRequest};
 use crate::sse;
-use crate::store::{ConversationWrite, WriteOp};
 use crate::transcode::{Meter, Transcoder};
 use crate::upstream::{self, Call};
 
@@ -395,27 +394,7 @@ impl Gateway {
             );
             let body = if capture { body.capture_output() } else { body };
             // The exchange is durable before the client sees the answer's end.
-            let store = self.policy.store.clone();
-            let body = body.commit_before_end(Box::new(move |meter| {
-                let exchange = pending.exchange(meter, crate::store::now_ms())?;
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let op = WriteOp::Conversation(
-                    ConversationWrite::Record(Box::new(exchange)),
-                    Box::new(move |r| {
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "exchange not recorded");
-                        }
-                        let _ = tx.send(());
-                    }),
-                );
-                match store.submit(op) {
-                    Ok(()) => Some(rx),
-                    Err(e) => {
-                        tracing::error!(error = %e, "exchange not recorded");
-                        None
-                    }
-                }
-            }));
+            let body = body.commit_before_end(pending.commit_hook(self.policy.store.clone()));
             Ok(with_headers(
                 stream_response(front.format, body),
                 rate_headers,

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
+use super::history::credits_json;
 use super::meter::{GatewayMeter, Ids};
 use super::{aggregate_with, json_response, read_body, Ctx, Gateway, GatewayBody};
 use crate::auth::{KeyInfo, Scopes};
@@ -390,7 +391,7 @@ impl TeamRun {
             let mut e = json!({
                 "agent_id": o.agent_id,
                 "agent_name": o.agent_name,
-                "usage": { "credits": o.credits },
+                "usage": { "credits": credits_json(o.credits) },
             });
             match &o.result {
                 Ok(text) if with_content => e["content"] = json!(text),
@@ -408,7 +409,7 @@ impl TeamRun {
         let mut v = json!({
             "responses": members.iter().map(entry).collect::<Vec<_>>(),
             "mode": self.mode,
-            "usage": { "credits": total },
+            "usage": { "credits": credits_json(total) },
         });
         if with_content {
             v["summary"] = json!(summary.and_then(|s| s.result.as_ref().ok()));

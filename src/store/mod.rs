@@ -1,4 +1,5 @@
-//! Durable policy state (accounts, keys, ledger, idempotency) behind one cloneable handle.
+//! Durable state (accounts, keys, ledger, idempotency, conversations and transcripts) behind
+//! one cloneable handle.
 //!
 //! Writes go through a queue drained by one writer that commits whatever is queued in one
 //! transaction (group commit); a caller that needs durability awaits its batch's commit, a
