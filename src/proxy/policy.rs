@@ -105,6 +105,13 @@ impl Policy {
             LedgerConfig {
                 reservation_timeout: config.store().reservation_timeout,
                 lease: lease_config(config, &store)?,
+                // Other replicas' refunds do not reach this estimate: trust it for less long,
+                // so that a request it refuses early is never refused for long.
+                estimate_freshness: if store.is_shared() {
+                    Duration::from_millis(250)
+                } else {
+                    LedgerConfig::default().estimate_freshness
+                },
                 ..LedgerConfig::default()
             },
         );
