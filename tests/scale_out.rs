@@ -152,9 +152,14 @@ struct FleetSpec {
     store_extra: &'static str,
 }
 
+/// The Redis the tests use: `AGENTGATE_TEST_REDIS` or the CI default.
+fn redis_url() -> String {
+    std::env::var("AGENTGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
 async fn redis_reachable() -> bool {
     let probe = async {
-        let client = redis::Client::open("redis://127.0.0.1:6379/").ok()?;
+        let client = redis::Client::open(redis_url()).ok()?;
         let mut c = client.get_multiplexed_async_connection().await.ok()?;
         redis::cmd("PING").query_async::<String>(&mut c).await.ok()
     };
@@ -168,7 +173,7 @@ impl Fleet {
     async fn start(spec: FleetSpec) -> Option<Fleet> {
         let db = PgDb::create().await?;
         if !redis_reachable().await {
-            eprintln!("SKIPPED: Redis at 127.0.0.1:6379 is unreachable");
+            eprintln!("SKIPPED: Redis at {} is unreachable", redis_url());
             return None;
         }
         let prefix = format!("agentgate-test-{}", uuid::Uuid::new_v4().simple());
@@ -213,7 +218,7 @@ reservation_timeout_s = {timeout}
 {store_extra}
 
 [rate_limit]
-redis_url = "redis://127.0.0.1:6379/"
+redis_url = "{redis}"
 key_prefix = "{prefix}"
 
 [[front]]
@@ -230,6 +235,7 @@ credits_per_message = 1
                 url = db.url,
                 timeout = spec.reservation_timeout_s,
                 store_extra = spec.store_extra,
+                redis = redis_url(),
                 extra = spec.agent_extra,
             ),
         )
@@ -259,7 +265,7 @@ credits_per_message = 1
     }
 
     async fn cleanup_redis(&self) {
-        let Ok(client) = redis::Client::open("redis://127.0.0.1:6379/") else {
+        let Ok(client) = redis::Client::open(redis_url()) else {
             return;
         };
         let Ok(mut c) = client.get_multiplexed_async_connection().await else {
