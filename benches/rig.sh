@@ -7,6 +7,10 @@
 #                                                                            config/bench/ui-to-sd.toml
 #   3. as 1 with policy on: key check, rate limit, credit reservation and settlement
 #                                                                            config/bench/ui-to-ui-policy.toml
+#   4. as 3 with the ledger in PostgreSQL, a reservation per request          config/bench/ui-to-ui-pg.toml
+#   5. as 3 with the ledger in PostgreSQL, credit lease mode                  config/bench/ui-to-ui-pg-lease.toml
+#      (4 and 5 only when asked for: `benches/rig.sh pg`, `benches/rig.sh pg-lease`; they need
+#      PostgreSQL at AGENTGATE_BENCH_PG, default postgres://postgres@127.0.0.1:5432, and psql)
 # Runs 1 and 2 use an open front (require_key = false: policy off).
 # All gateway rows are measured against direct-ui and nginx-ui: the same backend stream, passed
 # through untouched by nginx, transcoded (run 2) by agentgate.
@@ -55,6 +59,16 @@ run() {  # name config path body [auth]
 }
 
 want="${1:-all}"
+if [[ "$want" == pg || "$want" == pg-lease ]]; then
+  # The same account in a PostgreSQL database of its own (the configs name agentgate_bench).
+  pg_server="${AGENTGATE_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
+  psql "$pg_server/postgres" -qc 'DROP DATABASE IF EXISTS agentgate_bench WITH (FORCE)'
+  psql "$pg_server/postgres" -qc 'CREATE DATABASE agentgate_bench'
+  pg_key="$("$bin" keys create --store "$pg_server/agentgate_bench" --account bench --kind master | awk '/^key:/ {print $2}')"
+  "$bin" credits grant --store "$pg_server/agentgate_bench" --account bench --credits 1000000000 >/dev/null
+  run "agentgate-$want" "ui-to-ui-$want.toml" /api/v2/agents/bench/chat '{"message":"Say hello"}' "$pg_key"
+  exit 0
+fi
 if [[ "$want" == all || "$want" == ui-to-ui ]]; then
   run agentgate ui-to-ui.toml /api/v2/agents/bench/chat '{"message":"Say hello"}'
 fi

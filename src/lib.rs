@@ -10,10 +10,13 @@
 //! - [`upstream`]: requests rewritten into each backend API; the pooled client.
 //! - [`server`]: listeners, TLS, graceful shutdown.
 //! - [`demo`]: the echo backend behind the quick start and the tests.
-//! - [`store`]: durable policy state (keys, ledger, idempotency), group-committed, SQLite by default.
+//! - [`store`]: durable policy state (keys, ledger, idempotency): SQLite (group-committed) by
+//!   default, PostgreSQL shared by replicas (one-statement ops, LISTEN/NOTIFY, credit leases).
 //! - [`auth`]: API keys (format, hashing, cached authentication), scopes and agent access.
-//! - [`credits`]: the two-phase credit ledger (reserve, then settle exactly once) and idempotency.
-//! - [`limits`]: GCRA rate limits per key and per agent, concurrent-stream caps.
+//! - [`credits`]: the two-phase credit ledger (reserve, then settle exactly once), credit leases
+//!   and idempotency.
+//! - [`limits`]: GCRA rate limits per key and per agent (in process, or fleet-wide in Redis),
+//!   concurrent-stream caps.
 //! - [`admin`]: the operator surface: CLI subcommands and the admin HTTP API.
 //! - `fuzzing` (hidden): output checks shared by the fuzz target and the tests.
 #![forbid(unsafe_code)]

@@ -80,6 +80,12 @@ impl Running {
             // The streams now write their terminal events; give them a moment to flush.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // Lease mode: post what was used and give the rest back to the accounts.
+        match self.policy.ledger.release_leases().await {
+            Ok(0.0) => {}
+            Ok(credits) => tracing::info!(credits, "returned credit leases"),
+            Err(e) => tracing::warn!(error = %e, "credit leases not returned; they expire"),
+        }
     }
 }
 

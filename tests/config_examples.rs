@@ -1,4 +1,5 @@
-//! Every configuration file shipped under `config/` is valid, and so is the embedded default.
+//! Every configuration file shipped under `config/` and `deploy/` is valid, and so is the
+//! embedded default.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,11 @@ fn toml_files(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
 fn every_shipped_config_is_valid() -> std::io::Result<()> {
     let mut files = Vec::new();
     toml_files(&config_dir(), &mut files)?;
+    // The Kubernetes ConfigMap's file too.
+    toml_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy"),
+        &mut files,
+    )?;
     files.sort();
     assert!(
         files.len() >= 3,

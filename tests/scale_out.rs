@@ -83,6 +83,23 @@ impl Replica {
         format!("http://{}{path}", self.addr)
     }
 
+    /// SIGTERM, then wait for the graceful shutdown (drain, leases returned).
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status()
+                .expect("kill -TERM");
+            assert!(status.success());
+            let deadline = Instant::now() + PATIENCE;
+            while child.try_wait().expect("wait").is_none() {
+                assert!(Instant::now() < deadline, "replica did not stop on SIGTERM");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// `kill -9`.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -110,17 +127,39 @@ struct Fleet {
     _db: PgDb,
 }
 
+impl Fleet {
+    /// Leases in the database (what a DBA would look at).
+    async fn lease_count(&self) -> i64 {
+        let (client, conn) = tokio_postgres::connect(&self._db.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        let row = client
+            .query_one("SELECT count(*) FROM leases", &[])
+            .await
+            .expect("count");
+        row.get(0)
+    }
+}
+
 struct FleetSpec {
     credits: f64,
     /// `[[agent]]` lines beyond the basics.
     agent_extra: &'static str,
     backend_delay: Duration,
     reservation_timeout_s: u64,
+    /// `[store]` lines beyond the basics (lease mode).
+    store_extra: &'static str,
+}
+
+/// The Redis the tests use: `AGENTGATE_TEST_REDIS` or the CI default.
+fn redis_url() -> String {
+    std::env::var("AGENTGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
 
 async fn redis_reachable() -> bool {
     let probe = async {
-        let client = redis::Client::open("redis://127.0.0.1:6379/").ok()?;
+        let client = redis::Client::open(redis_url()).ok()?;
         let mut c = client.get_multiplexed_async_connection().await.ok()?;
         redis::cmd("PING").query_async::<String>(&mut c).await.ok()
     };
@@ -134,7 +173,7 @@ impl Fleet {
     async fn start(spec: FleetSpec) -> Option<Fleet> {
         let db = PgDb::create().await?;
         if !redis_reachable().await {
-            eprintln!("SKIPPED: Redis at 127.0.0.1:6379 is unreachable");
+            eprintln!("SKIPPED: Redis at {} is unreachable", redis_url());
             return None;
         }
         let prefix = format!("agentgate-test-{}", uuid::Uuid::new_v4().simple());
@@ -176,9 +215,10 @@ drain_timeout_s = 1
 [store]
 url = "{url}"
 reservation_timeout_s = {timeout}
+{store_extra}
 
 [rate_limit]
-redis_url = "redis://127.0.0.1:6379/"
+redis_url = "{redis}"
 key_prefix = "{prefix}"
 
 [[front]]
@@ -194,6 +234,8 @@ credits_per_message = 1
 "#,
                 url = db.url,
                 timeout = spec.reservation_timeout_s,
+                store_extra = spec.store_extra,
+                redis = redis_url(),
                 extra = spec.agent_extra,
             ),
         )
@@ -223,7 +265,7 @@ credits_per_message = 1
     }
 
     async fn cleanup_redis(&self) {
-        let Ok(client) = redis::Client::open("redis://127.0.0.1:6379/") else {
+        let Ok(client) = redis::Client::open(redis_url()) else {
             return;
         };
         let Ok(mut c) = client.get_multiplexed_async_connection().await else {
@@ -301,11 +343,22 @@ async fn assert_ledger_balanced(fleet: &Fleet, granted: f64) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_requests_over_three_replicas_spend_exactly_the_credits() {
-    let Some(fleet) = Fleet::start(FleetSpec {
+    thousand_requests_against_a_hundred_credits("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_in_lease_mode() {
+    thousand_requests_against_a_hundred_credits("lease_credits = 10\nlease_timeout_s = 5").await;
+}
+
+async fn thousand_requests_against_a_hundred_credits(store_extra: &'static str) {
+    let lease_mode = !store_extra.is_empty();
+    let Some(mut fleet) = Fleet::start(FleetSpec {
         credits: 100.0,
         agent_extra: "max_usage_credits = 0",
         backend_delay: Duration::ZERO,
         reservation_timeout_s: 30,
+        store_extra,
     })
     .await
     else {
@@ -345,11 +398,24 @@ async fn a_thousand_requests_over_three_replicas_spend_exactly_the_credits() {
     );
     assert_eq!(poor.load(Ordering::Relaxed), 900);
     assert!(lowest >= 0, "balance went below zero: {lowest}");
+    if lease_mode {
+        // Graceful shutdown posts each replica's charges and returns its lease.
+        for r in &mut fleet.replicas {
+            r.terminate();
+        }
+    }
     let charged = assert_ledger_balanced(&fleet, 100.0).await;
     assert_eq!(charged, 100_000);
     assert_eq!(fleet.balance_milli().await, 0);
+    let rows = fleet
+        .store
+        .usage(UsageFilter::default())
+        .await
+        .expect("usage");
+    assert_eq!(rows.iter().map(|r| r.requests).sum::<i64>(), 100);
     eprintln!(
-        "scale-out race: 100 served, 900 refused; {samples} balance samples, lowest {lowest}"
+        "scale-out race (lease mode: {lease_mode}): 100 served, 900 refused; {samples} balance \
+         samples, lowest {lowest}"
     );
     fleet.cleanup_redis().await;
 }
@@ -363,6 +429,7 @@ async fn kill_9_of_one_replica_mid_stream_settles_its_requests_on_the_others() {
         agent_extra: "max_usage_credits = 4",
         backend_delay: Duration::from_millis(100),
         reservation_timeout_s: 1,
+        store_extra: "",
     })
     .await
     else {
@@ -444,6 +511,7 @@ async fn a_key_revoked_through_one_replica_is_refused_by_the_others_within_a_sec
         agent_extra: "max_usage_credits = 0",
         backend_delay: Duration::ZERO,
         reservation_timeout_s: 30,
+        store_extra: "",
     })
     .await
     else {
@@ -528,6 +596,7 @@ async fn a_fleet_limit_of_100_per_second_holds_across_three_replicas() {
         agent_extra: "max_usage_credits = 0\nrate_per_second = 100\nrate_burst = 10",
         backend_delay: Duration::ZERO,
         reservation_timeout_s: 30,
+        store_extra: "",
     })
     .await
     else {
@@ -602,5 +671,77 @@ async fn a_fleet_limit_of_100_per_second_holds_across_three_replicas() {
     // The limit was the bottleneck: many refused, and the allowance was used.
     assert!(limited.load(Ordering::Relaxed) > admitted.len());
     assert!(admitted.len() as f64 >= 0.8 * 100.0 * elapsed.min(secs as f64));
+    fleet.cleanup_redis().await;
+}
+
+/// Lease mode, one replica killed with SIGKILL while holding a lease: the survivors keep
+/// serving, and once the lease's timeout passes their recovery returns what it held. Charges
+/// the dead replica had not yet posted are lost in the customer's favour; nothing is charged
+/// twice and the sums match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_lease_mode_returns_the_lease_after_its_timeout() {
+    let Some(mut fleet) = Fleet::start(FleetSpec {
+        credits: 1000.0,
+        agent_extra: "max_usage_credits = 0",
+        backend_delay: Duration::ZERO,
+        reservation_timeout_s: 1,
+        store_extra: "lease_credits = 100\nlease_timeout_s = 1",
+    })
+    .await
+    else {
+        return;
+    };
+    let client = fleet.client();
+    let mut served = [0i64; 3];
+    for i in 0..150usize {
+        let r = sync_chat(&client, &fleet.replicas[i % 3], "hi")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 200);
+        served[i % 3] += 1;
+    }
+    assert_eq!(fleet.lease_count().await, 3, "every replica holds a lease");
+    let killed_at = Instant::now();
+    fleet.replicas[0].kill();
+    for i in 0..100usize {
+        let replica = 1 + i % 2;
+        let r = sync_chat(&client, &fleet.replicas[replica], "hi")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 200);
+        served[replica] += 1;
+    }
+    // The dead replica's lease expires (1 s after its last sync); a survivor returns it.
+    let deadline = Instant::now() + PATIENCE;
+    while fleet.lease_count().await > 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead replica's lease never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let returned_after = killed_at.elapsed();
+    // Stop the survivors gracefully: their leases return too.
+    for r in &mut fleet.replicas[1..] {
+        r.terminate();
+    }
+    assert_eq!(fleet.lease_count().await, 0);
+    fleet.ledger.check_invariants().await.expect("ledger sums");
+    let sums = fleet.store.account_sums().await.expect("sums");
+    let acme = sums.iter().find(|s| s.account == "acme").expect("acme");
+    assert_eq!(acme.pending, 0, "no lease left");
+    let total: i64 = served.iter().sum();
+    // Charged at most what was served (1 credit each), at least what the survivors served.
+    assert!(acme.posted <= total * 1000, "{acme:?}");
+    assert!(acme.posted >= (served[1] + served[2]) * 1000, "{acme:?}");
+    assert_eq!(acme.balance, 1_000_000 - acme.posted);
+    eprintln!(
+        "lease kill -9: served {served:?}; posted {} credits ({} of the dead replica's not yet \
+         posted); its lease returned {returned_after:?} after the kill",
+        acme.posted / 1000,
+        total - acme.posted / 1000
+    );
     fleet.cleanup_redis().await;
 }

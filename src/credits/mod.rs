@@ -17,6 +17,8 @@
 //! is enqueued without waiting; the writer retries it until it commits. After a crash,
 //! [`Ledger::recover`] settles every expired pending reservation to its fallback (base cost).
 
+mod lease;
+
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
+
+pub use lease::{LeaseAccount, LeaseBook, LeaseConfig};
 
 use crate::store::{
     now_ms, Done, IdemClaim, IdemCompletion, IdemOutcome, NewGrant, NewReservation, ReserveOutcome,
@@ -70,6 +74,8 @@ pub struct LedgerConfig {
     pub idempotency_timeout: Duration,
     /// How long the in-memory balance estimate may refuse without asking the store.
     pub estimate_freshness: Duration,
+    /// Credit lease mode (PostgreSQL only): serve from blocks of credits held in memory.
+    pub lease: Option<LeaseConfig>,
 }
 
 impl Default for LedgerConfig {
@@ -78,6 +84,7 @@ impl Default for LedgerConfig {
             reservation_timeout: Duration::from_secs(900),
             idempotency_timeout: Duration::from_secs(900),
             estimate_freshness: Duration::from_secs(1),
+            lease: None,
         }
     }
 }
@@ -120,6 +127,8 @@ struct LedgerInner {
     cfg: LedgerConfig,
     /// Shared with writer callbacks, which refresh estimates in commit order.
     estimates: Arc<DashMap<String, Arc<Estimate>>>,
+    /// Lease mode: the blocks of credits this process holds.
+    leases: Option<Arc<LeaseBook>>,
 }
 
 /// The credit ledger. Cheap to clone.
@@ -178,12 +187,14 @@ impl Ledger {
         if let (Ok(rt), Some(events)) = (tokio::runtime::Handle::try_current(), store.subscribe()) {
             rt.spawn(follow_events(Arc::downgrade(&estimates), events));
         }
+        let leases = cfg.lease.map(|l| LeaseBook::new(store.clone(), l));
         Ledger {
             inner: Arc::new(LedgerInner {
                 queue: store.queue(),
                 store,
                 cfg,
                 estimates,
+                leases,
             }),
         }
     }
@@ -290,6 +301,7 @@ impl Ledger {
                 fallback,
                 charge: Arc::new(AtomicI64::new(UNSET)),
                 settled: true, // armed once durable
+                lease: None,
             }),
             needed: req.amount,
         })
@@ -298,7 +310,56 @@ impl Ledger {
     /// Reserves `amount` credits for one request and returns once the reservation is durable.
     /// Too little balance: [`CreditError::Insufficient`] (402), and nothing was written.
     pub async fn reserve(&self, req: ReserveRequest<'_>) -> Result<Reservation, CreditError> {
-        self.admit(&req)?.durable().await
+        match &self.inner.leases {
+            None => self.admit(&req)?.durable().await,
+            Some(book) => self.reserve_from_lease(book, &req).await,
+        }
+    }
+
+    /// Lease mode: the reservation comes from this process's lease on the account (topped up
+    /// from the balance when short), without a store round trip when the lease holds it.
+    async fn reserve_from_lease(
+        &self,
+        book: &LeaseBook,
+        req: &ReserveRequest<'_>,
+    ) -> Result<Reservation, CreditError> {
+        if !req.amount.is_finite() || req.amount < 0.0 {
+            return Err(CreditError::InvalidAmount(
+                "reservation must be finite and >= 0",
+            ));
+        }
+        let amount = to_milli(req.amount);
+        let fallback = to_milli(req.fallback).clamp(0, amount);
+        match book.reserve(req.account, amount).await? {
+            lease::LeaseAdmit::Reserved(account) => Ok(Reservation {
+                ledger: self.clone(),
+                est: Arc::new(Estimate::unknown()),
+                id: req.request_id.to_owned(),
+                account: req.account.to_owned(),
+                reserved: amount,
+                fallback,
+                charge: Arc::new(AtomicI64::new(UNSET)),
+                settled: false,
+                lease: Some(LeaseHold {
+                    account,
+                    key_id: req.key_id.to_owned(),
+                    agent_id: req.agent_id.to_owned(),
+                }),
+            }),
+            lease::LeaseAdmit::Insufficient { balance } => Err(CreditError::Insufficient {
+                balance: from_milli(balance.max(0)),
+                needed: req.amount,
+            }),
+        }
+    }
+
+    /// Lease mode: posts what was used and returns the rest of every lease to the balance
+    /// (on shutdown, after the drain). Returns the credits returned; 0 without lease mode.
+    pub async fn release_leases(&self) -> Result<f64, CreditError> {
+        match &self.inner.leases {
+            None => Ok(0.0),
+            Some(book) => Ok(from_milli(book.release_all().await?)),
+        }
     }
 
     /// Adds credits to an account (creating it). Returns the new balance.
@@ -347,6 +408,13 @@ impl Ledger {
     /// Returns how many it settled. Safe to run concurrently with live traffic and on several
     /// replicas: a reservation extended meanwhile, or settled by its owner, is left alone.
     pub async fn recover(&self, now: UnixMs) -> Result<usize, CreditError> {
+        let returned = self.inner.store.recover_leases(now).await?;
+        if returned > 0 {
+            tracing::info!(
+                credits = from_milli(returned),
+                "returned expired credit leases to their accounts"
+            );
+        }
         let mut settled = 0;
         loop {
             let ids = self.inner.store.expired_pending(now, 512).await?;
@@ -647,6 +715,14 @@ pub struct Reservation {
     fallback: i64,
     charge: Arc<AtomicI64>,
     settled: bool,
+    /// Lease mode: settled into this lease in memory instead of the store.
+    lease: Option<LeaseHold>,
+}
+
+struct LeaseHold {
+    account: Arc<LeaseAccount>,
+    key_id: String,
+    agent_id: String,
 }
 
 impl std::fmt::Debug for Reservation {
@@ -692,6 +768,10 @@ impl Reservation {
     /// Pushes the expiry to now + `reservation_timeout` (a live stream calls this
     /// periodically). Returns false if the reservation is no longer pending.
     pub async fn extend(&self) -> Result<bool, CreditError> {
+        if self.lease.is_some() {
+            // Lives in the lease, which its sync renews.
+            return Ok(true);
+        }
         let expires_at = now_ms().saturating_add(ms(self.ledger.inner.cfg.reservation_timeout));
         Ok(self.ledger.inner.store.extend(&self.id, expires_at).await?)
     }
@@ -712,6 +792,17 @@ impl Reservation {
         self.settled = true;
         let charge = charge.clamp(0, self.reserved);
         let refund = self.reserved - charge;
+        if let Some(hold) = &self.lease {
+            hold.account
+                .settle(self.reserved, charge, &hold.key_id, &hold.agent_id);
+            if let Some(tx) = tx {
+                let _ = tx.send(Ok(SettleOutcome::NotPending));
+            }
+            return Settlement {
+                charged: from_milli(charge),
+                refunded: from_milli(refund),
+            };
+        }
         self.est.refunding.fetch_add(refund, Ordering::AcqRel);
         let req = SettleRequest {
             id: self.id.clone(),
@@ -746,7 +837,10 @@ impl Reservation {
     pub async fn settle(mut self, credits: f64) -> Result<Settlement, CreditError> {
         let charge = clamp_charge(credits, self.reserved, &self.id);
         let (tx, rx) = oneshot::channel();
-        self.enqueue(charge, Some(tx));
+        let asked = self.enqueue(charge, Some(tx));
+        if self.lease.is_some() {
+            return Ok(asked);
+        }
         match rx.await.map_err(|_| StoreError::Closed)?? {
             SettleOutcome::Settled {
                 charged, reserved, ..

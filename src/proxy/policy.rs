@@ -7,7 +7,7 @@ use http::{HeaderValue, StatusCode};
 
 use crate::auth::{AuthError, Authenticator, KeyInfo, Scopes};
 use crate::config::{AgentConfig, Config, Rate, StoreUrl};
-use crate::credits::{CreditError, Ledger, LedgerConfig, Reservation, ReserveRequest};
+use crate::credits::{CreditError, LeaseConfig, Ledger, LedgerConfig, Reservation, ReserveRequest};
 use crate::fronts::{Api, ApiError};
 use crate::limits::{Allowed, FleetLimiter, RateLimiter, RateQuota, SlotGuard, StreamSlots};
 use crate::store::Store;
@@ -104,6 +104,14 @@ impl Policy {
             store.clone(),
             LedgerConfig {
                 reservation_timeout: config.store().reservation_timeout,
+                lease: lease_config(config, &store)?,
+                // Other replicas' refunds do not reach this estimate: trust it for less long,
+                // so that a request it refuses early is never refused for long.
+                estimate_freshness: if store.is_shared() {
+                    Duration::from_millis(250)
+                } else {
+                    LedgerConfig::default().estimate_freshness
+                },
                 ..LedgerConfig::default()
             },
         );
@@ -295,6 +303,25 @@ impl Admission {
         self.reservation
             .map_or(0.0, |r| r.settle_now(credits).charged)
     }
+}
+
+/// `[store] lease_credits > 0`: lease mode, which needs a store shared through PostgreSQL.
+fn lease_config(config: &Config, store: &Store) -> Result<Option<LeaseConfig>, String> {
+    let store_cfg = config.store();
+    if store_cfg.lease_credits <= 0.0 {
+        return Ok(None);
+    }
+    if !store.is_shared() {
+        return Err(
+            "[store] lease_credits: credit leases need a PostgreSQL store (postgres://…); \
+             with SQLite leave it at 0"
+                .into(),
+        );
+    }
+    Ok(Some(LeaseConfig {
+        block: crate::credits::to_milli(store_cfg.lease_credits),
+        timeout: store_cfg.lease_timeout,
+    }))
 }
 
 fn rate_limited(refused: crate::limits::RateLimited) -> ApiError {

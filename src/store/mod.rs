@@ -49,6 +49,8 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store schema version {found} is newer than this binary supports ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     #[error("duplicate {0}")]
     Duplicate(&'static str),
     #[error("store writer has stopped")]
@@ -297,6 +299,40 @@ pub struct AccountSums {
     pub pending: i64,
 }
 
+/// Take credits for a lease (`create`: a new lease row; else top up `lease_id`).
+#[derive(Debug, Clone)]
+pub struct LeaseTake {
+    pub lease_id: String,
+    pub account: String,
+    /// The process holding it (for operators looking at the table).
+    pub holder: String,
+    /// Most millicredits to take; less is taken when the balance holds less.
+    pub amount: i64,
+    pub create: bool,
+    pub now: UnixMs,
+    pub expires_at: UnixMs,
+}
+
+/// What taking lease credits did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseTaken {
+    Taken {
+        taken: i64,
+        balance_after: i64,
+    },
+    /// The lease to top up no longer exists (recovery took it back after it expired).
+    Lost,
+}
+
+/// Charges settled from a lease for one (key, agent), posted in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseUsage {
+    pub key_id: String,
+    pub agent_id: String,
+    pub requests: i64,
+    pub charged: i64,
+}
+
 /// What other processes sharing the store did, as far as caches care (PostgreSQL
 /// `LISTEN`/`NOTIFY`; a SQLite store announces nothing and is polled instead).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -534,6 +570,74 @@ impl Store {
     /// Waits until every write queued before this call has committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.call(WriteOp::Flush).await
+    }
+
+    // ---- credit leases (PostgreSQL) ------------------------------------------------------
+
+    fn postgres(&self) -> Result<&postgres::PgStore, StoreError> {
+        match &self.inner.backend {
+            Backend::Postgres(p) => Ok(p),
+            Backend::Sqlite(_) => Err(StoreError::Unsupported(
+                "credit leases need a PostgreSQL store",
+            )),
+        }
+    }
+
+    /// Takes up to `amount` from the balance into a lease, in one conditional statement.
+    pub async fn lease_take(&self, t: LeaseTake) -> Result<LeaseTaken, StoreError> {
+        let t = Arc::new(t);
+        self.postgres()?
+            .run(false, move |c| {
+                let t = Arc::clone(&t);
+                async move { postgres::lease_take(&c, &t).await }
+            })
+            .await
+    }
+
+    /// Posts charges settled from a lease and renews it until `expires_at`; `false` if the
+    /// lease is gone (taken back by recovery).
+    pub async fn lease_sync(
+        &self,
+        lease_id: &str,
+        account: &str,
+        usage: &[LeaseUsage],
+        now: UnixMs,
+        expires_at: UnixMs,
+    ) -> Result<bool, StoreError> {
+        let args = Arc::new((lease_id.to_owned(), account.to_owned(), usage.to_vec()));
+        self.postgres()?
+            .run(false, move |c| {
+                let args = Arc::clone(&args);
+                async move {
+                    postgres::lease_sync(c, &args.0, &args.1, &args.2, now, expires_at).await
+                }
+            })
+            .await
+    }
+
+    /// Returns the rest of a lease to its account and removes it. Returns the amount.
+    pub async fn lease_release(&self, lease_id: &str) -> Result<i64, StoreError> {
+        let id = lease_id.to_owned();
+        self.postgres()?
+            .run(true, move |c| {
+                let id = id.clone();
+                async move { postgres::return_leases(&c, Some(&id), 0).await }
+            })
+            .await
+    }
+
+    /// Returns every lease that expired at or before `now` to its account (a crashed
+    /// replica's). Returns the millicredits returned. Nothing to do on SQLite.
+    pub async fn recover_leases(&self, now: UnixMs) -> Result<i64, StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => Ok(0),
+            Backend::Postgres(p) => {
+                p.run(true, move |c| async move {
+                    postgres::return_leases(&c, None, now).await
+                })
+                .await
+            }
+        }
     }
 
     // ---- reads --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 //! PostgreSQL migrations: the same tables, columns and version numbers as `schema.rs`, in
 //! PostgreSQL's types (`BIGINT` for SQLite's 64-bit `INTEGER`, `BYTEA` for `BLOB`).
 //!
-//! Keep the two lists in step: a migration added to SQLite gets its PostgreSQL twin here under
+//! PostgreSQL's version 1 also holds the credit-lease tables (`leases`, `lease_usage`), a
+//! feature of shared stores only. Keep the two lists in step: a migration added to SQLite gets its PostgreSQL twin here under
 //! the same number, so both backends report the same schema version.
 
 /// `(version, SQL)` pairs; never edit a released entry, append a new one.
@@ -72,6 +73,27 @@ CREATE TABLE counters (
     value BIGINT NOT NULL
 );
 INSERT INTO counters (name, value) VALUES ('revocations', 0);
+-- PostgreSQL only: credit leases (`[store] lease_credits`) and the charges posted from them.
+CREATE TABLE leases (
+    id         TEXT PRIMARY KEY,
+    account    TEXT NOT NULL REFERENCES accounts (id),
+    holder     TEXT NOT NULL,
+    amount     BIGINT NOT NULL CHECK (amount >= 0),
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX leases_expiry ON leases (expires_at);
+CREATE TABLE lease_usage (
+    id         TEXT PRIMARY KEY,
+    lease_id   TEXT NOT NULL,
+    account    TEXT NOT NULL REFERENCES accounts (id),
+    key_id     TEXT NOT NULL,
+    agent_id   TEXT NOT NULL,
+    requests   BIGINT NOT NULL,
+    charged    BIGINT NOT NULL CHECK (charged >= 0),
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX lease_usage_account ON lease_usage (account, created_at);
 "#,
     ),
     (

@@ -86,6 +86,7 @@ pub fn short_timeouts() -> LedgerConfig {
         reservation_timeout: Duration::from_secs(1),
         idempotency_timeout: Duration::from_millis(300),
         estimate_freshness: Duration::from_millis(100),
+        lease: None,
     }
 }
 
