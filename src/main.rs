@@ -78,7 +78,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
-            let config = match load_config(&config) {
+            let config_path = config;
+            let config = match load_config(&config_path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -86,7 +87,9 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing(config.server().log_format);
-            runtime().block_on(serve(config))
+            // The embedded quick start has no file to reload.
+            let path = config_path.exists().then_some(config_path);
+            runtime().block_on(serve(config, path))
         }
         Command::Keys(args) => admin_exit(runtime().block_on(agentgate::admin::cli::run_keys(
             args,
@@ -179,7 +182,8 @@ fn admin_exit(result: Result<(), agentgate::admin::AdminError>) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
+    let watch = config.server().watch_config;
     let running = match agentgate::server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -187,7 +191,23 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let stop = tokio_util::sync::CancellationToken::new();
+    if let Some(path) = path {
+        let path = std::path::absolute(&path).unwrap_or(path);
+        running.reloader.set_path(path);
+        if watch {
+            tokio::spawn(running.reloader.clone().watch_file(stop.clone()));
+        }
+    }
+    #[cfg(unix)]
+    running.reloader.clone().spawn_sighup(stop.clone());
+    tracing::info!(
+        path = running.reloader.path().map(|p| p.display().to_string()),
+        watch,
+        "serving; SIGHUP reloads the config"
+    );
     shutdown_signal().await;
+    stop.cancel();
     tracing::info!("shutting down: no new connections; draining open streams");
     running.shutdown().await;
     ExitCode::SUCCESS
