@@ -351,6 +351,17 @@ async fn reload_under_load() {
                 .is_some_and(|r| r.contains("credits_per_message"))
     });
     assert!(logged, "the refusal is logged with its reason");
+    // JSON logs: each request's line carries its span (request id, front, agent, trace id).
+    let spanned = gw.logs.lock().expect("lock").iter().any(|v| {
+        let span = &v["span"];
+        v["fields"]["message"] == "request"
+            && span["name"] == "request"
+            && span["request_id"].as_str().is_some_and(|id| !id.is_empty())
+            && span["front"] == "agents"
+            && span["agent"] == "beta"
+            && span["trace_id"].as_str().is_some_and(|t| t.len() == 32)
+    });
+    assert!(spanned, "request lines carry the request span");
 
     // Change 3 (file write, then SIGHUP): fixed, and a third agent.
     let gamma = format!("{beta}{}", agent_table("gamma", &alpha));

@@ -978,3 +978,49 @@ fn with_request_id(mut r: Response<GatewayBody>, request_id: &str) -> Response<G
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_validation_follows_w3c() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(valid_traceparent(ok.as_bytes()));
+        // A later version may append fields after a dash.
+        assert!(valid_traceparent(
+            b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"
+        ));
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", // 00 has no tail
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "",
+        ] {
+            assert!(!valid_traceparent(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_bad_traceparent_starts_a_new_trace() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("tracestate", HeaderValue::from_static("a=1"));
+        let (tp, ts) = trace_context(&headers);
+        assert!(valid_traceparent(tp.as_bytes()), "{tp:?}");
+        assert_eq!(ts, None);
+        assert_eq!(trace_id(&tp).len(), 32);
+        headers.insert("traceparent", HeaderValue::from_static("garbage"));
+        let (tp2, _) = trace_context(&headers);
+        assert!(valid_traceparent(tp2.as_bytes()) && tp2 != tp);
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        headers.insert("traceparent", HeaderValue::from_static(given));
+        let (tp3, ts3) = trace_context(&headers);
+        assert_eq!(tp3, given);
+        assert_eq!(ts3, Some(HeaderValue::from_static("a=1")));
+        assert_eq!(trace_id(&tp3), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+}
