@@ -11,6 +11,7 @@
 //! - [`server`]: listeners, TLS, graceful shutdown, the admin listener.
 //! - [`reload`]: live config reload (SIGHUP, file change) with an atomic snapshot swap.
 //! - [`health`]: backend health checks.
+//! - [`telemetry`]: optional OpenTelemetry export (cargo feature `otlp`).
 //! - [`demo`]: the echo backend behind the quick start and the tests.
 //! - [`store`]: durable policy state (keys, ledger, idempotency), group-committed, SQLite by default.
 //! - [`auth`]: API keys (format, hashing, cached authentication), scopes and agent access.
@@ -39,5 +40,6 @@ pub mod reload;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod telemetry;
 pub mod transcode;
 pub mod upstream;

@@ -86,7 +86,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_tracing(config.server().log_format);
+            let _telemetry = init_tracing(config.server().log_format);
             // The embedded quick start has no file to reload.
             let path = config_path.exists().then_some(config_path);
             runtime().block_on(serve(config, path))
@@ -123,7 +123,7 @@ fn main() -> ExitCode {
             listen,
             delay_ms,
         } => {
-            init_tracing(LogFormat::Text);
+            let _telemetry = init_tracing(LogFormat::Text);
             runtime().block_on(async move {
                 let agent = DemoAgent::new(api, Duration::from_millis(delay_ms));
                 match agent.spawn(listen).await {
@@ -240,12 +240,35 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("cannot start the tokio runtime")
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs to stdout, as text or JSON; with the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT`,
+/// spans are exported too (the returned guard flushes them when dropped).
+fn init_tracing(format: LogFormat) -> Telemetry {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    let (json, text) = match format {
+        LogFormat::Json => (Some(tracing_subscriber::fmt::layer().json()), None),
+        LogFormat::Text => (None, Some(tracing_subscriber::fmt::layer())),
+    };
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(text);
+    #[cfg(feature = "otlp")]
+    {
+        let (otel, guard) = agentgate::telemetry::layer();
+        registry.with(otel).init();
+        guard
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        registry.init();
+        Telemetry
     }
 }
+
+#[cfg(feature = "otlp")]
+type Telemetry = agentgate::telemetry::Guard;
+/// Without the `otlp` feature there is nothing to flush at exit.
+#[cfg(not(feature = "otlp"))]
+struct Telemetry;

@@ -278,15 +278,18 @@ impl Gateway {
             .filter(|v| !v.is_empty() && v.len() <= 128)
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let (traceparent, tracestate) = trace_context(req.headers());
+        let (traceparent, tracestate, given) = trace_context(req.headers());
         let span = tracing::info_span!(
             "request",
             request_id = %request_id,
             front = front.api.as_str(),
-            trace_id = trace_id(&traceparent),
+            trace_id = tracing::field::Empty,
             agent = tracing::field::Empty,
             status = tracing::field::Empty,
         );
+        let client_tp = given.then(|| traceparent.clone());
+        let traceparent = crate::telemetry::link(&span, client_tp.as_ref(), traceparent);
+        span.record("trace_id", trace_id(&traceparent));
         let mut ctx = Ctx {
             request_id,
             started: Instant::now(),
@@ -823,11 +826,12 @@ async fn readiness(policy: &Policy) -> (StatusCode, Bytes) {
 }
 
 /// The W3C trace context passed to the backend: the client's `traceparent` (and `tracestate`)
-/// when it is valid, else a new trace started here (and no `tracestate`, as the spec says).
-fn trace_context(headers: &http::HeaderMap) -> (HeaderValue, Option<HeaderValue>) {
+/// when it is valid (`true`), else a new trace started here (and no `tracestate`, as the spec
+/// says).
+fn trace_context(headers: &http::HeaderMap) -> (HeaderValue, Option<HeaderValue>, bool) {
     if let Some(tp) = headers.get("traceparent") {
         if valid_traceparent(tp.as_bytes()) {
-            return (tp.clone(), headers.get("tracestate").cloned());
+            return (tp.clone(), headers.get("tracestate").cloned(), true);
         }
     }
     let trace: u128 = rand::random::<u128>().max(1);
@@ -836,6 +840,7 @@ fn trace_context(headers: &http::HeaderMap) -> (HeaderValue, Option<HeaderValue>
     (
         HeaderValue::from_str(&value).expect("hex digits and dashes are a valid header value"),
         None,
+        false,
     )
 }
 
@@ -1009,16 +1014,18 @@ mod tests {
     fn a_missing_or_bad_traceparent_starts_a_new_trace() {
         let mut headers = http::HeaderMap::new();
         headers.insert("tracestate", HeaderValue::from_static("a=1"));
-        let (tp, ts) = trace_context(&headers);
+        let (tp, ts, given) = trace_context(&headers);
+        assert!(!given);
         assert!(valid_traceparent(tp.as_bytes()), "{tp:?}");
         assert_eq!(ts, None);
         assert_eq!(trace_id(&tp).len(), 32);
         headers.insert("traceparent", HeaderValue::from_static("garbage"));
-        let (tp2, _) = trace_context(&headers);
+        let (tp2, _, _) = trace_context(&headers);
         assert!(valid_traceparent(tp2.as_bytes()) && tp2 != tp);
         let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
         headers.insert("traceparent", HeaderValue::from_static(given));
-        let (tp3, ts3) = trace_context(&headers);
+        let (tp3, ts3, was_given) = trace_context(&headers);
+        assert!(was_given);
         assert_eq!(tp3, given);
         assert_eq!(ts3, Some(HeaderValue::from_static("a=1")));
         assert_eq!(trace_id(&tp3), "4bf92f3577b34da6a3ce929d0e0e4736");
