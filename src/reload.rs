@@ -293,6 +293,13 @@ impl Reloader {
     }
 }
 
+impl Drop for Inner {
+    /// The gateway is gone: so are its health checks.
+    fn drop(&mut self) {
+        lock(&self.health).cancel();
+    }
+}
+
 fn read_if_present(path: &Path) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
 }

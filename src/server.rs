@@ -55,7 +55,8 @@ pub struct Running {
     tasks: JoinSet<()>,
     drain: Arc<GracefulShutdown>,
     /// The admin listener serves on through the drain (metrics, `/readyz` saying "draining").
-    admin: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
+    /// (A `JoinSet`, so that dropping `Running` without a shutdown stops it too.)
+    admin: Option<(JoinSet<()>, CancellationToken)>,
 }
 
 impl Running {
@@ -99,10 +100,10 @@ impl Running {
     }
 }
 
-async fn stop_admin(admin: Option<(tokio::task::JoinHandle<()>, CancellationToken)>) {
-    if let Some((task, stop)) = admin {
+async fn stop_admin(admin: Option<(JoinSet<()>, CancellationToken)>) {
+    if let Some((mut task, stop)) = admin {
         stop.cancel();
-        let _ = task.await;
+        while task.join_next().await.is_some() {}
     }
 }
 
@@ -177,7 +178,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             admin.token.expose().to_owned(),
         ));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(admin_loop(listener, ctx, reloader.clone(), stop.clone()));
+        let mut task = JoinSet::new();
+        task.spawn(admin_loop(listener, ctx, reloader.clone(), stop.clone()));
         admin_task = Some((task, stop));
     }
     Ok(Running {

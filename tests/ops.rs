@@ -499,3 +499,124 @@ async fn trace_context_reaches_the_backend() {
     assert_ne!(seen[1].0, seen[2].0, "each request starts its own trace");
     gw.running.shutdown().await;
 }
+
+/// With the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT`, the real binary exports each
+/// request's span over OTLP/HTTP, in the client's trace, and the backend's `traceparent` names
+/// that span as its parent. (`cargo test --features otlp --test ops otlp`; CI builds no feature.)
+#[cfg(feature = "otlp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_exports_the_request_span_in_the_clients_trace() {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncWriteExt;
+
+    // An OTLP/HTTP collector: records every request body, answers 200.
+    let collector = tokio::net::TcpListener::bind(LOOPBACK).await.expect("bind");
+    let collector_addr = collector.local_addr().expect("addr");
+    let exported: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+    let sink = exported.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = collector.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                while let Some(request) = read_request(&mut socket).await {
+                    sink.lock().expect("lock").push(request);
+                    let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if socket.write_all(ok.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mock = MockUpstream::sse(UI_FIXTURE).spawn().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("agentgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
+             [store]\nurl = \"sqlite://{}\"\n\
+             [[front]]\napi = \"chatbase\"\nrequire_key = false\n\
+             [[agent]]\nid = \"a\"\nupstream = \"{}\"\nupstream_api = \"chatbase\"\n",
+            dir.path().join("agentgate.db").display(),
+            mock.url()
+        ),
+    )
+    .expect("config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentgate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{collector_addr}"),
+        )
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("agentgate serve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["fields"]["message"] == "listening" {
+                let _ = tx.send(v["fields"]["bound"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(PATIENCE).expect("listening");
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_parent = "00f067aa0ba902b7";
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .post(format!("http://{addr}/api/v2/agents/a/chat"))
+        .header("traceparent", format!("00-{trace}-{client_parent}-01"))
+        .json(&serde_json::json!({"message": "hi", "stream": false}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    let sent = mock.requests()[0]
+        .header("traceparent")
+        .expect("traceparent")
+        .to_owned();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(
+        parts[1], trace,
+        "the backend is in the client's trace: {sent}"
+    );
+    assert_ne!(
+        parts[2], client_parent,
+        "its parent is the gateway's span: {sent}"
+    );
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    };
+    let (trace_bytes, span_bytes) = (hex(trace), hex(parts[2]));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let found = loop {
+        let found = exported.lock().expect("lock").iter().any(|r| {
+            let has = |needle: &[u8]| r.body.windows(needle.len()).any(|w| w == needle);
+            r.method == "POST" && r.path == "/v1/traces" && has(&trace_bytes) && has(&span_bytes)
+        });
+        if found || tokio::time::Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "the request span reached the collector");
+}
