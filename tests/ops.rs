@@ -620,3 +620,115 @@ async fn otlp_exports_the_request_span_in_the_clients_trace() {
     let _ = child.wait();
     assert!(found, "the request span reached the collector");
 }
+
+/// `GET /admin/v1/config` and `POST /admin/v1/config/reload` need the admin token; a reload of
+/// a good file applies it (new agent served), one that changes the listeners is refused with
+/// the reason, and a gateway on no file says there is nothing to reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_config_endpoint_reloads_and_refuses() {
+    let backend = demo_agent(Api::Agents).await;
+    let url = format!("http://{backend}");
+    let a = agent_id(1);
+    let (gw, admin) = gateway_with_admin(&[agent(&a, &url, Api::Agents, "")]).await;
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let status = plain
+        .get(format!("http://{admin}/admin/v1/config"))
+        .send()
+        .await
+        .expect("answer");
+    assert_error(status, 401).await;
+    let reload = || {
+        plain
+            .post(format!("http://{admin}/admin/v1/config/reload"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    let body = assert_error(reload().await.expect("answer"), 422).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no config file")),
+        "{body}"
+    );
+
+    // The same config as the running one (same store file, same listeners), plus an agent.
+    let db = gw.dir.path().join("agentgate.db");
+    let server = format!("admin_listen = \"{ADMIN_LISTEN}\"\nadmin_token = \"{ADMIN_TOKEN}\"");
+    let b = agent_id(2);
+    let text = format!(
+        "{}\n[store]\nurl = \"sqlite://{}\"\n",
+        config(
+            &server,
+            &[
+                agent(&a, &url, Api::Agents, ""),
+                agent(&b, &url, Api::Agents, "")
+            ]
+        ),
+        db.display()
+    );
+    let path = gw.dir.path().join("agentgate.toml");
+    std::fs::write(&path, &text).expect("written");
+    gw.running.reloader.set_path(path.clone());
+    assert_eq!(
+        send_chat(&client(), &gw, Api::Agents, &b, "hi", None, false)
+            .await
+            .status(),
+        404
+    );
+    let r = reload().await.expect("answer");
+    assert_eq!(r.status(), 200);
+    let status: Value = r.json().await.expect("json");
+    assert_eq!(status["generation"], 2, "{status}");
+    assert_eq!(status["last_reload"]["result"], "ok", "{status}");
+    assert_eq!(status["last_reload"]["trigger"], "admin", "{status}");
+    assert_eq!(
+        send_chat(&client(), &gw, Api::Agents, &b, "hi", None, false)
+            .await
+            .status(),
+        200
+    );
+
+    // Listeners cannot change live: refused, named, and the running config stays.
+    std::fs::write(&path, text.replace(ADMIN_LISTEN, "127.0.0.3:0")).expect("written");
+    let body = assert_error(reload().await.expect("answer"), 422).await;
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("admin_listen") && message.contains("restart"),
+        "{message}"
+    );
+    let status: Value = plain
+        .get(format!("http://{admin}/admin/v1/config"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["generation"], 2, "{status}");
+    assert_eq!(status["last_reload"]["result"], "error", "{status}");
+    assert_eq!(status["last_reload"]["error"], message, "{status}");
+    assert_eq!(
+        send_chat(&client(), &gw, Api::Agents, &b, "hi", None, false)
+            .await
+            .status(),
+        200
+    );
+    let text = scrape(admin).await;
+    assert_eq!(
+        sample(&text, "agentgate_config_reloads_total", &[("result", "ok")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "agentgate_config_reloads_total",
+            &[("result", "error")]
+        ),
+        Some(2.0)
+    );
+    gw.running.shutdown().await;
+}
