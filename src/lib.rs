@@ -8,7 +8,10 @@
 //! - [`config`]: TOML config → validated immutable [`config::Config`].
 //! - [`proxy`]: the request pipeline, the metering hook and the streaming response body.
 //! - [`upstream`]: requests rewritten into each backend API; the pooled client.
-//! - [`server`]: listeners, TLS, graceful shutdown.
+//! - [`server`]: listeners, TLS, graceful shutdown, the admin listener.
+//! - [`reload`]: live config reload (SIGHUP, file change) with an atomic snapshot swap.
+//! - [`health`]: backend health checks.
+//! - [`telemetry`]: optional OpenTelemetry export (cargo feature `otlp`).
 //! - [`demo`]: the echo backend behind the quick start and the tests.
 //! - [`store`]: durable policy state (keys, ledger, idempotency): SQLite (group-committed) by
 //!   default, PostgreSQL shared by replicas (one-statement ops, LISTEN/NOTIFY, credit leases).
@@ -17,6 +20,7 @@
 //!   and idempotency.
 //! - [`limits`]: GCRA rate limits per key and per agent (in process, or fleet-wide in Redis),
 //!   concurrent-stream caps.
+//! - [`metrics`]: Prometheus metrics, served on the admin listener.
 //! - [`admin`]: the operator surface: CLI subcommands and the admin HTTP API.
 //! - `fuzzing` (hidden): output checks shared by the fuzz target and the tests.
 #![forbid(unsafe_code)]
@@ -31,10 +35,14 @@ pub mod formats;
 pub mod fronts;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod telemetry;
 pub mod transcode;
 pub mod upstream;

@@ -78,15 +78,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
-            let config = match load_config(&config) {
+            let config_path = config;
+            let config = match load_config(&config_path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            init_tracing(config.server().log_format);
-            runtime().block_on(serve(config))
+            let _telemetry = init_tracing(config.server().log_format);
+            // The embedded quick start has no file to reload.
+            let path = config_path.exists().then_some(config_path);
+            runtime().block_on(serve(config, path))
         }
         Command::Keys(args) => admin_exit(runtime().block_on(agentgate::admin::cli::run_keys(
             args,
@@ -120,7 +123,7 @@ fn main() -> ExitCode {
             listen,
             delay_ms,
         } => {
-            init_tracing(LogFormat::Text);
+            let _telemetry = init_tracing(LogFormat::Text);
             runtime().block_on(async move {
                 let agent = DemoAgent::new(api, Duration::from_millis(delay_ms));
                 match agent.spawn(listen).await {
@@ -179,7 +182,8 @@ fn admin_exit(result: Result<(), agentgate::admin::AdminError>) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
+    let watch = config.server().watch_config;
     let running = match agentgate::server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -187,7 +191,23 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let stop = tokio_util::sync::CancellationToken::new();
+    if let Some(path) = path {
+        let path = std::path::absolute(&path).unwrap_or(path);
+        running.reloader.set_path(path);
+        if watch {
+            tokio::spawn(running.reloader.clone().watch_file(stop.clone()));
+        }
+    }
+    #[cfg(unix)]
+    running.reloader.clone().spawn_sighup(stop.clone());
+    tracing::info!(
+        path = running.reloader.path().map(|p| p.display().to_string()),
+        watch,
+        "serving; SIGHUP reloads the config"
+    );
     shutdown_signal().await;
+    stop.cancel();
     tracing::info!("shutting down: no new connections; draining open streams");
     running.shutdown().await;
     ExitCode::SUCCESS
@@ -220,12 +240,35 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("cannot start the tokio runtime")
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs to stdout, as text or JSON; with the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT`,
+/// spans are exported too (the returned guard flushes them when dropped).
+fn init_tracing(format: LogFormat) -> Telemetry {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    let (json, text) = match format {
+        LogFormat::Json => (Some(tracing_subscriber::fmt::layer().json()), None),
+        LogFormat::Text => (None, Some(tracing_subscriber::fmt::layer())),
+    };
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(text);
+    #[cfg(feature = "otlp")]
+    {
+        let (otel, guard) = agentgate::telemetry::layer();
+        registry.with(otel).init();
+        guard
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        registry.init();
+        Telemetry
     }
 }
+
+#[cfg(feature = "otlp")]
+type Telemetry = agentgate::telemetry::Guard;
+/// Without the `otlp` feature there is nothing to flush at exit.
+#[cfg(not(feature = "otlp"))]
+struct Telemetry;

@@ -21,15 +21,13 @@ use http_body_util::{BodyExt, Full, Limited};
 
 use crate::admin::{self, http::AdminCtx};
 use crate::auth::{self, KeyKind, KeyLimits, NewKeySpec, Scopes};
-use crate::config::{Config, StoreUrl, TlsConfig, Upstream};
-use crate::demo::DemoAgent;
+use crate::config::{Config, StoreUrl, TlsConfig};
+use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Policy};
+use crate::reload::Reloader;
 
 /// Largest admin API request body.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
-
-/// How long a demo backend pauses between words in the quick start.
-const DEMO_DELAY: Duration = Duration::from_millis(25);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -50,11 +48,15 @@ pub struct Running {
     pub policy: Arc<Policy>,
     /// Configured listen address → the address actually bound (they differ for port 0).
     pub addrs: HashMap<SocketAddr, SocketAddr>,
+    /// Applies new configs (SIGHUP, file changes, tests).
+    pub reloader: Reloader,
     stop_accepting: CancellationToken,
     streams_end: CancellationToken,
     tasks: JoinSet<()>,
     drain: Arc<GracefulShutdown>,
-    drain_timeout: Duration,
+    /// The admin listener serves on through the drain (metrics, `/readyz` saying "draining").
+    /// (A `JoinSet`, so that dropping `Running` without a shutdown stops it too.)
+    admin: Option<(JoinSet<()>, CancellationToken)>,
 }
 
 impl Running {
@@ -66,53 +68,75 @@ impl Running {
     /// Graceful shutdown: stop accepting, let open streams finish within the drain timeout,
     /// then end the rest with a terminal event in their format.
     pub async fn shutdown(mut self) {
+        let metrics = self.reloader.gateway().metrics().clone();
+        metrics.drains.inc();
+        // The drain timeout of the config in force now (it may have been reloaded).
+        let drain_timeout = self
+            .reloader
+            .gateway()
+            .snapshot()
+            .config()
+            .server()
+            .drain_timeout;
+        self.reloader.stop_health_checks();
+        self.reloader.gateway().set_draining();
         self.stop_accepting.cancel();
         while self.tasks.join_next().await.is_some() {}
         // The accept loops have ended, so this is the last handle.
         let Ok(drain) = Arc::try_unwrap(self.drain) else {
             self.streams_end.cancel();
+            release_leases(&self.policy).await;
+            stop_admin(self.admin).await;
             return;
         };
-        let drained = tokio::time::timeout(self.drain_timeout, drain.shutdown()).await;
+        let drained = tokio::time::timeout(drain_timeout, drain.shutdown()).await;
         if drained.is_err() {
+            metrics.drain_cut_streams.inc();
             tracing::warn!("drain timeout passed; ending the open streams");
             self.streams_end.cancel();
             // The streams now write their terminal events; give them a moment to flush.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        // Lease mode: post what was used and give the rest back to the accounts.
-        match self.policy.ledger.release_leases().await {
-            Ok(0.0) => {}
-            Ok(credits) => tracing::info!(credits, "returned credit leases"),
-            Err(e) => tracing::warn!(error = %e, "credit leases not returned; they expire"),
-        }
+        release_leases(&self.policy).await;
+        stop_admin(self.admin).await;
+    }
+}
+
+/// Lease mode: post what was used and give the rest back to the accounts.
+async fn release_leases(policy: &Policy) {
+    match policy.ledger.release_leases().await {
+        Ok(0.0) => {}
+        Ok(credits) => tracing::info!(credits, "returned credit leases"),
+        Err(e) => tracing::warn!(error = %e, "credit leases not returned; they expire"),
+    }
+}
+
+async fn stop_admin(admin: Option<(JoinSet<()>, CancellationToken)>) {
+    if let Some((mut task, stop)) = admin {
+        stop.cancel();
+        while task.join_next().await.is_some() {}
     }
 }
 
 /// Starts demo backends, the gateway and every listener of `config`.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     let config = Arc::new(config);
-    let mut demo = HashMap::new();
-    for agent in config.agents() {
-        if agent.upstream == Upstream::Demo {
-            let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-            let addr = DemoAgent::new(agent.upstream_api, DEMO_DELAY)
-                .spawn(loopback)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: loopback,
-                    source,
-                })?;
-            demo.insert(agent.id.clone(), addr);
-        }
-    }
     let policy = Arc::new(Policy::open(&config).await.map_err(ServerError::Setup)?);
     let streams_end = CancellationToken::new();
-    let gateway = Arc::new(
-        Gateway::new(config.clone(), &demo, policy.clone(), streams_end.clone())
-            .map_err(ServerError::Setup)?,
-    );
-    if !demo.is_empty() {
+    let metrics = Arc::new(Metrics::new());
+    let reloader = Reloader::start(config.clone(), |snapshot| {
+        Arc::new(Gateway::new(
+            snapshot,
+            policy.clone(),
+            metrics.clone(),
+            streams_end.clone(),
+        ))
+    })
+    .await
+    .map_err(ServerError::Setup)?;
+    metrics.config_loaded();
+    let gateway = reloader.gateway().clone();
+    if reloader.has_demo_agents().await {
         bootstrap_demo_key(&policy, &config).await;
     }
     let tls = match &config.server().tls {
@@ -123,6 +147,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let drain = Arc::new(GracefulShutdown::new());
     let mut tasks = JoinSet::new();
     let mut addrs = HashMap::new();
+    let mut admin_task = None;
     for listen in config.listeners() {
         let listener = TcpListener::bind(listen)
             .await
@@ -163,21 +188,20 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             policy.ledger.clone(),
             admin.token.expose().to_owned(),
         ));
-        tasks.spawn(admin_loop(
-            listener,
-            ctx,
-            drain.clone(),
-            stop_accepting.clone(),
-        ));
+        let stop = CancellationToken::new();
+        let mut task = JoinSet::new();
+        task.spawn(admin_loop(listener, ctx, reloader.clone(), stop.clone()));
+        admin_task = Some((task, stop));
     }
     Ok(Running {
         policy,
         addrs,
+        reloader,
         stop_accepting,
         streams_end,
         tasks,
         drain,
-        drain_timeout: config.server().drain_timeout,
+        admin: admin_task,
     })
 }
 
@@ -242,16 +266,22 @@ async fn accept_loop(
     }
 }
 
-/// The admin listener: `/healthz`, `/readyz` and the admin API behind the admin token.
+/// The admin listener: `/metrics` and `/healthz`, `/readyz` (no token), the config status
+/// and the admin API (behind the admin token).
 async fn admin_loop(
     listener: TcpListener,
     ctx: Arc<AdminCtx>,
-    drain: Arc<GracefulShutdown>,
+    reloader: Reloader,
     stop: CancellationToken,
 ) {
+    // Its own drain: admin connections must not hold up (or be cut by) the main drain.
+    let drain = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), drain.shutdown()).await;
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(_) => {
@@ -261,20 +291,34 @@ async fn admin_loop(
             },
         };
         let ctx = ctx.clone();
+        let reloader = reloader.clone();
         let watcher = drain.watcher();
         tokio::spawn(async move {
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let ctx = ctx.clone();
+                let reloader = reloader.clone();
                 async move {
                     let (parts, body) = req.into_parts();
                     let response = match parts.uri.path() {
-                        "/healthz" | "/readyz" => {
+                        "/healthz" => {
                             http::Response::new(Bytes::from_static(b"{\"status\":\"ok\"}"))
                         }
+                        "/readyz" => {
+                            let (status, body) = reloader.gateway().readiness().await;
+                            let mut r = http::Response::new(body);
+                            *r.status_mut() = status;
+                            r
+                        }
+                        "/metrics" => metrics_response(reloader.gateway().metrics()),
                         _ => match Limited::new(body, ADMIN_BODY_LIMIT).collect().await {
                             Ok(body) => {
                                 let req = http::Request::from_parts(parts, body.to_bytes());
-                                admin::http::handle(req, &ctx).await
+                                match req.uri().path() {
+                                    "/admin/v1/config" | "/admin/v1/config/reload" => {
+                                        config_endpoint(req, &ctx, &reloader).await
+                                    }
+                                    _ => admin::http::handle(req, &ctx).await,
+                                }
                             }
                             Err(_) => {
                                 let mut r = http::Response::new(Bytes::from_static(
@@ -292,6 +336,66 @@ async fn admin_loop(
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             let _ = watcher.watch(conn.into_owned()).await;
         });
+    }
+}
+
+fn metrics_response(metrics: &Metrics) -> http::Response<Bytes> {
+    let mut r = http::Response::new(Bytes::from(metrics.encode()));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    r
+}
+
+/// `GET /admin/v1/config`: the config in force and the last reload's result;
+/// `POST /admin/v1/config/reload`: reload the file now (200, or 422 with the reason).
+async fn config_endpoint(
+    req: http::Request<Bytes>,
+    ctx: &AdminCtx,
+    reloader: &Reloader,
+) -> http::Response<Bytes> {
+    let json = |status: http::StatusCode, body: serde_json::Value| {
+        let mut r = http::Response::new(Bytes::from(body.to_string()));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    let error = |status, code: &str, message: &str| {
+        json(
+            status,
+            serde_json::json!({"error": {"code": code, "message": message, "details": {}}}),
+        )
+    };
+    if !ctx.authorized(&req) {
+        return error(
+            http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin token is required",
+        );
+    }
+    match (req.method(), req.uri().path()) {
+        (&http::Method::GET, "/admin/v1/config") => {
+            json(http::StatusCode::OK, reloader.status_json())
+        }
+        (&http::Method::POST, "/admin/v1/config/reload") => {
+            match reloader.reload_file("admin").await {
+                Ok(()) => json(http::StatusCode::OK, reloader.status_json()),
+                Err(e) => error(
+                    http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "config_refused",
+                    &e.to_string(),
+                ),
+            }
+        }
+        _ => error(
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "GET /admin/v1/config or POST /admin/v1/config/reload",
+        ),
     }
 }
 

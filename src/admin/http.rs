@@ -37,7 +37,8 @@ impl AdminCtx {
         self.ledger.store()
     }
 
-    fn authorized(&self, req: &Request<Bytes>) -> bool {
+    /// Whether `req` carries the admin token.
+    pub fn authorized(&self, req: &Request<Bytes>) -> bool {
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
             return false;
         };

@@ -41,6 +41,10 @@ pub const FIRST_BYTE_TIMEOUT_MS: u64 = 30_000;
 pub const IDLE_TIMEOUT_MS: u64 = 30_000;
 /// `[[agent]] enabled`.
 pub const AGENT_ENABLED: bool = true;
+/// `[[agent]] health_interval_ms`.
+pub const HEALTH_INTERVAL_MS: u64 = 10_000;
+/// `[server] watch_config`.
+pub const WATCH_CONFIG: bool = true;
 /// `[[agent]] record`.
 pub const AGENT_RECORD: bool = true;
 

@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// TLS for the main listener and every front listener.
     pub tls: Option<TlsConfig>,
+    /// Reload the config when its file changes.
+    pub watch_config: bool,
 }
 
 /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/admin/v1/…`).
@@ -135,6 +137,8 @@ pub struct AgentConfig {
     pub record: bool,
     /// Path polled on the backend (starts with `/`).
     pub health_check: Option<String>,
+    /// Time between two health checks.
+    pub health_interval: Duration,
 }
 
 impl AgentConfig {

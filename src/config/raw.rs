@@ -59,6 +59,9 @@ pub(crate) struct RawServer {
     pub log_format: Option<RawLogFormat>,
     /// TLS for the main listener and every front listener (optional).
     pub tls: Option<RawTls>,
+    /// Reload the config when its file changes (polled every second; default true). SIGHUP
+    /// reloads it too. A config that fails validation is refused and the running one stays.
+    pub watch_config: Option<bool>,
 }
 
 /// `log_format` values.
@@ -189,6 +192,10 @@ pub(crate) struct RawAgent {
     /// Path on the backend polled for health (optional, e.g. `/health`); while it fails,
     /// chats get 409.
     pub health_check: Option<Str>,
+    /// Milliseconds between health checks (default 10000); needs `health_check`. One failed
+    /// check (an error, a timeout or a status other than 2xx) marks the agent down, one
+    /// passed check marks it up again.
+    pub health_interval_ms: Option<Spanned<u64>>,
 }
 
 /// `[[team]]`

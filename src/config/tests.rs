@@ -771,3 +771,32 @@ fn embedded_default_parses() {
     assert!(team.summarizer.is_some());
     assert!(config.server().admin.is_none());
 }
+
+#[test]
+fn health_interval_and_watch_config() {
+    let base = "[[agent]]\nid = \"a\"\nupstream = \"http://h\"\nupstream_api = \"agents\"\n";
+    let config = ok(base);
+    assert!(config.server().watch_config);
+    assert_eq!(
+        config.agent("a").expect("agent").health_interval,
+        Duration::from_secs(10)
+    );
+    let config = ok(&format!(
+        "[server]\nwatch_config = false\n{base}health_check = \"/h\"\nhealth_interval_ms = 250\n"
+    ));
+    assert!(!config.server().watch_config);
+    assert_eq!(
+        config.agent("a").expect("agent").health_interval,
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        error(&format!("{base}health_interval_ms = 250\n")),
+        "t.toml:5:22: health_interval_ms: needs `health_check`"
+    );
+    assert_eq!(
+        error(&format!(
+            "{base}health_check = \"/h\"\nhealth_interval_ms = 0\n"
+        )),
+        "t.toml:6:22: health_interval_ms: must be greater than 0"
+    );
+}

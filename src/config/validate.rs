@@ -239,6 +239,7 @@ impl Validator<'_> {
                 Some(RawLogFormat::Text) | None => LogFormat::Text,
             },
             tls: tls?,
+            watch_config: raw.watch_config.unwrap_or(defaults::WATCH_CONFIG),
         })
     }
 
@@ -510,6 +511,15 @@ impl Validator<'_> {
         );
         let timeouts = self.upstream_timeouts(raw);
         let health_check = self.health_check(raw.health_check.as_ref(), upstream.as_ref());
+        let health_interval = match (&raw.health_interval_ms, &raw.health_check) {
+            (Some(v), None) => self.fail(v.span(), "health_interval_ms", "needs `health_check`"),
+            (v, _) => self.duration(
+                "health_interval_ms",
+                v.as_ref(),
+                defaults::HEALTH_INTERVAL_MS,
+                Duration::from_millis,
+            ),
+        };
         Some(AgentConfig {
             id: id?,
             name: name?,
@@ -524,6 +534,7 @@ impl Validator<'_> {
             enabled: raw.enabled.unwrap_or(defaults::AGENT_ENABLED),
             record: raw.record.unwrap_or(defaults::AGENT_RECORD),
             health_check: health_check?,
+            health_interval: health_interval?,
         })
     }
 

@@ -40,6 +40,11 @@ pub struct StreamEnd<'a> {
     pub failure: Option<&'a str>,
     /// Everything sent to the client, when capture was asked for and it fit.
     pub captured: Option<Bytes>,
+    /// When the first body frame was handed to the client connection.
+    pub first_byte: Option<Instant>,
+    /// Time spent inside `poll_frame`: reading what the upstream had ready, transcoding,
+    /// metering (not the waits on the upstream or the client).
+    pub busy: Duration,
 }
 
 pub type EndHook = Box<dyn FnOnce(StreamEnd<'_>) + Send>;
@@ -78,6 +83,8 @@ pub struct TranscodeBody {
     capture: Option<BytesMut>,
     commit: Option<CommitHook>,
     committing: Option<tokio::sync::oneshot::Receiver<()>>,
+    first_byte: Option<Instant>,
+    busy: Duration,
 }
 
 impl TranscodeBody {
@@ -109,6 +116,8 @@ impl TranscodeBody {
             capture: None,
             commit: None,
             committing: None,
+            first_byte: None,
+            busy: Duration::ZERO,
         }
     }
 
@@ -134,6 +143,9 @@ impl TranscodeBody {
 
     fn frame(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         let bytes = self.out.split().freeze();
+        if self.first_byte.is_none() {
+            self.first_byte = Some(Instant::now());
+        }
         self.bytes_out += bytes.len() as u64;
         if let Some(copy) = self.capture.as_mut() {
             if copy.len() + bytes.len() <= super::idempotency::MAX_REPLAY_BYTES {
@@ -183,6 +195,29 @@ impl Body for TranscodeBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
+        // Two clock reads per poll (not per event): the stream's share of the gateway
+        // overhead metric.
+        let entered = Instant::now();
+        let poll = this.poll_inner(cx);
+        this.busy += entered.elapsed();
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl TranscodeBody {
+    fn poll_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        let this = self;
         loop {
             if this.ended {
                 return Poll::Ready(None);
@@ -294,14 +329,6 @@ impl Body for TranscodeBody {
             }
         }
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
 }
 
 impl Drop for TranscodeBody {
@@ -317,6 +344,8 @@ impl Drop for TranscodeBody {
                 bytes_out: self.bytes_out,
                 failure,
                 captured: self.capture.take().map(BytesMut::freeze),
+                first_byte: self.first_byte,
+                busy: self.busy,
             });
         }
     }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::conversations::{new_id, DEFAULT_CONVERSATION};
-use super::{json_response, read_body, store_unavailable, Agent, Ctx};
+use super::{json_response, read_body, store_unavailable, Agent, Ctx, Snapshot};
 use super::{Gateway, GatewayBody};
 use crate::auth::{KeyInfo, Scopes};
 use crate::config::FrontConfig;
@@ -63,13 +63,13 @@ impl Gateway {
     }
 
     /// The agent as this front names it, within the key's agents (404; 403 on guayaba).
-    pub(super) fn agent_for(
-        &self,
+    pub(super) fn agent_for<'s>(
+        snap: &'s Snapshot,
         api: Api,
         caller: &Caller,
         agent_id: &str,
-    ) -> Result<&Agent, ApiError> {
-        self.agents
+    ) -> Result<&'s Agent, ApiError> {
+        snap.agents
             .get(agent_id)
             .filter(|a| {
                 caller
@@ -83,6 +83,7 @@ impl Gateway {
     /// Serves one of the paths of [`Route`] other than team chat.
     pub(super) async fn conversations_api(
         self: Arc<Self>,
+        snap: &Snapshot,
         front: &FrontConfig,
         route: Route,
         req: Request<Incoming>,
@@ -111,9 +112,10 @@ impl Gateway {
                 ))
             }
         };
-        let agent = self.agent_for(api, &caller, &agent_id)?;
+        let agent = Self::agent_for(snap, api, &caller, &agent_id)?;
         let agent_id = agent.config.id.clone();
-        ctx.agent = Some(agent_id.clone());
+        ctx.agent = Some(agent.label.clone());
+        ctx.span.record("agent", agent_id.as_str());
         let query = Query::parse(api, req.uri().query())?;
         let (parts, body) = req.into_parts();
         let body = match method {
@@ -123,7 +125,7 @@ impl Gateway {
                     api,
                     body,
                     &parts.headers,
-                    self.config.server().max_body_bytes,
+                    snap.config.server().max_body_bytes,
                 )
                 .await?
             }

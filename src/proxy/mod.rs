@@ -17,10 +17,12 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{
     HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE,
@@ -30,10 +32,14 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{AgentConfig, Config, FrontConfig, Upstream};
 use crate::formats::{Aggregate, DecodeError, Decoder, EncodeOptions, Format, SyncContext};
 use crate::fronts::{self, Api, ApiError, ChatRequest};
+use crate::metrics::{
+    FrontAgent, FrontLabel, Metrics, RateLimitLabels, RequestLabels, UpstreamLabels,
+};
 use crate::sse;
 use crate::transcode::{Meter, Transcoder};
 use crate::upstream::{self, Call};
@@ -43,55 +49,39 @@ struct Agent {
     config: AgentConfig,
     base: Uri,
     client: upstream::Client,
+    /// The agent's id as a metrics label, interned once.
+    label: Arc<str>,
+    /// False while its health check fails (shared with the checker; kept across reloads).
+    up: Arc<AtomicBool>,
 }
 
-/// Everything a request needs, built from one config snapshot.
-pub struct Gateway {
+/// What a config snapshot builds: the config and its agents. A reload swaps it whole; a
+/// request loads it once, when it arrives, and keeps it to its end.
+pub struct Snapshot {
     config: Arc<Config>,
     agents: HashMap<String, Agent>,
-    policy: Arc<Policy>,
-    /// Cancelled when the drain timeout of a shutdown has passed: open streams end then.
-    streams_end: CancellationToken,
 }
 
-/// Per-request facts carried through the pipeline and into the log line.
-struct Ctx {
-    request_id: String,
-    started: Instant,
-    started_ms: crate::store::UnixMs,
-    front: Api,
-    agent: Option<String>,
-    upstream_api: Option<Api>,
+/// An agent's health check, as the checker runs it.
+pub struct HealthTarget {
+    pub agent: Arc<str>,
+    pub uri: Uri,
+    pub client: upstream::Client,
+    pub up: Arc<AtomicBool>,
+    pub every: Duration,
+    pub timeout: Duration,
+    /// The agent's `upstream_token`, sent as with chats.
+    pub token: Option<crate::config::Secret>,
 }
 
-impl Ctx {
-    fn new<B>(req: &Request<B>, front: Api) -> Ctx {
-        let request_id = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        Ctx {
-            request_id,
-            started: Instant::now(),
-            started_ms: crate::store::now_ms(),
-            front,
-            agent: None,
-            upstream_api: None,
-        }
-    }
-}
-
-impl Gateway {
+impl Snapshot {
     /// `demo` maps the ids of `upstream = "demo"` agents to where their demo backend listens.
-    pub fn new(
+    /// An agent of `previous` with the same backend keeps its connection pool and health.
+    pub fn build(
         config: Arc<Config>,
         demo: &HashMap<String, SocketAddr>,
-        policy: Arc<Policy>,
-        streams_end: CancellationToken,
-    ) -> Result<Self, String> {
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
         let mut agents = HashMap::new();
         for a in config.agents() {
             let base = match &a.upstream {
@@ -105,26 +95,172 @@ impl Gateway {
                         .map_err(|e| format!("agent {}: {e}", a.id))?
                 }
             };
-            let client = upstream::client(a.timeouts.connect);
+            let old = previous.and_then(|p| p.agents.get(&a.id));
+            let client = match old {
+                Some(old)
+                    if old.base == base && old.config.timeouts.connect == a.timeouts.connect =>
+                {
+                    old.client.clone()
+                }
+                _ => upstream::client(a.timeouts.connect),
+            };
+            let up = match old {
+                Some(old) if old.base == base && old.config.health_check == a.health_check => {
+                    old.up.clone()
+                }
+                _ => Arc::new(AtomicBool::new(true)),
+            };
             agents.insert(
                 a.id.clone(),
                 Agent {
                     config: a.clone(),
                     base,
                     client,
+                    label: Arc::from(a.id.as_str()),
+                    up,
                 },
             );
         }
-        Ok(Gateway {
-            config,
-            agents,
-            policy,
-            streams_end,
-        })
+        Ok(Snapshot { config, agents })
     }
 
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    /// False while the agent's health check fails (true for an agent without one).
+    pub fn agent_up(&self, id: &str) -> bool {
+        self.agents
+            .get(id)
+            .is_some_and(|a| a.up.load(Ordering::Relaxed))
+    }
+
+    /// The health checks of this snapshot's agents that have one.
+    pub fn health_targets(&self) -> Vec<HealthTarget> {
+        let mut targets = Vec::new();
+        for agent in self.agents.values() {
+            let Some(path) = &agent.config.health_check else {
+                continue;
+            };
+            let base_path = agent.base.path().trim_end_matches('/');
+            let uri = Uri::builder()
+                .scheme(agent.base.scheme_str().unwrap_or("http"))
+                .authority(agent.base.authority().map_or("", |a| a.as_str()))
+                .path_and_query(format!("{base_path}{path}"))
+                .build();
+            let Ok(uri) = uri else {
+                tracing::warn!(agent = %agent.config.id, "health check URL is invalid; not checked");
+                continue;
+            };
+            let t = agent.config.timeouts;
+            targets.push(HealthTarget {
+                agent: agent.label.clone(),
+                uri,
+                client: agent.client.clone(),
+                up: agent.up.clone(),
+                every: agent.config.health_interval,
+                timeout: (t.connect + t.first_byte).min(agent.config.health_interval),
+                token: agent.config.upstream_token.clone(),
+            });
+        }
+        targets
+    }
+}
+
+/// Everything a request needs: the current config snapshot and the state that outlives it.
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    policy: Arc<Policy>,
+    metrics: Arc<Metrics>,
+    /// Cancelled when the drain timeout of a shutdown has passed: open streams end then.
+    streams_end: CancellationToken,
+    /// Set when a shutdown begins: `/readyz` answers 503 from then on.
+    draining: AtomicBool,
+}
+
+/// Per-request facts carried through the pipeline and into the log line.
+struct Ctx {
+    request_id: String,
+    started: Instant,
+    started_ms: crate::store::UnixMs,
+    front: Api,
+    agent: Option<Arc<str>>,
+    upstream_api: Option<Api>,
+    /// Time spent waiting on the client's body and on the backend (not gateway overhead).
+    waited: Duration,
+    span: tracing::Span,
+}
+
+impl Ctx {
+    fn new(request_id: String, front: Api, span: tracing::Span) -> Ctx {
+        Ctx {
+            request_id,
+            started: Instant::now(),
+            started_ms: crate::store::now_ms(),
+            front,
+            agent: None,
+            upstream_api: None,
+            waited: Duration::ZERO,
+            span,
+        }
+    }
+
+    /// A copy for the log line written when a stream ends.
+    fn for_stream_end(&self) -> Ctx {
+        Ctx {
+            request_id: self.request_id.clone(),
+            started: self.started,
+            started_ms: self.started_ms,
+            front: self.front,
+            agent: self.agent.clone(),
+            upstream_api: self.upstream_api,
+            waited: self.waited,
+            span: self.span.clone(),
+        }
+    }
+}
+
+/// The W3C trace context passed on to backends: `traceparent` and `tracestate`.
+type Trace = (HeaderValue, Option<HeaderValue>);
+
+impl Gateway {
+    pub fn new(
+        snapshot: Snapshot,
+        policy: Arc<Policy>,
+        metrics: Arc<Metrics>,
+        streams_end: CancellationToken,
+    ) -> Self {
+        Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            policy,
+            metrics,
+            streams_end,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// A shutdown has begun: `/readyz` says so (503), so load balancers stop sending.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Installs a new snapshot: requests that arrive from now on use it; requests and
+    /// streams already running keep theirs.
+    pub fn swap(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        self.snapshot.swap(Arc::new(snapshot))
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
     }
 
     /// Serves one request that arrived on the listener configured as `listen`.
@@ -134,10 +270,15 @@ impl Gateway {
         req: Request<Incoming>,
     ) -> Response<GatewayBody> {
         let path = req.uri().path();
-        if matches!(path, "/healthz" | "/readyz") {
+        if path == "/healthz" {
             return json_response(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"));
         }
-        let Some((front, rest)) = self.front_for(listen, path) else {
+        if path == "/readyz" {
+            let (status, body) = self.readiness().await;
+            return json_response(status, body);
+        }
+        let snap = self.snapshot.load_full();
+        let Some((front, rest)) = front_for(&snap.config, listen, path) else {
             return error_response(&ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -153,27 +294,40 @@ impl Gateway {
                 ));
             };
             let front = front.clone();
-            let mut ctx = Ctx::new(&req, front.api);
+            let (mut ctx, trace) = begin(&req, front.api);
+            let span = ctx.span.clone();
             let response = match route {
                 fronts::Route::TeamChat { .. } => {
-                    self.clone().team_chat(&front, route, req, &mut ctx).await
+                    self.clone()
+                        .team_chat(&snap, &front, route, req, trace, &mut ctx)
+                        .instrument(span.clone())
+                        .await
                 }
                 _ => {
                     self.clone()
-                        .conversations_api(&front, route, req, &mut ctx)
+                        .conversations_api(&snap, &front, route, req, &mut ctx)
+                        .instrument(span.clone())
                         .await
                 }
             };
             let response = match response {
                 Ok(r) => {
-                    log_request(&ctx, r.status(), 0, None);
+                    span.in_scope(|| log_request(&ctx, r.status(), 0, None));
                     r
                 }
                 Err(e) => {
-                    log_request(&ctx, e.status, 0, Some(&e.message));
+                    span.in_scope(|| log_request(&ctx, e.status, 0, Some(&e.message)));
                     error_response(&e)
                 }
             };
+            let status = response.status();
+            span.record("status", status.as_u16());
+            self.metrics.request(&RequestLabels {
+                front: front.api.as_str(),
+                agent: ctx.agent.clone().unwrap_or_else(no_agent),
+                upstream_api: crate::metrics::NO_AGENT,
+                status: status.as_u16(),
+            });
             return with_request_id(response, &ctx.request_id);
         };
         if req.method() != Method::POST {
@@ -187,32 +341,72 @@ impl Gateway {
             );
         }
         let front = front.clone();
-        let mut ctx = Ctx::new(&req, front.api);
-        let response = match self.clone().chat(&front, route, req, &mut ctx).await {
+        let (mut ctx, trace) = begin(&req, front.api);
+        let span = ctx.span.clone();
+        let result = self
+            .clone()
+            .chat(&snap, &front, route, req, &trace, &mut ctx)
+            .instrument(span.clone())
+            .await;
+        let response = match result {
             Ok(response) => response,
             Err(e) => {
-                log_request(&ctx, e.status, 0, Some(&e.message));
+                if e.status == StatusCode::TOO_MANY_REQUESTS {
+                    self.metrics
+                        .rate_limited
+                        .get_or_create(&RateLimitLabels {
+                            front: front.api.as_str(),
+                            agent: ctx.agent.clone().unwrap_or_else(no_agent),
+                            limit: policy::refusing_limit(&e),
+                        })
+                        .inc();
+                }
+                span.in_scope(|| log_request(&ctx, e.status, 0, Some(&e.message)));
                 error_response(&e)
             }
         };
+        let status = response.status();
+        span.record("status", status.as_u16());
+        self.metrics.request(&RequestLabels {
+            front: front.api.as_str(),
+            agent: ctx.agent.clone().unwrap_or_else(no_agent),
+            upstream_api: ctx
+                .upstream_api
+                .map_or(crate::metrics::NO_AGENT, Api::as_str),
+            status: status.as_u16(),
+        });
+        // A stream's overhead is counted at its end (it goes on in the body).
+        if !matches!(response.body(), GatewayBody::Stream(_)) && status.is_success() {
+            let overhead = ctx.started.elapsed().saturating_sub(ctx.waited);
+            Metrics::observe(
+                &self.metrics.overhead.get_or_create(&FrontLabel {
+                    front: front.api.as_str(),
+                }),
+                overhead,
+            );
+        }
         with_request_id(response, &ctx.request_id)
     }
 
-    fn front_for<'p>(&self, listen: SocketAddr, path: &'p str) -> Option<(&FrontConfig, &'p str)> {
-        self.config
-            .fronts_on(listen)
-            .filter_map(|f| {
-                let rest = path.strip_prefix(f.prefix.as_str())?;
-                (rest.is_empty() || rest.starts_with('/')).then_some((f, rest))
-            })
-            .max_by_key(|(f, _)| f.prefix.len())
+    /// `/readyz`: ready when the config is loaded (always, once serving), the store answers
+    /// and no shutdown has begun.
+    pub async fn readiness(&self) -> (StatusCode, Bytes) {
+        if self.draining.load(Ordering::Relaxed) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(b"{\"status\":\"draining\"}"),
+            );
+        }
+        readiness(&self.policy).await
     }
 
     async fn chat(
         self: Arc<Self>,
+        snap: &Snapshot,
         front: &FrontConfig,
         route: fronts::ChatRoute,
         req: Request<Incoming>,
+        trace: &Trace,
         ctx: &mut Ctx,
     ) -> Result<Response<GatewayBody>, ApiError> {
         let api = front.api;
@@ -227,14 +421,15 @@ impl Gateway {
         };
 
         // The agent, as this front names it, within the key's agents (404; 403 on guayaba).
-        let agent = self
+        let agent = snap
             .agents
             .get(&route.agent_id)
             .filter(|_| api != Api::Pharen || uuid::Uuid::parse_str(&route.agent_id).is_ok())
             .filter(|a| key.as_ref().is_none_or(|k| k.may_access(&a.config.id)))
             .ok_or_else(|| ApiError::agent_not_found(api))?;
-        ctx.agent = Some(agent.config.id.clone());
+        ctx.agent = Some(agent.label.clone());
         ctx.upstream_api = Some(agent.config.upstream_api);
+        ctx.span.record("agent", agent.config.id.as_str());
 
         // Validate the body (413, 400/422).
         let wants_sse = req
@@ -243,13 +438,15 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/event-stream"));
         let (parts, body) = req.into_parts();
+        let reading = Instant::now();
         let body = read_body(
             api,
             body,
             &parts.headers,
-            self.config.server().max_body_bytes,
+            snap.config.server().max_body_bytes,
         )
         .await?;
+        ctx.waited += reading.elapsed();
         let chat = fronts::parse_chat(api, &body, wants_sse, route.stream_path)?;
 
         // A retry of an answered request is answered again, not run (nor charged) again.
@@ -277,7 +474,8 @@ impl Gateway {
             .policy
             .admit(key, &agent.config, chat.stream, &ctx.request_id)
             .await?;
-        if !agent.config.enabled {
+        admission.count_credits(&self.metrics, &agent.label);
+        if !agent.config.enabled || !agent.up.load(Ordering::Relaxed) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "agent_not_running",
@@ -305,7 +503,7 @@ impl Gateway {
         };
         let backend_conversation = conversation.backend_id.as_deref();
         let response = self
-            .call_upstream(agent, &chat, backend_conversation, &parts, ctx)
+            .call_upstream(agent, &chat, backend_conversation, trace, ctx)
             .await?;
         // Usage shown = credits charged: nothing on a front that requires no key.
         let pricing = match admission.reservation {
@@ -343,18 +541,22 @@ impl Gateway {
                 },
                 meter,
             );
-            let log_ctx = Ctx {
-                request_id: ctx.request_id.clone(),
-                started: ctx.started,
-                started_ms: ctx.started_ms,
-                front: ctx.front,
-                agent: ctx.agent.clone(),
-                upstream_api: ctx.upstream_api,
+            let log_ctx = ctx.for_stream_end();
+            // Gateway time before the stream starts: everything so far but the waits.
+            let before_stream = ctx.started.elapsed().saturating_sub(ctx.waited);
+            let metrics = self.metrics.clone();
+            let stream_labels = FrontAgent {
+                front: api.as_str(),
+                agent: agent.label.clone(),
             };
+            let open_streams = metrics.open_streams.get_or_create_owned(&FrontLabel {
+                front: api.as_str(),
+            });
+            open_streams.inc();
             let keepalive = admission.reservation.as_ref().map(|reservation| {
                 let store = self.policy.store.clone();
                 let id = reservation.request_id().to_owned();
-                let timeout = self.config.store().reservation_timeout;
+                let timeout = snap.config.store().reservation_timeout;
                 KeepAlive {
                     every: timeout / 3,
                     hook: Box::new(move || {
@@ -380,8 +582,28 @@ impl Gateway {
                     }
                 }
                 let charged = admission.settle(end.meter.final_charge());
-                log_request(&log_ctx, StatusCode::OK, end.bytes_out, end.failure);
-                tracing::debug!(charged, "settled");
+                open_streams.dec();
+                let m = &metrics;
+                Metrics::observe(
+                    &m.stream_duration.get_or_create(&stream_labels),
+                    log_ctx.started.elapsed(),
+                );
+                if let Some(first) = end.first_byte {
+                    Metrics::observe(
+                        &m.stream_first_byte.get_or_create(&stream_labels),
+                        first.saturating_duration_since(log_ctx.started),
+                    );
+                }
+                Metrics::observe(
+                    &m.overhead.get_or_create(&FrontLabel {
+                        front: stream_labels.front,
+                    }),
+                    before_stream + end.busy,
+                );
+                log_ctx.span.in_scope(|| {
+                    log_request(&log_ctx, StatusCode::OK, end.bytes_out, end.failure);
+                    tracing::debug!(charged, "settled");
+                });
             });
             let capture = idem_requested;
             let body = TranscodeBody::new(
@@ -405,6 +627,7 @@ impl Gateway {
                 upstream_format,
                 meter,
                 agent.config.timeouts.idle,
+                &mut ctx.waited,
             )
             .await;
             // The client gets a 502 and no answer: nothing is charged.
@@ -445,8 +668,8 @@ impl Gateway {
         agent: &Agent,
         chat: &ChatRequest,
         backend_conversation: Option<&str>,
-        parts: &http::request::Parts,
-        ctx: &Ctx,
+        trace: &Trace,
+        ctx: &mut Ctx,
     ) -> Result<Response<Incoming>, ApiError> {
         let call = Call {
             api: agent.config.upstream_api,
@@ -458,43 +681,59 @@ impl Gateway {
             user_id: chat.user_id.as_deref(),
             options: &chat.options,
             request_id: &ctx.request_id,
-            traceparent: parts.headers.get("traceparent"),
-            tracestate: parts.headers.get("tracestate"),
+            traceparent: Some(&trace.0),
+            tracestate: trace.1.as_ref(),
         };
         let request = call
             .request()
             .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", e.to_string()))?;
         let timeouts = agent.config.timeouts;
+        let sent = Instant::now();
         let response = tokio::time::timeout(
             timeouts.connect + timeouts.first_byte,
             agent.client.request(request),
         )
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "gateway_timeout",
-                "the agent's backend did not answer in time",
-            )
-        })?
-        .map_err(|e| {
-            let timed_out = std::error::Error::source(&e)
-                .map(|s| s.to_string().contains("timed out"))
-                .unwrap_or(false);
-            if timed_out {
+        .await;
+        let latency = sent.elapsed();
+        ctx.waited += latency;
+        if let Ok(Ok(_)) = &response {
+            Metrics::observe(
+                &self
+                    .metrics
+                    .upstream_latency
+                    .get_or_create(&UpstreamLabels {
+                        agent: agent.label.clone(),
+                        upstream_api: agent.config.upstream_api.as_str(),
+                    }),
+                latency,
+            );
+        }
+        let response = response
+            .map_err(|_| {
                 ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "gateway_timeout",
-                    "connecting to the agent's backend timed out",
+                    "the agent's backend did not answer in time",
                 )
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
-                    "the agent's backend is unreachable",
-                )
-            }
-        })?;
+            })?
+            .map_err(|e| {
+                let timed_out = std::error::Error::source(&e)
+                    .map(|s| s.to_string().contains("timed out"))
+                    .unwrap_or(false);
+                if timed_out {
+                    ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "gateway_timeout",
+                        "connecting to the agent's backend timed out",
+                    )
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        "the agent's backend is unreachable",
+                    )
+                }
+            })?;
         if !response.status().is_success() {
             return Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,
@@ -513,8 +752,9 @@ async fn aggregate(
     format: Format,
     meter: GatewayMeter,
     idle: Duration,
+    waited: &mut Duration,
 ) -> Result<(Aggregate, GatewayMeter), String> {
-    aggregate_with(body, format, meter, idle, &mut |_| {}).await
+    aggregate_with(body, format, meter, idle, waited, &mut |_| {}).await
 }
 
 /// [`aggregate`], showing each event (after metering) to `on_event` as it arrives.
@@ -523,13 +763,17 @@ async fn aggregate_with(
     format: Format,
     mut meter: GatewayMeter,
     idle: Duration,
+    waited: &mut Duration,
     on_event: &mut (dyn FnMut(&crate::formats::Event<'_>) + Send),
 ) -> Result<(Aggregate, GatewayMeter), String> {
     let mut parser = sse::Parser::default();
     let mut decoder = Decoder::new(format);
     let mut aggregate = Aggregate::default();
     loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
+        let reading = Instant::now();
+        let frame = tokio::time::timeout(idle, body.frame()).await;
+        *waited += reading.elapsed();
+        let frame = match frame {
             Err(_) => {
                 return Err(format!(
                     "upstream sent nothing for {} s",
@@ -595,6 +839,96 @@ async fn read_body(
     }
 }
 
+/// The fronts on `listen` whose prefix starts `path` (the longest wins), and the rest of it.
+fn front_for<'c, 'p>(
+    config: &'c Config,
+    listen: SocketAddr,
+    path: &'p str,
+) -> Option<(&'c FrontConfig, &'p str)> {
+    config
+        .fronts_on(listen)
+        .filter_map(|f| {
+            let rest = path.strip_prefix(f.prefix.as_str())?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((f, rest))
+        })
+        .max_by_key(|(f, _)| f.prefix.len())
+}
+
+fn no_agent() -> Arc<str> {
+    static NO_AGENT: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    NO_AGENT
+        .get_or_init(|| Arc::from(crate::metrics::NO_AGENT))
+        .clone()
+}
+
+/// 200 when the store answers, 503 with the reason when not.
+async fn readiness(policy: &Policy) -> (StatusCode, Bytes) {
+    match tokio::time::timeout(Duration::from_secs(2), policy.store.pending_count()).await {
+        Ok(Ok(_)) => (
+            StatusCode::OK,
+            Bytes::from_static(b"{\"status\":\"ok\",\"checks\":{\"config\":\"ok\",\"store\":\"ok\"}}"),
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the store is not reachable");
+            let body = serde_json::json!({
+                "status": "unavailable",
+                "checks": { "config": "ok", "store": format!("error: {e}") },
+            });
+            (StatusCode::SERVICE_UNAVAILABLE, Bytes::from(body.to_string()))
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(
+                b"{\"status\":\"unavailable\",\"checks\":{\"config\":\"ok\",\"store\":\"timeout\"}}",
+            ),
+        ),
+    }
+}
+
+/// The W3C trace context passed to the backend: the client's `traceparent` (and `tracestate`)
+/// when it is valid (`true`), else a new trace started here (and no `tracestate`, as the spec
+/// says).
+fn trace_context(headers: &http::HeaderMap) -> (HeaderValue, Option<HeaderValue>, bool) {
+    if let Some(tp) = headers.get("traceparent") {
+        if valid_traceparent(tp.as_bytes()) {
+            return (tp.clone(), headers.get("tracestate").cloned(), true);
+        }
+    }
+    let trace: u128 = rand::random::<u128>().max(1);
+    let parent: u64 = rand::random::<u64>().max(1);
+    let value = format!("00-{trace:032x}-{parent:016x}-01");
+    (
+        HeaderValue::from_str(&value).expect("hex digits and dashes are a valid header value"),
+        None,
+        false,
+    )
+}
+
+/// `version-traceid-parentid-flags`, lower-case hex, ids not all zero, version not `ff`
+/// (a longer value is allowed for versions after 00, as the spec asks).
+fn valid_traceparent(v: &[u8]) -> bool {
+    let hex = |b: &[u8]| b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let zero = |b: &[u8]| b.iter().all(|&c| c == b'0');
+    if v.len() < 55 || (v.len() > 55 && (&v[..2] == b"00" || v[55] != b'-')) {
+        return false;
+    }
+    hex(&v[..2])
+        && &v[..2] != b"ff"
+        && v[2] == b'-'
+        && hex(&v[3..35])
+        && !zero(&v[3..35])
+        && v[35] == b'-'
+        && hex(&v[36..52])
+        && !zero(&v[36..52])
+        && v[52] == b'-'
+        && hex(&v[53..55])
+}
+
+/// The trace id of a valid `traceparent`.
+fn trace_id(tp: &HeaderValue) -> &str {
+    tp.to_str().ok().and_then(|s| s.get(3..35)).unwrap_or("-")
+}
+
 /// The store failed a read or write a request needs: 503 in the front's error body.
 fn store_unavailable(e: crate::store::StoreError) -> ApiError {
     tracing::error!(error = %e, "store unavailable");
@@ -603,6 +937,31 @@ fn store_unavailable(e: crate::store::StoreError) -> ApiError {
         "unavailable",
         "the conversation store is unavailable",
     )
+}
+
+/// The start of a request: its id (the client's `X-Request-Id` or a new one), its span and
+/// the trace context passed on to backends.
+fn begin<B>(req: &Request<B>, front: Api) -> (Ctx, Trace) {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let (traceparent, tracestate, given) = trace_context(req.headers());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        front = front.as_str(),
+        trace_id = tracing::field::Empty,
+        agent = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let client_tp = given.then(|| traceparent.clone());
+    let traceparent = crate::telemetry::link(&span, client_tp.as_ref(), traceparent);
+    span.record("trace_id", trace_id(&traceparent));
+    (Ctx::new(request_id, front, span), (traceparent, tracestate))
 }
 
 fn log_request(ctx: &Ctx, status: StatusCode, bytes: u64, failure: Option<&str>) {
@@ -723,4 +1082,52 @@ fn with_request_id(mut r: Response<GatewayBody>, request_id: &str) -> Response<G
         r.headers_mut().insert("x-request-id", v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_validation_follows_w3c() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(valid_traceparent(ok.as_bytes()));
+        // A later version may append fields after a dash.
+        assert!(valid_traceparent(
+            b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"
+        ));
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", // 00 has no tail
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "",
+        ] {
+            assert!(!valid_traceparent(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_bad_traceparent_starts_a_new_trace() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("tracestate", HeaderValue::from_static("a=1"));
+        let (tp, ts, given) = trace_context(&headers);
+        assert!(!given);
+        assert!(valid_traceparent(tp.as_bytes()), "{tp:?}");
+        assert_eq!(ts, None);
+        assert_eq!(trace_id(&tp).len(), 32);
+        headers.insert("traceparent", HeaderValue::from_static("garbage"));
+        let (tp2, _, _) = trace_context(&headers);
+        assert!(valid_traceparent(tp2.as_bytes()) && tp2 != tp);
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        headers.insert("traceparent", HeaderValue::from_static(given));
+        let (tp3, ts3, was_given) = trace_context(&headers);
+        assert!(was_given);
+        assert_eq!(tp3, given);
+        assert_eq!(ts3, Some(HeaderValue::from_static("a=1")));
+        assert_eq!(trace_id(&tp3), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
 }

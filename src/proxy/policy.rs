@@ -1,6 +1,7 @@
 //! The policy steps of the pipeline: keys, scopes, rate limits, stream caps and credit
 //! reservations, over one store. Their state lives here, outside any config snapshot.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, StatusCode};
@@ -10,6 +11,7 @@ use crate::config::{AgentConfig, Config, Rate, StoreUrl};
 use crate::credits::{CreditError, LeaseConfig, Ledger, LedgerConfig, Reservation, ReserveRequest};
 use crate::fronts::{Api, ApiError};
 use crate::limits::{Allowed, FleetLimiter, RateLimiter, RateQuota, SlotGuard, StreamSlots};
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// How often expired reservations are looked for (and settled to their base cost), at most:
@@ -75,6 +77,9 @@ pub struct Admission {
     pub slots: Vec<SlotGuard>,
     /// Rate-limit headers for the response.
     pub headers: http::HeaderMap,
+    /// Where the reservation and its settlement are counted, once [`Admission::count_credits`]
+    /// has been called.
+    credit_metrics: Option<(Arc<Metrics>, Arc<str>)>,
 }
 
 impl Policy {
@@ -257,6 +262,7 @@ impl Policy {
             reservation: Some(reservation),
             slots,
             headers,
+            credit_metrics: None,
         })
     }
 }
@@ -288,6 +294,7 @@ impl Policy {
             reservation: None,
             slots,
             headers,
+            credit_metrics: None,
         })
     }
 }
@@ -297,11 +304,51 @@ impl Admission {
         self.key.as_ref().map_or(ANONYMOUS, KeyInfo::account)
     }
 
+    /// Counts the reservation in `metrics` now (reserved) and at its settlement (charged,
+    /// refunded), under the agent label `agent`.
+    pub fn count_credits(&mut self, metrics: &Arc<Metrics>, agent: &Arc<str>) {
+        if let Some(r) = &self.reservation {
+            metrics.credits_reserved(agent, r.reserved());
+            self.credit_metrics = Some((metrics.clone(), agent.clone()));
+        }
+    }
+
     /// Settles the reservation (exactly once: it is consumed) and frees the stream slots.
     /// Returns the credits charged.
-    pub fn settle(self, credits: f64) -> f64 {
-        self.reservation
-            .map_or(0.0, |r| r.settle_now(credits).charged)
+    pub fn settle(mut self, credits: f64) -> f64 {
+        self.settle_with(|_| credits)
+    }
+
+    fn settle_with(&mut self, charge: impl FnOnce(&Reservation) -> f64) -> f64 {
+        let Some(reservation) = self.reservation.take() else {
+            return 0.0;
+        };
+        let credits = charge(&reservation);
+        let settlement = reservation.settle_now(credits);
+        if let Some((metrics, agent)) = &self.credit_metrics {
+            metrics.credits_settled(agent, settlement.charged, settlement.refunded);
+        }
+        settlement.charged
+    }
+}
+
+impl Drop for Admission {
+    /// Not settled explicitly (the request ended before the backend answered): settled at the
+    /// charge set so far, which is 0 from admission on, as the reservation's own drop would.
+    fn drop(&mut self) {
+        self.settle_with(|r| r.meter().get().unwrap_or(0.0));
+    }
+}
+
+/// Which limit refused a request answered 429 by [`Policy::admit`]: `key`, `agent` or
+/// `streams` (for metrics).
+pub fn refusing_limit(e: &ApiError) -> &'static str {
+    if e.message.starts_with("too many concurrent streams") {
+        "streams"
+    } else if e.message.contains("of the agent") {
+        "agent"
+    } else {
+        "key"
     }
 }
 

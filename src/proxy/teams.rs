@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::history::credits_json;
 use super::meter::{GatewayMeter, Ids};
-use super::{aggregate_with, json_response, read_body, Ctx, Gateway, GatewayBody};
+use super::{aggregate_with, json_response, read_body, Ctx, Gateway, GatewayBody, Snapshot, Trace};
 use crate::auth::{KeyInfo, Scopes};
 use crate::config::{AgentCredits, FrontConfig, TeamConfig};
 use crate::formats::{EncodeOptions, Encoder, Event, FinishReason, Format, Json, Usage};
@@ -51,9 +51,11 @@ struct TeamBody {
 impl Gateway {
     pub(super) async fn team_chat(
         self: Arc<Self>,
+        snap: &Arc<Snapshot>,
         front: &FrontConfig,
         route: Route,
         req: Request<Incoming>,
+        trace: Trace,
         ctx: &mut Ctx,
     ) -> Result<Response<GatewayBody>, ApiError> {
         let Route::TeamChat {
@@ -78,7 +80,7 @@ impl Gateway {
         let api = front.api;
         let caller = self.caller(front, req.headers(), Scopes::TEAMS_RUN).await?;
         // The team, and every agent it asks within the key's agents.
-        let team = self
+        let team = snap
             .config
             .team(&team_id)
             .filter(|t| {
@@ -101,7 +103,7 @@ impl Gateway {
             api,
             body,
             &parts.headers,
-            self.config.server().max_body_bytes,
+            snap.config.server().max_body_bytes,
         )
         .await?;
         let b: TeamBody = serde_json::from_slice(&body)
@@ -144,9 +146,9 @@ impl Gateway {
                 "this API key does not allow streaming (agents:stream scope)",
             ));
         }
-        let trace = parts.headers;
         let run = TeamRun {
             gateway: self.clone(),
+            snap: snap.clone(),
             key: caller.key,
             team,
             mode,
@@ -177,12 +179,14 @@ impl Gateway {
 /// One team chat, owned so that it can run in its own task.
 struct TeamRun {
     gateway: Arc<Gateway>,
+    /// The config the team chat started with; it runs to its end on it.
+    snap: Arc<Snapshot>,
     key: Option<KeyInfo>,
     team: TeamConfig,
     mode: String,
     message: String,
-    /// The request's headers (trace context is passed on to the backends).
-    trace: http::HeaderMap,
+    /// The trace context passed on to the backends.
+    trace: Trace,
     request_id: String,
 }
 
@@ -341,13 +345,14 @@ impl TeamRun {
         tx: mpsc::UnboundedSender<Progress>,
     ) {
         let gateway = self.gateway.clone();
+        let snap = self.snap.clone();
         let key = self.key.clone();
         let agent_id = agent_id.to_owned();
         let timeout = self.team.member_timeout;
         let trace = self.trace.clone();
         let request_id = format!("{}-{index}", self.request_id);
         tokio::spawn(async move {
-            let name = gateway
+            let name = snap
                 .agents
                 .get(&agent_id)
                 .map_or_else(|| agent_id.clone(), |a| a.config.name.clone());
@@ -358,7 +363,13 @@ impl TeamRun {
                 }
             };
             let ask = ask(
-                &gateway, key, &agent_id, message, trace, request_id, on_text,
+                &gateway,
+                &snap,
+                key,
+                &agent_id,
+                message,
+                (trace, request_id),
+                on_text,
             );
             let result = match timeout {
                 Some(t) => tokio::time::timeout(t, ask).await.unwrap_or_else(|_| {
@@ -430,15 +441,15 @@ impl TeamRun {
 /// the answer and the credits charged.
 async fn ask(
     gateway: &Arc<Gateway>,
+    snap: &Snapshot,
     key: Option<KeyInfo>,
     agent_id: &str,
     message: String,
-    trace: http::HeaderMap,
-    request_id: String,
+    (trace, request_id): (Trace, String),
     mut on_text: impl FnMut(&str) + Send,
 ) -> Result<(String, f64), (String, String)> {
     let fail = |e: ApiError| (e.code.to_owned(), e.message);
-    let agent = gateway
+    let agent = snap
         .agents
         .get(agent_id)
         .ok_or_else(|| ("not_found".to_owned(), "agent not configured".to_owned()))?;
@@ -447,7 +458,7 @@ async fn ask(
         .admit(key, &agent.config, false, &request_id)
         .await
         .map_err(fail)?;
-    if !agent.config.enabled {
+    if !agent.config.enabled || !agent.up.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(("agent_not_running".into(), "agent is not running".into()));
     }
     let chat = ChatRequest {
@@ -457,12 +468,9 @@ async fn ask(
         user_id: None,
         options: Map::new(),
     };
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.headers = trace;
-    let ctx = Ctx::new(&Request::new(()), Api::Agents);
-    let ctx = Ctx { request_id, ..ctx };
+    let mut ctx = Ctx::new(request_id, Api::Agents, tracing::Span::current());
     let response = gateway
-        .call_upstream(agent, &chat, None, &parts, &ctx)
+        .call_upstream(agent, &chat, None, &trace, &mut ctx)
         .await
         .map_err(fail)?;
     let pricing = match admission.reservation {
@@ -484,11 +492,19 @@ async fn ask(
     let idle = agent.config.timeouts.idle;
     // A member that fails is charged nothing, as a sync chat that fails (the reservation,
     // dropped with `admission`, settles at 0).
-    let (answer, meter) = aggregate_with(response.into_body(), format, meter, idle, &mut |e| {
-        if let Event::TextDelta { delta, .. } = e {
-            on_text(delta);
-        }
-    })
+    let waited = &mut ctx.waited;
+    let (answer, meter) = aggregate_with(
+        response.into_body(),
+        format,
+        meter,
+        idle,
+        waited,
+        &mut |e| {
+            if let Event::TextDelta { delta, .. } = e {
+                on_text(delta);
+            }
+        },
+    )
     .await
     .map_err(|e| ("bad_gateway".to_owned(), e))?;
     let charged = admission.settle(meter.final_charge());
