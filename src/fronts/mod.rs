@@ -70,7 +70,7 @@ impl<'de> serde::Deserialize<'de> for Api {
 
 mod request;
 
-pub use request::{parse_chat, ChatRequest, Conversation};
+pub use request::{parse_chat, ChatRequest, Conversation, MAX_MESSAGE_CHARS, MAX_USER_ID_CHARS};
 
 use bytes::Bytes;
 use http::StatusCode;

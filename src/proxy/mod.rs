@@ -52,6 +52,8 @@ pub struct Gateway {
     policy: Arc<Policy>,
     /// Cancelled when the drain timeout of a shutdown has passed: open streams end then.
     streams_end: CancellationToken,
+    /// Each front's OpenAPI document, by (listener, prefix).
+    openapi: HashMap<(SocketAddr, String), Bytes>,
 }
 
 /// Per-request facts carried through the pipeline and into the log line.
@@ -94,7 +96,16 @@ impl Gateway {
                 },
             );
         }
+        let openapi = config
+            .fronts()
+            .iter()
+            .map(|f| {
+                let doc = Bytes::from(crate::openapi::document(f).to_string());
+                ((f.listen, f.prefix.clone()), doc)
+            })
+            .collect();
         Ok(Gateway {
+            openapi,
             config,
             agents,
             conversations: Conversations::default(),
@@ -124,6 +135,9 @@ impl Gateway {
                 "no API is mounted at this path",
             ));
         };
+        if rest == crate::openapi::DOCUMENT_PATH {
+            return self.openapi_document(front, req.method());
+        }
         let Some(route) = fronts::match_chat(front.api, rest) else {
             return error_response(&ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -164,6 +178,26 @@ impl Gateway {
             }
         };
         with_request_id(response, &ctx.request_id)
+    }
+
+    /// `{prefix}/openapi.json`: the front's OpenAPI document, unauthenticated.
+    fn openapi_document(&self, front: &FrontConfig, method: &Method) -> Response<GatewayBody> {
+        if method != Method::GET && method != Method::HEAD {
+            return error_response(
+                &ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET",
+                )
+                .with_header(http::header::ALLOW, HeaderValue::from_static("GET, HEAD")),
+            );
+        }
+        let doc = self
+            .openapi
+            .get(&(front.listen, front.prefix.clone()))
+            .cloned()
+            .unwrap_or_else(|| Bytes::from(crate::openapi::document(front).to_string()));
+        json_response(StatusCode::OK, doc)
     }
 
     fn front_for<'p>(&self, listen: SocketAddr, path: &'p str) -> Option<(&FrontConfig, &'p str)> {
