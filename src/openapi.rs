@@ -555,21 +555,50 @@ fn sync_schema(api: Api) -> Value {
     }
 }
 
-/// The `text/event-stream` media type of a front's stream, described in its format.
+/// The `text/event-stream` media type of a front's stream. As OpenAPI 3.1 has no `itemSchema`,
+/// its `schema` describes one event (the reading OpenAPI 3.2 makes explicit and schema-based
+/// tools apply): `event`, `data`, `id`, `retry`, with `data` a JSON chunk of the format (or
+/// `[DONE]`) given as `contentMediaType`/`contentSchema`.
 fn stream_media(front: &FrontConfig) -> Value {
-    let (description, example) = match front.format {
+    let (description, example, chunk, done_marker) = match front.format {
         Format::UiMessage => (
             "Vercel AI SDK UIMessage stream (`x-vercel-ai-ui-message-stream: v1`): one JSON \
              chunk per `data:` line (`start`, `text-start`, `text-delta`, `text-end`, \
-             `reasoning-*`, `tool-input-*`, `tool-output-available`, `start-step`, \
-             `finish-step`, `finish` with `messageMetadata` carrying the ids and \
-             `usage.credits`, `error`), ended by `data: [DONE]`.",
+             `reasoning-*`, `tool-input-*`, `tool-output-available`, `tool-output-error`, \
+             `start-step`, `finish-step`, `message-metadata`, `finish` with `messageMetadata` \
+             carrying the ids and `usage.credits`, `error`, `abort`), ended by `data: [DONE]`.",
             "data: {\"type\":\"start\",\"messageId\":\"msg_1\"}\n\n\
              data: {\"type\":\"text-start\",\"id\":\"t\"}\n\n\
              data: {\"type\":\"text-delta\",\"id\":\"t\",\"delta\":\"Hello\"}\n\n\
              data: {\"type\":\"text-end\",\"id\":\"t\"}\n\n\
              data: {\"type\":\"finish\",\"messageMetadata\":{\"usage\":{\"credits\":1}}}\n\n\
              data: [DONE]\n\n",
+            json!({
+                "type": "object",
+                "required": ["type"],
+                "properties": {
+                    "type": {
+                        "type": "string",
+                        "enum": [
+                            "start", "text-start", "text-delta", "text-end", "reasoning-start",
+                            "reasoning-delta", "reasoning-end", "tool-input-start",
+                            "tool-input-delta", "tool-input-available", "tool-output-available",
+                            "tool-output-error", "start-step", "finish-step", "message-metadata",
+                            "finish", "error", "abort"
+                        ]
+                    },
+                    "messageId": { "type": "string" },
+                    "id": { "type": "string" },
+                    "delta": { "type": "string" },
+                    "toolCallId": { "type": "string" },
+                    "toolName": { "type": "string" },
+                    "inputTextDelta": { "type": "string" },
+                    "errorText": { "type": "string" },
+                    "finishReason": { "type": "string" },
+                    "messageMetadata": {}
+                }
+            }),
+            true,
         ),
         Format::SessionDelta => (
             "`session` (first, with `sessionKey`), `delta` (`text`: the answer so far), `tool` \
@@ -579,6 +608,25 @@ fn stream_media(front: &FrontConfig) -> Value {
             "event: session\ndata: {\"type\":\"session\",\"sessionKey\":\"api:1\"}\n\n\
              event: delta\ndata: {\"type\":\"delta\",\"text\":\"Hello\"}\n\n\
              event: done\ndata: {\"type\":\"done\",\"usage\":{\"credits\":1}}\n\n",
+            json!({
+                "type": "object",
+                "required": ["type"],
+                "properties": {
+                    "type": { "type": "string", "enum": ["session", "delta", "tool", "done", "error"] },
+                    "sessionKey": { "type": "string", "pattern": "^api:" },
+                    "text": { "type": "string" },
+                    "phase": { "type": "string", "enum": ["start", "result"] },
+                    "toolCallId": { "type": "string" },
+                    "name": { "type": "string" },
+                    "input": {},
+                    "output": {},
+                    "error": { "type": "string" },
+                    "usage": { "$ref": "#/components/schemas/Usage" },
+                    "finishReason": { "type": "string" },
+                    "message": { "type": "string" }
+                }
+            }),
+            false,
         ),
         Format::TextDone => (
             "`data: {\"type\":\"text\",\"content\":\"…\"}` per text delta, then \
@@ -587,11 +635,46 @@ fn stream_media(front: &FrontConfig) -> Value {
             "data: {\"type\":\"text\",\"content\":\"Hello\"}\n\n\
              data: {\"type\":\"done\",\"content\":\"\"}\n\n\
              data: [DONE]\n\n",
+            json!({
+                "type": "object",
+                "required": ["type", "content"],
+                "properties": {
+                    "type": { "type": "string", "enum": ["text", "done", "error"] },
+                    "content": { "type": "string" },
+                    "conversation_id": { "type": "string" },
+                    "usage": { "$ref": "#/components/schemas/Usage" },
+                    "finishReason": { "type": "string" }
+                }
+            }),
+            true,
         ),
     };
+    let json_data = json!({
+        "type": "string",
+        "contentMediaType": "application/json",
+        "contentSchema": chunk,
+    });
+    let data = if done_marker {
+        json!({
+            "type": "string",
+            "if": { "const": "[DONE]" },
+            "else": json_data,
+        })
+    } else {
+        json_data
+    };
     json!({
-        "schema": { "type": "string", "description": description },
-        "example": example,
+        "schema": {
+            "type": "object",
+            "description": format!("One event of the stream. {description}\n\nFor example:\n\n```\n{example}```"),
+            "required": ["data"],
+            "properties": {
+                "event": { "type": "string" },
+                "data": data,
+                "id": { "type": "string" },
+                "retry": { "type": "integer", "minimum": 0 }
+            }
+        },
     })
 }
 

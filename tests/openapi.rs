@@ -7,6 +7,10 @@
 
 mod harness;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use agentgate::auth::{KeyKind, KeyLimits, NewKeySpec, Scopes};
 use agentgate::fronts::Api;
 use harness::*;
@@ -102,14 +106,31 @@ async fn fetch_document(gateway: &Gateway, prefix: &str) -> Value {
     response.json().await.expect("a JSON document")
 }
 
+thread_local! {
+    /// Compiled validators, by document title and schema: compiling one means compiling the
+    /// whole document its `$ref`s point into.
+    static VALIDATORS: RefCell<HashMap<String, Rc<jsonschema::Validator>>> =
+        RefCell::new(HashMap::new());
+}
+
 /// Validates `instance` against `schema` (an object of `doc`, whose `$ref`s point into `doc`).
 fn check(doc: &Value, schema: &Value, instance: &Value, what: &str) {
-    let mut root = doc.clone();
-    for (k, v) in schema.as_object().expect("a schema object") {
-        root[k] = v.clone();
-    }
-    let validator = jsonschema::draft202012::new(&root)
-        .unwrap_or_else(|e| panic!("{what}: the documented schema does not compile: {e}"));
+    let key = format!("{}{schema}", doc["info"]["title"]);
+    let validator = VALIDATORS.with(|cache| {
+        cache
+            .borrow_mut()
+            .entry(key)
+            .or_insert_with(|| {
+                let mut root = doc.clone();
+                for (k, v) in schema.as_object().expect("a schema object") {
+                    root[k] = v.clone();
+                }
+                Rc::new(jsonschema::draft202012::new(&root).unwrap_or_else(|e| {
+                    panic!("{what}: the documented schema does not compile: {e}")
+                }))
+            })
+            .clone()
+    });
     let errors: Vec<String> = validator
         .iter_errors(instance)
         .map(|e| format!("{e} at {}", e.instance_path()))
@@ -118,6 +139,30 @@ fn check(doc: &Value, schema: &Value, instance: &Value, what: &str) {
         errors.is_empty(),
         "{what}: the answer breaks its documented schema: {errors:?}\n{instance}"
     );
+}
+
+/// Checks every event of a stream against the documented event schema, and each JSON `data`
+/// against its `contentSchema` (which JSON Schema only annotates, so it is applied here).
+fn check_stream(doc: &Value, event_schema: &Value, body: &str, what: &str) {
+    let events = read_sse(body);
+    assert!(events.len() >= 2, "{what}: {body}");
+    let data_schema = &event_schema["properties"]["data"];
+    let content = data_schema
+        .get("contentSchema")
+        .or_else(|| data_schema["else"].get("contentSchema"))
+        .unwrap_or_else(|| panic!("{what}: no contentSchema for `data`"));
+    for e in events {
+        let mut event = json!({ "data": e.data });
+        if let Some(name) = &e.event {
+            event["event"] = json!(name);
+        }
+        check(doc, event_schema, &event, what);
+        if e.data != "[DONE]" {
+            let chunk: Value = serde_json::from_str(&e.data)
+                .unwrap_or_else(|err| panic!("{what}: data is not JSON ({err}): {}", e.data));
+            check(doc, content, &chunk, what);
+        }
+    }
 }
 
 /// The operation of `doc` whose path template matches `path`.
@@ -170,7 +215,7 @@ async fn exchange(
         check(doc, &media["schema"], &body, &what);
     } else {
         assert_eq!(content_type, "text/event-stream", "{what}");
-        assert!(text.contains("data: "), "{what}: {text}");
+        check_stream(doc, &media["schema"], &text, &what);
     }
     status
 }

@@ -126,10 +126,12 @@ for prefix in /pharen /chatbase /agents /guayaba /open; do
     --checks not_a_server_error,response_schema_conformance \
     --header "Authorization: Bearer $key" \
     --max-examples "$MAX_EXAMPLES" --seed "$SEED" \
-    --request-timeout 20 --workers 2 --no-color \
+    --request-timeout 20 --workers 1 --no-color \
     --report junit --report-dir "$target_dir/schemathesis-report${prefix//\//-}" \
     || status=1
 done
+echo "answers by status (from the gateway's log):"
+grep -o 'status=[0-9]*' "$work/agentgate.log" | sort | uniq -c | sed 's/^/  /'
 echo "schemathesis: seed $SEED, $MAX_EXAMPLES examples per operation, $((SECONDS - started)) s, exit $status"
 if grep -qiE 'panicked|ERROR' "$work/agentgate.log"; then
   echo "agentgate logged errors:" >&2
