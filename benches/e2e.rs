@@ -273,7 +273,7 @@ const SD_BODY: &str = r#"{"message":"Say hello","stream":true}"#;
 
 const SCENARIOS: [Scenario; 5] = [
     Scenario {
-        name: "direct (backend, ui-message)",
+        name: "direct (the backend, ui-message)",
         path: "/chat",
         body: UI_BODY,
         keyed: false,
@@ -321,6 +321,7 @@ struct RunResult {
     p99_ms: f64,
     ttfb_p50_ms: f64,
     cpu_us_per_req: f64,
+    backend_us_per_req: f64,
     errors: u64,
 }
 
@@ -351,14 +352,10 @@ async fn throughput() {
         for i in 0..SCENARIOS.len() {
             let index = (i + round) % SCENARIOS.len();
             let s = SCENARIOS[index];
-            let (addr, path, pid) = if s.direct {
-                (
-                    backend_addr,
-                    format!("{backend_path}{}", s.path),
-                    backend.pid(),
-                )
+            let (addr, path) = if s.direct {
+                (backend_addr, format!("{backend_path}{}", s.path))
             } else {
-                (gateway.addr, s.path.to_owned(), gateway.proc.pid())
+                (gateway.addr, s.path.to_owned())
             };
             let target = Arc::new(Target {
                 addr,
@@ -369,15 +366,19 @@ async fn throughput() {
             });
             // Warm up (connections, pools, caches), not recorded.
             load(&target, conns, Duration::from_secs(1)).await;
-            let cpu0 = cpu_us(pid, tick);
+            let (gw0, up0) = (
+                cpu_us(gateway.proc.pid(), tick),
+                cpu_us(backend.pid(), tick),
+            );
             let started = Instant::now();
             let stats = load(&target, conns, Duration::from_secs(secs)).await;
             let elapsed = started.elapsed().as_secs_f64();
-            let cpu = cpu_us(pid, tick).saturating_sub(cpu0);
-            let result = stats.summary(elapsed, cpu);
+            let gw = cpu_us(gateway.proc.pid(), tick).saturating_sub(gw0);
+            let up = cpu_us(backend.pid(), tick).saturating_sub(up0);
+            let result = stats.summary(elapsed, if s.direct { 0 } else { gw }, up);
             eprintln!(
                 "round {} {:<40} {:>8.1} req/s p50 {:>6.2} ms p99 {:>6.2} ms ttfb {:>5.2} ms \
-                 cpu {:>6.1} µs/req errors {}",
+                 gateway {:>6.1} µs/req backend {:>6.1} µs/req errors {}",
                 round + 1,
                 s.name,
                 result.rps,
@@ -385,6 +386,7 @@ async fn throughput() {
                 result.p99_ms,
                 result.ttfb_p50_ms,
                 result.cpu_us_per_req,
+                result.backend_us_per_req,
                 result.errors
             );
             results[index].push(result);
@@ -401,18 +403,24 @@ async fn throughput() {
         events + 5
     );
     println!();
-    println!("| scenario | req/s | p50 ms | p99 ms | TTFB p50 ms | CPU µs/req | errors |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| scenario | req/s | p50 ms | p99 ms | TTFB p50 ms | agentgate CPU µs/req | backend CPU µs/req | errors |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (s, runs) in SCENARIOS.iter().zip(&results) {
+        let gateway_cpu = if s.direct {
+            "–".to_owned()
+        } else {
+            format!("{:.0}", median(runs, |r| r.cpu_us_per_req))
+        };
         println!(
-            "| {}{} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {gateway_cpu} | {:.0} | {} |",
             s.name,
-            if s.direct { " (CPU: backend)" } else { "" },
             median(runs, |r| r.rps),
             median(runs, |r| r.p50_ms),
             median(runs, |r| r.p99_ms),
             median(runs, |r| r.ttfb_p50_ms),
-            median(runs, |r| r.cpu_us_per_req),
+            median(runs, |r| r.backend_us_per_req),
             runs.iter().map(|r| r.errors).sum::<u64>(),
         );
     }
@@ -429,7 +437,7 @@ struct Stats {
 }
 
 impl Stats {
-    fn summary(mut self, elapsed: f64, cpu_us: u64) -> RunResult {
+    fn summary(mut self, elapsed: f64, cpu_us: u64, backend_us: u64) -> RunResult {
         self.whole_us.sort_unstable();
         self.ttfb_us.sort_unstable();
         let pct = |v: &[u64], p: f64| {
@@ -446,6 +454,11 @@ impl Stats {
                 0.0
             } else {
                 cpu_us as f64 / n as f64
+            },
+            backend_us_per_req: if n == 0 {
+                0.0
+            } else {
+                backend_us as f64 / n as f64
             },
             errors: self.errors,
         }
