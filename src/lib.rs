@@ -5,6 +5,7 @@
 //! - [`formats`]: canonical agent events; a decoder and an encoder per stream format (no I/O).
 //! - [`transcode`]: parser → decoder → meter → encoder, the streaming transform (no I/O).
 //! - [`fronts`]: the four chat APIs: routes, request validation, error bodies.
+//! - [`openapi`]: the OpenAPI 3.1 document of each front as mounted.
 //! - [`config`]: TOML config → validated immutable [`config::Config`].
 //! - [`proxy`]: the request pipeline, the metering hook and the streaming response body.
 //! - [`upstream`]: requests rewritten into each backend API; the pooled client.
@@ -38,6 +39,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod proxy;
 pub mod reload;
 pub mod server;

@@ -71,7 +71,7 @@ impl<'de> serde::Deserialize<'de> for Api {
 mod request;
 mod routes;
 
-pub use request::{parse_chat, ChatRequest, Conversation, MAX_MESSAGE_CHARS};
+pub use request::{parse_chat, ChatRequest, Conversation, MAX_MESSAGE_CHARS, MAX_USER_ID_CHARS};
 pub use routes::{match_route, Route};
 
 use bytes::Bytes;

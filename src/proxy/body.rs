@@ -100,7 +100,9 @@ impl TranscodeBody {
         TranscodeBody {
             upstream: Some(upstream),
             transcoder,
-            out: BytesMut::with_capacity(8 * 1024),
+            // Grown on demand: an open stream that sends little holds little (a pre-sized
+            // buffer was a quarter of the memory of an idle stream).
+            out: BytesMut::new(),
             idle_timeout,
             last_activity: now,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),

@@ -60,6 +60,8 @@ struct Agent {
 pub struct Snapshot {
     config: Arc<Config>,
     agents: HashMap<String, Agent>,
+    /// Each front's OpenAPI document, by (listener, prefix).
+    openapi: HashMap<(SocketAddr, String), Bytes>,
 }
 
 /// An agent's health check, as the checker runs it.
@@ -121,11 +123,43 @@ impl Snapshot {
                 },
             );
         }
-        Ok(Snapshot { config, agents })
+        let openapi = config
+            .fronts()
+            .iter()
+            .map(|f| {
+                let doc = Bytes::from(crate::openapi::document(f).to_string());
+                ((f.listen, f.prefix.clone()), doc)
+            })
+            .collect();
+        Ok(Snapshot {
+            config,
+            agents,
+            openapi,
+        })
     }
 
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+
+    /// `{prefix}/openapi.json`: the front's OpenAPI document, unauthenticated.
+    fn openapi_document(&self, front: &FrontConfig, method: &Method) -> Response<GatewayBody> {
+        if method != Method::GET && method != Method::HEAD {
+            return error_response(
+                &ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET",
+                )
+                .with_header(http::header::ALLOW, HeaderValue::from_static("GET, HEAD")),
+            );
+        }
+        let doc = self
+            .openapi
+            .get(&(front.listen, front.prefix.clone()))
+            .cloned()
+            .unwrap_or_else(|| Bytes::from(crate::openapi::document(front).to_string()));
+        json_response(StatusCode::OK, doc)
     }
 
     /// False while the agent's health check fails (true for an agent without one).
@@ -285,6 +319,9 @@ impl Gateway {
                 "no API is mounted at this path",
             ));
         };
+        if rest == crate::openapi::DOCUMENT_PATH {
+            return snap.openapi_document(front, req.method());
+        }
         let Some(route) = fronts::match_chat(front.api, rest) else {
             let Some(route) = fronts::match_route(front.api, rest) else {
                 return error_response(&ApiError::new(
