@@ -71,6 +71,7 @@ impl Running {
         // The accept loops have ended, so this is the last handle.
         let Ok(drain) = Arc::try_unwrap(self.drain) else {
             self.streams_end.cancel();
+            release_leases(&self.policy).await;
             return;
         };
         let drained = tokio::time::timeout(self.drain_timeout, drain.shutdown()).await;
@@ -80,12 +81,16 @@ impl Running {
             // The streams now write their terminal events; give them a moment to flush.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        // Lease mode: post what was used and give the rest back to the accounts.
-        match self.policy.ledger.release_leases().await {
-            Ok(0.0) => {}
-            Ok(credits) => tracing::info!(credits, "returned credit leases"),
-            Err(e) => tracing::warn!(error = %e, "credit leases not returned; they expire"),
-        }
+        release_leases(&self.policy).await;
+    }
+}
+
+/// Lease mode: posts what was used and gives the rest back to the accounts (after the drain).
+async fn release_leases(policy: &Policy) {
+    match policy.ledger.release_leases().await {
+        Ok(0.0) => {}
+        Ok(credits) => tracing::info!(credits, "returned credit leases"),
+        Err(e) => tracing::warn!(error = %e, "credit leases not returned; they expire"),
     }
 }
 
