@@ -334,3 +334,28 @@ async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<StoreEvent>) -> St
         }
     }
 }
+
+/// `sslmode=require` means TLS with the server's certificate verified: against a server whose
+/// certificate the system does not trust (the test server's self-signed one) or that has no
+/// TLS, opening fails; it never falls back to plain text. `sslmode=disable` connects plainly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sslmode_require_verifies_or_refuses() {
+    let Some(db) = policy_support::PgDb::create().await else {
+        return;
+    };
+    let sep = if db.url.contains('?') { '&' } else { '?' };
+    let e = agentgate::store::Store::open(&format!("{}{sep}sslmode=require", db.url))
+        .await
+        .expect_err("an unverifiable server is refused");
+    eprintln!("sslmode=require refused: {e}");
+    let shown = e.to_string().to_lowercase();
+    assert!(
+        ["tls", "certificate", "ssl"]
+            .iter()
+            .any(|w| shown.contains(w)),
+        "{e}"
+    );
+    agentgate::store::Store::open(&format!("{}{sep}sslmode=disable", db.url))
+        .await
+        .expect("plain connection");
+}

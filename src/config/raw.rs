@@ -94,7 +94,7 @@ pub(crate) struct RawStore {
     /// the agent's base cost (default 900). A live stream extends its own.
     pub reservation_timeout_s: Option<Spanned<u64>>,
     /// Credits a replica leases from an account's balance at once, to serve requests without a
-    /// store round trip each (default 0: one reservation per request).
+    /// store round trip each (default 0: one reservation per request). PostgreSQL only.
     pub lease_credits: Option<Spanned<f64>>,
     /// Seconds an unused lease is kept before its rest returns to the balance (default 30).
     pub lease_timeout_s: Option<Spanned<u64>>,
@@ -105,7 +105,7 @@ pub(crate) struct RawStore {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRateLimit {
     /// `redis://` or `rediss://` URL of a Redis shared by replicas for global limits
-    /// (optional; absent: each replica limits locally).
+    /// (optional; absent: each replica limits locally). Redis unreachable: limits fail open.
     pub redis_url: Option<Str>,
     /// Prefix of every Redis key agentgate writes (default `agentgate`).
     pub key_prefix: Option<Str>,

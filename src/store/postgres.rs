@@ -30,6 +30,7 @@ use tokio::sync::broadcast;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     pg_schema, AccountSums, IdemClaim, IdemCompletion, IdemOutcome, KeyRecord, Msg, NewGrant,
@@ -115,13 +116,14 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Task(e.to_string()))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = tls_for(&config)?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), manager_config),
+            None => Manager::from_config(config.clone(), NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -149,7 +151,7 @@ impl PgStore {
         // Serve only once revocations by other replicas are heard (the poller covers a LISTEN
         // connection that takes longer).
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        rt.spawn(listen_loop(config, Arc::clone(&shared), ready_tx));
+        rt.spawn(listen_loop(config, tls, Arc::clone(&shared), ready_tx));
         let listening = rt.block_on(tokio::time::timeout(Duration::from_secs(5), ready_rx));
         if !matches!(listening, Ok(Ok(()))) {
             tracing::warn!("postgres LISTEN not established yet; revocations are polled meanwhile");
@@ -264,6 +266,33 @@ async fn migrate(client: &mut Object) -> Result<(), StoreError> {
         .map_err(pg_err)?;
     }
     tx.commit().await.map_err(pg_err)
+}
+
+/// TLS for `sslmode=require`: rustls with the system's roots (add a private CA with
+/// `SSL_CERT_FILE`), the server's certificate and name verified. Without `sslmode=require` the
+/// connection is plain (`prefer` does not try TLS: an unverifiable certificate would otherwise
+/// fail where plain text was acceptable).
+fn tls_for(config: &tokio_postgres::Config) -> Result<Option<MakeRustlsConnect>, StoreError> {
+    if config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(StoreError::Url(
+            "sslmode=require, but no trusted root certificates were found (SSL_CERT_FILE)".into(),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Url(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(MakeRustlsConnect::new(tls)))
 }
 
 fn transient(e: &StoreError) -> bool {
@@ -1249,6 +1278,7 @@ fn parse_event(payload: &str) -> Option<StoreEvent> {
 /// subscribers drop their caches.
 async fn listen_loop(
     config: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
     sh: Arc<Shared>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) {
@@ -1258,7 +1288,7 @@ async fn listen_loop(
         if sh.stopping.load(Ordering::Acquire) {
             return;
         }
-        match listen_once(&config, &sh, &mut ready).await {
+        match listen_once(&config, tls.as_ref(), &sh, &mut ready).await {
             Ok(()) => delay = Duration::from_millis(100),
             Err(e) => {
                 tracing::warn!(error = %e, "postgres LISTEN connection failed; reconnecting");
@@ -1271,10 +1301,32 @@ async fn listen_loop(
 
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: Option<&MakeRustlsConnect>,
     sh: &Shared,
     ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), StoreError> {
-    let (client, mut conn) = config.connect(NoTls).await.map_err(pg_err)?;
+    match tls {
+        Some(tls) => {
+            let (client, conn) = config.connect(tls.clone()).await.map_err(pg_err)?;
+            listen_on(client, conn, sh, ready).await
+        }
+        None => {
+            let (client, conn) = config.connect(NoTls).await.map_err(pg_err)?;
+            listen_on(client, conn, sh, ready).await
+        }
+    }
+}
+
+async fn listen_on<S, T>(
+    client: tokio_postgres::Client,
+    mut conn: tokio_postgres::Connection<S, T>,
+    sh: &Shared,
+    ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(), StoreError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         loop {
