@@ -7,7 +7,6 @@
 
 mod harness;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,62 +16,11 @@ use agentgate::auth::{KeyKind, KeyLimits, NewKeySpec, Scopes, SecretKey};
 use agentgate::credits::{Ledger, LedgerConfig};
 use agentgate::fronts::Api;
 use agentgate::store::{SqliteOptions, Store};
+use harness::process::{self, ServeProcess};
 use harness::*;
 use serde_json::Value;
 
 const ACCOUNT: &str = "crash";
-
-/// A gateway process; its stdout (JSON logs) is drained by a thread.
-struct GatewayProcess {
-    child: Arc<Mutex<Option<std::process::Child>>>,
-    addr: SocketAddr,
-}
-
-impl GatewayProcess {
-    fn start(config: &Path) -> GatewayProcess {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentgate"))
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("agentgate serve starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if v["fields"]["message"] == "listening" {
-                    if let (Some(tx), Some(bound)) = (tx.take(), v["fields"]["bound"].as_str()) {
-                        let _ = tx.send(bound.parse::<SocketAddr>().expect("bound address"));
-                    }
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(PATIENCE)
-            .expect("the gateway logs its bound address");
-        GatewayProcess {
-            child: Arc::new(Mutex::new(Some(child))),
-            addr,
-        }
-    }
-}
-
-/// `kill -9`, once (whoever calls first).
-fn kill(child: &Mutex<Option<std::process::Child>>) {
-    if let Some(mut child) = child.lock().unwrap().take() {
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
-    }
-}
 
 /// The kill switch the workers pull the moment the `at`-th answer is acknowledged, so that the
 /// kill follows an acknowledgement by microseconds, not by a polling interval.
@@ -143,7 +91,7 @@ async fn converse(
             acked.len()
         };
         if n >= trigger.at.load(Ordering::SeqCst) {
-            kill(&trigger.child);
+            process::kill(&trigger.child);
             return;
         }
     }
@@ -199,7 +147,7 @@ async fn crash_round() {
         .expect("grant");
     drop(store);
 
-    let gateway = GatewayProcess::start(&config);
+    let gateway = ServeProcess::start(&config, false);
     let base = format!("http://{}", gateway.addr);
     let c = key_client(&key);
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
@@ -267,7 +215,7 @@ async fn crash_round() {
     assert!(acked.len() >= target);
 
     // Restart on the same file.
-    let gateway = GatewayProcess::start(&config);
+    let gateway = ServeProcess::start(&config, false);
     let base = format!("http://{}", gateway.addr);
     // (agent, conversation, what was said and answered in it, acknowledged).
     type Said = Vec<(String, String)>;
@@ -362,7 +310,7 @@ async fn crash_round() {
             "{v}"
         );
     }
-    kill(&gateway.child);
+    gateway.kill();
 }
 
 fn config_text(db: &Path, agents: &[String]) -> String {

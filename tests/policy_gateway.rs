@@ -5,7 +5,6 @@
 mod harness;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +13,7 @@ use agentgate::auth::{KeyKind, KeyLimits, NewKeySpec, Scopes, SecretKey};
 use agentgate::credits::{from_milli, to_milli, Ledger, LedgerConfig};
 use agentgate::fronts::Api;
 use agentgate::store::{now_ms, ReservationRecord, SqliteOptions, Store, UsageFilter};
+use harness::process::ServeProcess;
 use harness::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -463,53 +463,6 @@ async fn a_thousand_requests_race_for_a_hundred_credits() {
 
 const CRASH_SEEDS: u64 = 20;
 
-/// A gateway process whose stdout is drained by a thread (so logging never blocks it).
-struct GatewayProcess {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl GatewayProcess {
-    fn start(config: &Path) -> GatewayProcess {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentgate"))
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("agentgate serve starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if v["fields"]["message"] == "listening" {
-                    if let (Some(tx), Some(bound)) = (tx.take(), v["fields"]["bound"].as_str()) {
-                        let _ = tx.send(bound.parse::<SocketAddr>().expect("bound address"));
-                    }
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(PATIENCE)
-            .expect("the gateway logs its bound address");
-        GatewayProcess { child, addr }
-    }
-
-    /// `kill -9`.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
 /// One seeded run: a gateway process with a finished request and 1–3 open streams is killed
 /// with SIGKILL at a random point mid-stream, and restarted on the same SQLite file. Returns
 /// the latest settlement after its reservation's expiry (recovery's lag), in ms.
@@ -558,7 +511,7 @@ credits_per_1k_output_chars = 100
         .0;
     ledger.grant(ACCOUNT, GRANTED, None).await.expect("grant");
 
-    let gateway = GatewayProcess::start(&config);
+    let gateway = ServeProcess::start(&config, false);
     let base = format!("http://{}", gateway.addr);
     let client = key_client(&key);
 
@@ -623,7 +576,7 @@ credits_per_1k_output_chars = 100
     // Restart on the same store; recovery settles what the crash left open.
     // The open reservations expire at most 1 s (the timeout) after the kill; the bound here
     // only keeps a broken recovery from hanging the test.
-    let restarted = GatewayProcess::start(&config);
+    let restarted = ServeProcess::start(&config, false);
     no_pending(&store, Duration::from_secs(10)).await;
     restarted.kill();
 

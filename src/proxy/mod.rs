@@ -254,6 +254,12 @@ impl Ctx {
     }
 }
 
+/// What a path of a front asks for: a chat, or one of the other endpoints.
+enum Work {
+    Chat(fronts::ChatRoute),
+    Other(fronts::Route),
+}
+
 /// The W3C trace context passed on to backends: `traceparent` and `tracestate`.
 type Trace = (HeaderValue, Option<HeaderValue>);
 
@@ -322,52 +328,20 @@ impl Gateway {
         if rest == crate::openapi::DOCUMENT_PATH {
             return snap.openapi_document(front, req.method());
         }
-        let Some(route) = fronts::match_chat(front.api, rest) else {
-            let Some(route) = fronts::match_route(front.api, rest) else {
-                return error_response(&ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "no such endpoint",
-                ));
-            };
-            let front = front.clone();
-            let (mut ctx, trace) = begin(&req, front.api);
-            let span = ctx.span.clone();
-            let response = match route {
-                fronts::Route::TeamChat { .. } => {
-                    self.clone()
-                        .team_chat(&snap, &front, route, req, trace, &mut ctx)
-                        .instrument(span.clone())
-                        .await
+        let work = match fronts::match_chat(front.api, rest) {
+            Some(chat) => Work::Chat(chat),
+            None => match fronts::match_route(front.api, rest) {
+                Some(route) => Work::Other(route),
+                None => {
+                    return error_response(&ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        "no such endpoint",
+                    ))
                 }
-                _ => {
-                    self.clone()
-                        .conversations_api(&snap, &front, route, req, &mut ctx)
-                        .instrument(span.clone())
-                        .await
-                }
-            };
-            let response = match response {
-                Ok(r) => {
-                    span.in_scope(|| log_request(&ctx, r.status(), 0, None));
-                    r
-                }
-                Err(e) => {
-                    span.in_scope(|| log_request(&ctx, e.status, 0, Some(&e.message)));
-                    error_response(&e)
-                }
-            };
-            let status = response.status();
-            span.record("status", status.as_u16());
-            self.metrics.request(&RequestLabels {
-                front: front.api.as_str(),
-                agent: ctx.agent.clone().unwrap_or_else(no_agent),
-                upstream_api: crate::metrics::NO_AGENT,
-                status: status.as_u16(),
-            });
-            return with_request_id(response, &ctx.request_id);
+            },
         };
-        if req.method() != Method::POST {
+        if matches!(work, Work::Chat(_)) && req.method() != Method::POST {
             return error_response(
                 &ApiError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -380,11 +354,36 @@ impl Gateway {
         let front = front.clone();
         let (mut ctx, trace) = begin(&req, front.api);
         let span = ctx.span.clone();
-        let result = self
-            .clone()
-            .chat(&snap, &front, route, req, &trace, &mut ctx)
-            .instrument(span.clone())
-            .await;
+        let gateway = self.clone();
+        let result = match work {
+            // A chat logs its own answer (a stream's at its end).
+            Work::Chat(route) => {
+                gateway
+                    .chat(&snap, &front, route, req, &trace, &mut ctx)
+                    .instrument(span.clone())
+                    .await
+            }
+            Work::Other(route) => {
+                let result = match route {
+                    fronts::Route::TeamChat { .. } => {
+                        gateway
+                            .team_chat(&snap, &front, route, req, trace, &mut ctx)
+                            .instrument(span.clone())
+                            .await
+                    }
+                    _ => {
+                        gateway
+                            .conversations_api(&snap, &front, route, req, &mut ctx)
+                            .instrument(span.clone())
+                            .await
+                    }
+                };
+                if let Ok(r) = &result {
+                    span.in_scope(|| log_request(&ctx, r.status(), 0, None));
+                }
+                result
+            }
+        };
         let response = match result {
             Ok(response) => response,
             Err(e) => {

@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod process;
+
 pub const LOOPBACK: &str = "127.0.0.1:0";
 
 /// A bound on every wait in these tests, so a broken gateway fails a test instead of hanging it.
