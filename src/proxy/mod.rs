@@ -170,7 +170,10 @@ impl Gateway {
             agent: None,
             upstream_api: None,
         };
-        let response = match self.clone().chat(&front, route, req, &mut ctx).await {
+        // Boxed: hyper keeps an HTTP/1.1 connection's request future allocated for the
+        // connection's life, so the pipeline's (≈ 2.7 KiB) is freed once it has answered.
+        let chat = Box::pin(self.clone().chat(&front, route, req, &mut ctx));
+        let response = match chat.await {
             Ok(response) => response,
             Err(e) => {
                 log_request(&ctx, e.status, 0, Some(&e.message));
