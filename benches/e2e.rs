@@ -86,6 +86,8 @@ fn main() {
 struct Proc {
     child: Child,
     name: &'static str,
+    /// Its log, shown if it ended before it was stopped.
+    log: Option<std::path::PathBuf>,
 }
 
 impl Proc {
@@ -96,6 +98,14 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            eprintln!("{} had ended on its own: {status}", self.name);
+            if let Some(log) = &self.log {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         eprintln!("stopped {}", self.name);
@@ -119,6 +129,7 @@ fn spawn_backend() -> (Proc, SocketAddr) {
         Proc {
             child,
             name: "backend",
+            log: None,
         },
         addr,
     )
@@ -195,7 +206,8 @@ idle_timeout_ms = 120000
         .status()
         .expect("agentgate credits grant");
     assert!(status.success());
-    let log = std::fs::File::create(dir.path().join("agentgate.log")).expect("log file");
+    let log_path = dir.path().join("agentgate.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
     let child = Command::new(AGENTGATE)
         .args(["serve", "--config"])
         .arg(&path)
@@ -214,6 +226,7 @@ idle_timeout_ms = 120000
         proc: Proc {
             child,
             name: "agentgate",
+            log: Some(log_path),
         },
         addr,
         key,

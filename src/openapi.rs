@@ -27,7 +27,10 @@ pub struct Endpoint {
     pub schemas: Vec<(String, Value)>,
 }
 
-/// The operations of `front`, as it is mounted. Add new endpoints here.
+/// The operations of `front`, as it is mounted. Add new endpoints here: an [`Endpoint`] with
+/// its operation object (its error answers from [`error_response`], which refer to the shared
+/// `Error` schema) and the component schemas it names; the prefix, security and shared
+/// components come from [`document`].
 pub fn endpoints(front: &FrontConfig) -> Vec<Endpoint> {
     let mut list = match front.api {
         Api::Pharen => vec![chat(
@@ -330,7 +333,8 @@ fn chat_errors(front: &FrontConfig) -> Vec<(u16, &'static str)> {
     errors
 }
 
-fn error_response(status: u16, description: &str) -> Value {
+/// An error answer: `status` with the front's error body (`#/components/schemas/Error`).
+pub fn error_response(status: u16, description: &str) -> Value {
     let mut headers = json!({ "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } });
     if status == 429 {
         headers["Retry-After"] = json!({ "$ref": "#/components/headers/Retry-After" });

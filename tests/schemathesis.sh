@@ -122,12 +122,13 @@ for prefix in /pharen /chatbase /agents /guayaba /open; do
   echo "=== $url"
   curl -sf "$url" -o "$work/doc.json"
   "$venv/bin/openapi-spec-validator" "$work/doc.json" || status=1
-  "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run "$url" \
+  # From the temporary directory: schemathesis keeps a cache in its working directory.
+  (cd "$work" && "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run "$url" \
     --checks not_a_server_error,response_schema_conformance \
     --header "Authorization: Bearer $key" \
     --max-examples "$MAX_EXAMPLES" --seed "$SEED" \
     --request-timeout 20 --workers 1 --no-color \
-    --report junit --report-dir "$target_dir/schemathesis-report${prefix//\//-}" \
+    --report junit --report-dir "$target_dir/schemathesis-report${prefix//\//-}") \
     || status=1
 done
 # The gateway's log, without colours: answers by status, and anything logged as an error.

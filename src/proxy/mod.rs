@@ -357,25 +357,33 @@ impl Gateway {
         let gateway = self.clone();
         let result = match work {
             // A chat logs its own answer (a stream's at its end).
+            // Boxed: hyper keeps an HTTP/1.1 connection's request future allocated for the
+            // connection's life, so the pipeline's (≈ 2.7 KiB) is freed once it has answered.
             Work::Chat(route) => {
-                gateway
-                    .chat(&snap, &front, route, req, &trace, &mut ctx)
-                    .instrument(span.clone())
-                    .await
+                Box::pin(
+                    gateway
+                        .chat(&snap, &front, route, req, &trace, &mut ctx)
+                        .instrument(span.clone()),
+                )
+                .await
             }
             Work::Other(route) => {
                 let result = match route {
                     fronts::Route::TeamChat { .. } => {
-                        gateway
-                            .team_chat(&snap, &front, route, req, trace, &mut ctx)
-                            .instrument(span.clone())
-                            .await
+                        Box::pin(
+                            gateway
+                                .team_chat(&snap, &front, route, req, trace, &mut ctx)
+                                .instrument(span.clone()),
+                        )
+                        .await
                     }
                     _ => {
-                        gateway
-                            .conversations_api(&snap, &front, route, req, &mut ctx)
-                            .instrument(span.clone())
-                            .await
+                        Box::pin(
+                            gateway
+                                .conversations_api(&snap, &front, route, req, &mut ctx)
+                                .instrument(span.clone()),
+                        )
+                        .await
                     }
                 };
                 if let Ok(r) = &result {
