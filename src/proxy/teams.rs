@@ -453,11 +453,12 @@ async fn ask(
         .agents
         .get(agent_id)
         .ok_or_else(|| ("not_found".to_owned(), "agent not configured".to_owned()))?;
-    let admission = gateway
+    let mut admission = gateway
         .policy
         .admit(key, &agent.config, false, &request_id)
         .await
         .map_err(fail)?;
+    admission.count_credits(gateway.metrics(), &agent.label);
     if !agent.config.enabled || !agent.up.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(("agent_not_running".into(), "agent is not running".into()));
     }
