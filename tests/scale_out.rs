@@ -745,3 +745,191 @@ async fn kill_9_in_lease_mode_returns_the_lease_after_its_timeout() {
     );
     fleet.cleanup_redis().await;
 }
+
+// ------------------------------------------------------- 5. config changes everywhere --
+
+const AGENT_2: &str = "00000000-0000-4000-8000-000000000002";
+
+/// One config file for the three replicas, with `watch_config = false`: only replica 1's
+/// announcement can make the others re-read it. No Redis needed.
+fn fleet_config(db_url: &str, backend: SocketAddr, agents: &[&str], extra: &str) -> String {
+    let mut text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.2:0"
+admin_token = "{ADMIN_TOKEN}"
+log_format = "json"
+drain_timeout_s = 1
+watch_config = false
+
+[store]
+url = "{db_url}"
+
+[[front]]
+api = "agents"
+prefix = "/agents"
+"#
+    );
+    for id in agents {
+        text.push_str(&format!(
+            "\n[[agent]]\nid = \"{id}\"\nupstream = \"http://{backend}\"\nupstream_api = \"agents\"\ncredits_per_message = 1\nmax_usage_credits = 0\n{extra}\n"
+        ));
+    }
+    text
+}
+
+async fn chat_status(client: &reqwest::Client, replica: &Replica, agent: &str) -> u16 {
+    client
+        .post(replica.url(&format!("/agents/api/agents/{agent}/chat")))
+        .json(&serde_json::json!({ "message": "hi" }))
+        .send()
+        .await
+        .expect("answer")
+        .status()
+        .as_u16()
+}
+
+async fn config_status(admin: &reqwest::Client, replica: &Replica) -> Value {
+    admin
+        .get(format!("http://{}/admin/v1/config", replica.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("config status")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_applied_by_one_replica_is_applied_by_the_others_within_a_second() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let backend = DemoAgent::new(Api::Agents, Duration::ZERO)
+        .spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("backend");
+    let store = Store::open(&db.url).await.expect("store");
+    let (key, _) = create_key(
+        &store,
+        NewKeySpec {
+            account: "acme".into(),
+            kind: KeyKind::Master,
+            scopes: Scopes::ALL,
+            agents: None,
+            expires_at: None,
+            limits: KeyLimits::default(),
+        },
+    )
+    .await
+    .expect("key");
+    Ledger::new(store.clone(), LedgerConfig::default())
+        .grant("acme", 1000.0, Some("fleet config test"))
+        .await
+        .expect("grant");
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("agentgate.toml");
+    std::fs::write(&path, fleet_config(&db.url, backend, &[AGENT], "")).expect("config");
+    let mut replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&path)).collect();
+    let client = client_for(&key);
+    let admin = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("admin client");
+    let generations: Vec<u64> = {
+        let mut g = Vec::new();
+        for r in &replicas {
+            assert_eq!(chat_status(&client, r, AGENT).await, 200);
+            assert_eq!(chat_status(&client, r, AGENT_2).await, 404);
+            g.push(
+                config_status(&admin, r).await["generation"]
+                    .as_u64()
+                    .expect("generation"),
+            );
+        }
+        g
+    };
+
+    // A valid change, applied by SIGHUP on replica 1 only.
+    let new_text = fleet_config(&db.url, backend, &[AGENT, AGENT_2], "");
+    std::fs::write(&path, &new_text).expect("rewrite");
+    let t0 = Instant::now();
+    let pid = replicas[0].child.as_ref().expect("running").id();
+    let hup = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let mut seen = Vec::new();
+    for r in &replicas[1..] {
+        loop {
+            let status = chat_status(&client, r, AGENT_2).await;
+            if status == 200 {
+                seen.push(t0.elapsed());
+                break;
+            }
+            assert_eq!(status, 404);
+            assert!(
+                t0.elapsed() < Duration::from_secs(1),
+                "the new agent is not served after 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert!(seen.iter().all(|d| *d < Duration::from_secs(1)), "{seen:?}");
+    eprintln!("config change applied by the other replicas after {seen:?}");
+    // Replica 1 applied it by SIGHUP, the others on its announcement: all on the same text.
+    let hex = agentgate::auth::to_hex(&<sha2::Sha256 as sha2::Digest>::digest(new_text.as_bytes()));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let s = config_status(&admin, &replicas[0]).await;
+        if s["sha256"] == hex.as_str() {
+            assert_eq!(s["last_reload"]["trigger"], "sighup");
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica 1 did not apply: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (r, g) in replicas.iter().zip(&generations).skip(1) {
+        let s = config_status(&admin, r).await;
+        assert_eq!(s["sha256"], hex.as_str(), "{s}");
+        assert_eq!(s["last_reload"]["trigger"], "fleet", "{s}");
+        assert_eq!(s["last_reload"]["result"], "ok", "{s}");
+        assert_eq!(s["generation"].as_u64(), Some(g + 1), "{s}");
+    }
+
+    // An invalid change is refused by replica 1 and never announced: the others keep serving
+    // the config they run and do not even try the file.
+    let bad_text = fleet_config(
+        &db.url,
+        backend,
+        &[AGENT, AGENT_2],
+        "credits_per_message = -1",
+    );
+    std::fs::write(&path, &bad_text).expect("rewrite");
+    let resp = admin
+        .post(format!(
+            "http://{}/admin/v1/config/reload",
+            replicas[0].admin
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(resp.status(), 422);
+    // Longer than a valid change took to arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (r, g) in replicas.iter().zip(&generations).skip(1) {
+        let s = config_status(&admin, r).await;
+        assert_eq!(s["sha256"], hex.as_str(), "{s}");
+        assert_eq!(s["last_reload"]["trigger"], "fleet", "{s}");
+        assert_eq!(s["generation"].as_u64(), Some(g + 1), "{s}");
+        assert_eq!(chat_status(&client, r, AGENT_2).await, 200);
+    }
+    assert_eq!(chat_status(&client, &replicas[0], AGENT_2).await, 200);
+    for r in &mut replicas {
+        r.terminate();
+    }
+}
