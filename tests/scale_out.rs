@@ -30,6 +30,8 @@ struct Replica {
     child: Option<std::process::Child>,
     addr: SocketAddr,
     admin: SocketAddr,
+    /// The `message` of every log line so far.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Replica {
@@ -45,12 +47,17 @@ impl Replica {
             .expect("agentgate serve starts");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&logs);
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
+                if let Some(m) = v["fields"]["message"].as_str() {
+                    seen.lock().expect("logs").push(m.to_owned());
+                }
                 let which = match v["fields"]["message"].as_str() {
                     Some("listening") => "main",
                     Some("admin listener") => "admin",
@@ -76,7 +83,16 @@ impl Replica {
             child: Some(child),
             addr: addr.expect("main"),
             admin: admin.expect("admin"),
+            logs,
         }
+    }
+
+    fn logged(&self, part: &str) -> bool {
+        self.logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .any(|m| m.contains(part))
     }
 
     fn url(&self, path: &str) -> String {
@@ -753,6 +769,16 @@ const AGENT_2: &str = "00000000-0000-4000-8000-000000000002";
 /// One config file for the three replicas, with `watch_config = false`: only replica 1's
 /// announcement can make the others re-read it. No Redis needed.
 fn fleet_config(db_url: &str, backend: SocketAddr, agents: &[&str], extra: &str) -> String {
+    fleet_config_watching(db_url, backend, agents, extra, false)
+}
+
+fn fleet_config_watching(
+    db_url: &str,
+    backend: SocketAddr,
+    agents: &[&str],
+    extra: &str,
+    watch: bool,
+) -> String {
     let mut text = format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -760,7 +786,7 @@ admin_listen = "127.0.0.2:0"
 admin_token = "{ADMIN_TOKEN}"
 log_format = "json"
 drain_timeout_s = 1
-watch_config = false
+watch_config = {watch}
 
 [store]
 url = "{db_url}"
@@ -801,16 +827,9 @@ async fn config_status(admin: &reqwest::Client, replica: &Replica) -> Value {
         .expect("json")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_config_change_applied_by_one_replica_is_applied_by_the_others_within_a_second() {
-    let Some(db) = PgDb::create().await else {
-        return;
-    };
-    let backend = DemoAgent::new(Api::Agents, Duration::ZERO)
-        .spawn(([127, 0, 0, 1], 0).into())
-        .await
-        .expect("backend");
-    let store = Store::open(&db.url).await.expect("store");
+/// A key of account `acme` with credits, in the database at `url`.
+async fn fleet_key(url: &str) -> SecretKey {
+    let store = Store::open(url).await.expect("store");
     let (key, _) = create_key(
         &store,
         NewKeySpec {
@@ -828,6 +847,19 @@ async fn a_config_change_applied_by_one_replica_is_applied_by_the_others_within_
         .grant("acme", 1000.0, Some("fleet config test"))
         .await
         .expect("grant");
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_applied_by_one_replica_is_applied_by_the_others_within_a_second() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let backend = DemoAgent::new(Api::Agents, Duration::ZERO)
+        .spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("backend");
+    let key = fleet_key(&db.url).await;
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("agentgate.toml");
     std::fs::write(&path, fleet_config(&db.url, backend, &[AGENT], "")).expect("config");
@@ -929,6 +961,75 @@ async fn a_config_change_applied_by_one_replica_is_applied_by_the_others_within_
         assert_eq!(chat_status(&client, r, AGENT_2).await, 200);
     }
     assert_eq!(chat_status(&client, &replicas[0], AGENT_2).await, 200);
+    for r in &mut replicas {
+        r.terminate();
+    }
+}
+
+/// Like a Kubernetes ConfigMap volume that reaches the nodes at different times: two replicas
+/// with a file each (both watched). Replica 1's file changes and is applied; replica 2 hears
+/// the announcement, finds its own file not matching yet, says so and keeps serving; once its
+/// file catches up its watcher applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_file_lags_behind_the_announcement_waits_for_its_file() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let backend = DemoAgent::new(Api::Agents, Duration::ZERO)
+        .spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("backend");
+    let key = fleet_key(&db.url).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let paths = [dir.path().join("a.toml"), dir.path().join("b.toml")];
+    let old = fleet_config_watching(&db.url, backend, &[AGENT], "", true);
+    let new = fleet_config_watching(&db.url, backend, &[AGENT, AGENT_2], "", true);
+    for p in &paths {
+        std::fs::write(p, &old).expect("config");
+    }
+    let mut replicas: Vec<Replica> = paths.iter().map(|p| Replica::start(p)).collect();
+    let client = client_for(&key);
+    let admin = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("admin client");
+    let generation = config_status(&admin, &replicas[1]).await["generation"].as_u64();
+    std::fs::write(&paths[0], &new).expect("rewrite");
+    let resp = admin
+        .post(format!(
+            "http://{}/admin/v1/config/reload",
+            replicas[0].admin
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(resp.status(), 200);
+    let deadline = Instant::now() + PATIENCE;
+    while !replicas[1].logged("does not match yet") {
+        assert!(
+            Instant::now() < deadline,
+            "replica 2 never heard the announcement"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let s = config_status(&admin, &replicas[1]).await;
+    assert_eq!(s["generation"].as_u64(), generation, "{s}");
+    assert_eq!(chat_status(&client, &replicas[1], AGENT_2).await, 404);
+    // Its file catches up: its own watcher applies it.
+    std::fs::write(&paths[1], &new).expect("catch up");
+    loop {
+        if chat_status(&client, &replicas[1], AGENT_2).await == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica 2 never applied its file"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = config_status(&admin, &replicas[1]).await;
+    assert_eq!(s["last_reload"]["trigger"], "file", "{s}");
     for r in &mut replicas {
         r.terminate();
     }
