@@ -119,8 +119,7 @@ impl Reloader {
     }
 
     /// Reads, validates and applies the config file. `trigger` names the cause in logs and in
-    /// `/admin/v1/config`.
-    /// An applied file is announced to the other replicas sharing the store.
+    /// `/admin/v1/config`. An applied file is announced to the other replicas sharing the store.
     pub async fn reload_file(&self, trigger: &'static str) -> Result<(), Refused> {
         let sha256 = self.reload_path(trigger).await?;
         // Announced in the background: a slow or unreachable store never holds up a reload.
