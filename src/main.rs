@@ -198,6 +198,10 @@ async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
         if watch {
             tokio::spawn(running.reloader.clone().watch_file(stop.clone()));
         }
+        // Replicas sharing a PostgreSQL store apply each other's config changes.
+        if let Some(events) = running.policy.store.subscribe() {
+            tokio::spawn(running.reloader.clone().follow_fleet(events, stop.clone()));
+        }
     }
     #[cfg(unix)]
     running.reloader.clone().spawn_sighup(stop.clone());

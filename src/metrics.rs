@@ -9,8 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -113,8 +114,39 @@ impl Default for Metrics {
     }
 }
 
+/// Reads a count kept elsewhere at scrape time.
+pub type CountSource = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// `agentgate_rate_limit_fail_open_total`: the rate limiter's own count, read at each scrape.
+struct FailOpen(CountSource);
+
+impl std::fmt::Debug for FailOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FailOpen")
+    }
+}
+
+impl Collector for FailOpen {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new((self.0)());
+        let metric = encoder.encode_descriptor(
+            "rate_limit_fail_open",
+            "Requests admitted without a rate-limit verdict because Redis was unavailable \
+             (fail-open; always 0 with local limits)",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
+        Self::with_fail_open(Box::new(|| 0))
+    }
+
+    /// `fail_open` reads the rate limiter's fail-open count at scrape time.
+    pub fn with_fail_open(fail_open: CountSource) -> Metrics {
         let mut registry = Registry::with_prefix("agentgate");
         let requests = Family::default();
         let stream_duration = Family::new_with_constructor(Buckets(seconds_buckets));
@@ -207,6 +239,7 @@ impl Metrics {
             "1 while an agent's health check passes (or it has none), 0 while it fails",
             agent_up.clone(),
         );
+        registry.register_collector(Box::new(FailOpen(fail_open)));
         Metrics {
             registry,
             requests,

@@ -8,6 +8,10 @@
 //! - Keys, credits, reservations, rate-limit buckets, stream slots and conversations live outside
 //!   the snapshot (keyed by key and agent ids), so a reload resets none of them.
 //! - Triggers: SIGHUP, a change of the file (polled every second), `POST /admin/v1/config/reload`.
+//! - Replicas sharing a PostgreSQL store: a replica that applies its file announces the file's
+//!   SHA-256 (`NOTIFY`); every other replica then re-reads and applies its own file at once
+//!   (trigger `fleet`, never announced again). A replica whose file does not match the
+//!   announced hash yet (a ConfigMap volume updates later) says so and keeps its file watching.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast::{error::RecvError, Receiver};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Upstream};
@@ -23,6 +29,7 @@ use crate::demo::DemoAgent;
 use crate::fronts::Api;
 use crate::metrics::AgentLabel;
 use crate::proxy::{Gateway, Snapshot};
+use crate::store::StoreEvent;
 
 /// How long a demo backend pauses between words in the quick start.
 pub const DEMO_DELAY: Duration = Duration::from_millis(25);
@@ -53,6 +60,8 @@ struct Status {
     /// 1 for the config the gateway started with, +1 per applied reload.
     generation: u64,
     applied_at_ms: i64,
+    /// SHA-256 (hex) of the file text of the running config, when it came from a file.
+    sha256: Option<String>,
     last: Option<Attempt>,
 }
 
@@ -101,6 +110,7 @@ impl Reloader {
 
     /// The file reloads read (SIGHUP, the watcher, the admin endpoint).
     pub fn set_path(&self, path: PathBuf) {
+        lock(&self.inner.status).sha256 = read_if_present(&path).map(|t| sha256_hex(&t));
         *lock(&self.inner.path) = Some(path);
     }
 
@@ -109,16 +119,46 @@ impl Reloader {
     }
 
     /// Reads, validates and applies the config file. `trigger` names the cause in logs and in
-    /// `/admin/v1/config`.
+    /// `/admin/v1/config`. An applied file is announced to the other replicas sharing the store.
     pub async fn reload_file(&self, trigger: &'static str) -> Result<(), Refused> {
+        let sha256 = self.reload_path(trigger).await?;
+        // Announced in the background: a slow or unreachable store never holds up a reload.
+        let store = self.inner.gateway.policy().store.clone();
+        if store.is_shared() {
+            tokio::spawn(async move {
+                match store.announce_config(&sha256).await {
+                    Ok(()) => {
+                        tracing::debug!(%sha256, "config change announced to the other replicas")
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "config applied here but not announced to the other replicas; \
+                         they apply it on their own reload or file change"
+                    ),
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads, validates and applies the config file; returns the SHA-256 of the applied text.
+    async fn reload_path(&self, trigger: &'static str) -> Result<String, Refused> {
         let Some(path) = self.path() else {
             let refused =
                 Refused("no config file to reload: agentgate runs on the embedded config".into());
             self.refused(trigger, &refused);
             return Err(refused);
         };
+        // The hash of the text read just before it is parsed (a write in between is seen by the
+        // next reload or file change).
+        let sha256 = read_if_present(&path).map(|t| sha256_hex(&t));
         match Config::load(&path) {
-            Ok(config) => self.apply(config, trigger).await,
+            Ok(config) => {
+                self.apply(config, trigger).await?;
+                let sha256 = sha256.unwrap_or_default();
+                lock(&self.inner.status).sha256 = Some(sha256.clone());
+                Ok(sha256)
+            }
             Err(e) => {
                 let refused = Refused(e.to_string());
                 self.refused(trigger, &refused);
@@ -235,6 +275,7 @@ impl Reloader {
             "path": self.path().map(|p| p.display().to_string()),
             "generation": status.generation,
             "applied_at": crate::store::time::format_rfc3339(status.applied_at_ms),
+            "sha256": status.sha256,
             "fronts": config.fronts().iter().map(|f| json!({
                 "api": f.api.as_str(), "prefix": f.prefix, "listen": f.listen.to_string(),
             })).collect::<Vec<_>>(),
@@ -286,11 +327,89 @@ impl Reloader {
             let now = read_if_present(&path);
             if now.is_some() && now != seen {
                 seen = now;
+                // Already applied (another replica's announcement got there first).
+                let sha256 = seen.as_deref().map(sha256_hex);
+                if sha256.is_some() && sha256 == lock(&self.inner.status).sha256 {
+                    continue;
+                }
                 tracing::info!(path = %path.display(), "config file changed: reloading");
                 let _ = self.reload_file("file").await;
             }
         }
     }
+}
+
+impl Reloader {
+    /// Follows the config announcements of the other replicas sharing the store (until `stop`
+    /// is cancelled): on each, re-reads this replica's own file and applies it if it differs
+    /// from the running config. After the event connection was re-established (announcements
+    /// may have been missed) the file is looked at the same way.
+    pub async fn follow_fleet(self, mut events: Receiver<StoreEvent>, stop: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                _ = stop.cancelled() => return,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(StoreEvent::ConfigApplied { instance, sha256 }) => {
+                    self.fleet_changed(Some((&instance, &sha256))).await;
+                }
+                Ok(StoreEvent::Resync) | Err(RecvError::Lagged(_)) => {
+                    self.fleet_changed(None).await;
+                }
+                Ok(StoreEvent::KeyRevoked(_) | StoreEvent::CreditsChanged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// `announced`: the replica and the SHA-256 it applied.
+    async fn fleet_changed(&self, announced: Option<(&str, &str)>) {
+        let Some(path) = self.path() else {
+            if let Some((replica, sha256)) = announced {
+                tracing::info!(
+                    replica,
+                    sha256,
+                    "another replica applied a new config; this one runs on the embedded config"
+                );
+            }
+            return;
+        };
+        let file = read_if_present(&path).map(|t| sha256_hex(&t));
+        let running = lock(&self.inner.status).sha256.clone();
+        if let Some((replica, sha256)) = announced {
+            if file.as_deref() == Some(sha256) {
+                tracing::info!(
+                    replica,
+                    sha256,
+                    "another replica applied a new config: applying the same file here"
+                );
+            } else {
+                let watching = self.inner.gateway.snapshot().config().server().watch_config;
+                tracing::info!(
+                    replica,
+                    announced = sha256,
+                    file = file.as_deref().unwrap_or("unreadable"),
+                    path = %path.display(),
+                    watch_config = watching,
+                    "another replica applied a config that this replica's file does not match yet \
+                     (a mounted ConfigMap updates later); {}",
+                    if watching {
+                        "the file watcher applies it when the file changes"
+                    } else {
+                        "reload (SIGHUP or the admin endpoint) once the file is updated"
+                    }
+                );
+            }
+        }
+        if file.is_some() && file != running {
+            let _ = self.reload_path("fleet").await;
+        }
+    }
+}
+
+fn sha256_hex(text: &[u8]) -> String {
+    crate::auth::to_hex(&Sha256::digest(text))
 }
 
 impl Drop for Inner {

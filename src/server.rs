@@ -123,7 +123,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let config = Arc::new(config);
     let policy = Arc::new(Policy::open(&config).await.map_err(ServerError::Setup)?);
     let streams_end = CancellationToken::new();
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_fail_open({
+        let policy = policy.clone();
+        Box::new(move || policy.limiter().fail_open_count())
+    }));
     let reloader = Reloader::start(config.clone(), |snapshot| {
         Arc::new(Gateway::new(
             snapshot,

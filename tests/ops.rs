@@ -285,6 +285,43 @@ async fn metrics_count_a_known_workload_exactly() {
     assert_eq!(count("agentgate_agent_up", &[("agent", &a)]), Some(1.0));
     assert_eq!(total(&text, "agentgate_config_reloads_total"), 0.0);
     assert_eq!(count("agentgate_drains_total", &[]), Some(0.0));
+    // Local limits never fail open.
+    assert_eq!(
+        count("agentgate_rate_limit_fail_open_total", &[]),
+        Some(0.0)
+    );
+    gw.running.shutdown().await;
+}
+
+/// Fleet limits with Redis down: requests are admitted without a verdict (fail-open), and
+/// `/metrics` counts each one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_admitted_while_redis_is_down_are_counted_in_metrics() {
+    let backend = demo_agent(Api::Agents).await;
+    let a = agent_id(1);
+    // Nothing listens on port 1.
+    let server = format!(
+        "admin_listen = \"{ADMIN_LISTEN}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
+         [rate_limit]\nredis_url = \"redis://127.0.0.1:1/\""
+    );
+    let limited = agent(
+        &a,
+        &format!("http://{backend}"),
+        Api::Agents,
+        "rate_per_second = 1\nrate_burst = 1",
+    );
+    let gw = spawn_gateway(&config(&server, &[limited])).await;
+    let admin = gw.running.addrs[&ADMIN_LISTEN.parse::<SocketAddr>().expect("addr")];
+    let fail_open = |text: &str| sample(text, "agentgate_rate_limit_fail_open_total", &[]);
+    assert_eq!(fail_open(&scrape(admin).await), Some(0.0));
+    let client = client();
+    // Over the burst of 1, yet admitted: no verdict without Redis.
+    for _ in 0..3 {
+        let r = send_chat(&client, &gw, Api::Agents, &a, "hi", None, false).await;
+        assert_eq!(r.status(), 200);
+    }
+    let text = scrape(admin).await;
+    assert_eq!(fail_open(&text), Some(3.0), "{text}");
     gw.running.shutdown().await;
 }
 

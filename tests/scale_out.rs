@@ -30,6 +30,8 @@ struct Replica {
     child: Option<std::process::Child>,
     addr: SocketAddr,
     admin: SocketAddr,
+    /// The `message` of every log line so far.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Replica {
@@ -45,12 +47,17 @@ impl Replica {
             .expect("agentgate serve starts");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&logs);
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
+                if let Some(m) = v["fields"]["message"].as_str() {
+                    seen.lock().expect("logs").push(m.to_owned());
+                }
                 let which = match v["fields"]["message"].as_str() {
                     Some("listening") => "main",
                     Some("admin listener") => "admin",
@@ -76,7 +83,16 @@ impl Replica {
             child: Some(child),
             addr: addr.expect("main"),
             admin: admin.expect("admin"),
+            logs,
         }
+    }
+
+    fn logged(&self, part: &str) -> bool {
+        self.logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .any(|m| m.contains(part))
     }
 
     fn url(&self, path: &str) -> String {
@@ -744,4 +760,277 @@ async fn kill_9_in_lease_mode_returns_the_lease_after_its_timeout() {
         total - acme.posted / 1000
     );
     fleet.cleanup_redis().await;
+}
+
+// ------------------------------------------------------- 5. config changes everywhere --
+
+const AGENT_2: &str = "00000000-0000-4000-8000-000000000002";
+
+/// One config file for the three replicas, with `watch_config = false`: only replica 1's
+/// announcement can make the others re-read it. No Redis needed.
+fn fleet_config(db_url: &str, backend: SocketAddr, agents: &[&str], extra: &str) -> String {
+    fleet_config_watching(db_url, backend, agents, extra, false)
+}
+
+fn fleet_config_watching(
+    db_url: &str,
+    backend: SocketAddr,
+    agents: &[&str],
+    extra: &str,
+    watch: bool,
+) -> String {
+    let mut text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.2:0"
+admin_token = "{ADMIN_TOKEN}"
+log_format = "json"
+drain_timeout_s = 1
+watch_config = {watch}
+
+[store]
+url = "{db_url}"
+
+[[front]]
+api = "agents"
+prefix = "/agents"
+"#
+    );
+    for id in agents {
+        text.push_str(&format!(
+            "\n[[agent]]\nid = \"{id}\"\nupstream = \"http://{backend}\"\nupstream_api = \"agents\"\ncredits_per_message = 1\nmax_usage_credits = 0\n{extra}\n"
+        ));
+    }
+    text
+}
+
+async fn chat_status(client: &reqwest::Client, replica: &Replica, agent: &str) -> u16 {
+    client
+        .post(replica.url(&format!("/agents/api/agents/{agent}/chat")))
+        .json(&serde_json::json!({ "message": "hi" }))
+        .send()
+        .await
+        .expect("answer")
+        .status()
+        .as_u16()
+}
+
+async fn config_status(admin: &reqwest::Client, replica: &Replica) -> Value {
+    admin
+        .get(format!("http://{}/admin/v1/config", replica.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("config status")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// A key of account `acme` with credits, in the database at `url`.
+async fn fleet_key(url: &str) -> SecretKey {
+    let store = Store::open(url).await.expect("store");
+    let (key, _) = create_key(
+        &store,
+        NewKeySpec {
+            account: "acme".into(),
+            kind: KeyKind::Master,
+            scopes: Scopes::ALL,
+            agents: None,
+            expires_at: None,
+            limits: KeyLimits::default(),
+        },
+    )
+    .await
+    .expect("key");
+    Ledger::new(store.clone(), LedgerConfig::default())
+        .grant("acme", 1000.0, Some("fleet config test"))
+        .await
+        .expect("grant");
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_applied_by_one_replica_is_applied_by_the_others_within_a_second() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let backend = DemoAgent::new(Api::Agents, Duration::ZERO)
+        .spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("backend");
+    let key = fleet_key(&db.url).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("agentgate.toml");
+    std::fs::write(&path, fleet_config(&db.url, backend, &[AGENT], "")).expect("config");
+    let mut replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&path)).collect();
+    let client = client_for(&key);
+    let admin = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("admin client");
+    let generations: Vec<u64> = {
+        let mut g = Vec::new();
+        for r in &replicas {
+            assert_eq!(chat_status(&client, r, AGENT).await, 200);
+            assert_eq!(chat_status(&client, r, AGENT_2).await, 404);
+            g.push(
+                config_status(&admin, r).await["generation"]
+                    .as_u64()
+                    .expect("generation"),
+            );
+        }
+        g
+    };
+
+    // A valid change, applied by SIGHUP on replica 1 only.
+    let new_text = fleet_config(&db.url, backend, &[AGENT, AGENT_2], "");
+    std::fs::write(&path, &new_text).expect("rewrite");
+    let t0 = Instant::now();
+    let pid = replicas[0].child.as_ref().expect("running").id();
+    let hup = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let mut seen = Vec::new();
+    for r in &replicas[1..] {
+        loop {
+            let status = chat_status(&client, r, AGENT_2).await;
+            if status == 200 {
+                seen.push(t0.elapsed());
+                break;
+            }
+            assert_eq!(status, 404);
+            assert!(
+                t0.elapsed() < Duration::from_secs(1),
+                "the new agent is not served after 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert!(seen.iter().all(|d| *d < Duration::from_secs(1)), "{seen:?}");
+    eprintln!("config change applied by the other replicas after {seen:?}");
+    // Replica 1 applied it by SIGHUP, the others on its announcement: all on the same text.
+    let hex = agentgate::auth::to_hex(&<sha2::Sha256 as sha2::Digest>::digest(new_text.as_bytes()));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let s = config_status(&admin, &replicas[0]).await;
+        if s["sha256"] == hex.as_str() {
+            assert_eq!(s["last_reload"]["trigger"], "sighup");
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica 1 did not apply: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (r, g) in replicas.iter().zip(&generations).skip(1) {
+        let s = config_status(&admin, r).await;
+        assert_eq!(s["sha256"], hex.as_str(), "{s}");
+        assert_eq!(s["last_reload"]["trigger"], "fleet", "{s}");
+        assert_eq!(s["last_reload"]["result"], "ok", "{s}");
+        assert_eq!(s["generation"].as_u64(), Some(g + 1), "{s}");
+    }
+
+    // An invalid change is refused by replica 1 and never announced: the others keep serving
+    // the config they run and do not even try the file.
+    let bad_text = fleet_config(
+        &db.url,
+        backend,
+        &[AGENT, AGENT_2],
+        "credits_per_message = -1",
+    );
+    std::fs::write(&path, &bad_text).expect("rewrite");
+    let resp = admin
+        .post(format!(
+            "http://{}/admin/v1/config/reload",
+            replicas[0].admin
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(resp.status(), 422);
+    // Longer than a valid change took to arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (r, g) in replicas.iter().zip(&generations).skip(1) {
+        let s = config_status(&admin, r).await;
+        assert_eq!(s["sha256"], hex.as_str(), "{s}");
+        assert_eq!(s["last_reload"]["trigger"], "fleet", "{s}");
+        assert_eq!(s["generation"].as_u64(), Some(g + 1), "{s}");
+        assert_eq!(chat_status(&client, r, AGENT_2).await, 200);
+    }
+    assert_eq!(chat_status(&client, &replicas[0], AGENT_2).await, 200);
+    for r in &mut replicas {
+        r.terminate();
+    }
+}
+
+/// Like a Kubernetes ConfigMap volume that reaches the nodes at different times: two replicas
+/// with a file each (both watched). Replica 1's file changes and is applied; replica 2 hears
+/// the announcement, finds its own file not matching yet, says so and keeps serving; once its
+/// file catches up its watcher applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_file_lags_behind_the_announcement_waits_for_its_file() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let backend = DemoAgent::new(Api::Agents, Duration::ZERO)
+        .spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("backend");
+    let key = fleet_key(&db.url).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let paths = [dir.path().join("a.toml"), dir.path().join("b.toml")];
+    let old = fleet_config_watching(&db.url, backend, &[AGENT], "", true);
+    let new = fleet_config_watching(&db.url, backend, &[AGENT, AGENT_2], "", true);
+    for p in &paths {
+        std::fs::write(p, &old).expect("config");
+    }
+    let mut replicas: Vec<Replica> = paths.iter().map(|p| Replica::start(p)).collect();
+    let client = client_for(&key);
+    let admin = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("admin client");
+    let generation = config_status(&admin, &replicas[1]).await["generation"].as_u64();
+    std::fs::write(&paths[0], &new).expect("rewrite");
+    let resp = admin
+        .post(format!(
+            "http://{}/admin/v1/config/reload",
+            replicas[0].admin
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(resp.status(), 200);
+    let deadline = Instant::now() + PATIENCE;
+    while !replicas[1].logged("does not match yet") {
+        assert!(
+            Instant::now() < deadline,
+            "replica 2 never heard the announcement"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let s = config_status(&admin, &replicas[1]).await;
+    assert_eq!(s["generation"].as_u64(), generation, "{s}");
+    assert_eq!(chat_status(&client, &replicas[1], AGENT_2).await, 404);
+    // Its file catches up: its own watcher applies it.
+    std::fs::write(&paths[1], &new).expect("catch up");
+    loop {
+        if chat_status(&client, &replicas[1], AGENT_2).await == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica 2 never applied its file"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = config_status(&admin, &replicas[1]).await;
+    assert_eq!(s["last_reload"]["trigger"], "file", "{s}");
+    for r in &mut replicas {
+        r.terminate();
+    }
 }

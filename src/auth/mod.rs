@@ -299,7 +299,7 @@ async fn follow_events(
                 inner.invalidate();
             }
             Ok(StoreEvent::Resync) | Err(RecvError::Lagged(_)) => inner.invalidate(),
-            Ok(StoreEvent::CreditsChanged(_)) => {}
+            Ok(StoreEvent::CreditsChanged(_) | StoreEvent::ConfigApplied { .. }) => {}
             Err(RecvError::Closed) => return,
         }
     }

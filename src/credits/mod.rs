@@ -592,7 +592,7 @@ async fn follow_events(
                     e.refreshed_ms.store(0, Ordering::Release);
                 }
             }
-            Ok(StoreEvent::KeyRevoked(_)) => {}
+            Ok(StoreEvent::KeyRevoked(_) | StoreEvent::ConfigApplied { .. }) => {}
             Err(RecvError::Closed) => return,
         }
     }

@@ -341,6 +341,9 @@ pub enum StoreEvent {
     KeyRevoked(String),
     /// Credits of this account were granted or adjusted.
     CreditsChanged(String),
+    /// A replica applied a new config: `sha256` (hex) of its file's text, announced by the
+    /// store instance `instance` (a process never hears its own announcements).
+    ConfigApplied { instance: String, sha256: String },
     /// The event connection was (re)established: anything may have been missed.
     Resync,
 }
@@ -438,6 +441,15 @@ impl Store {
         match &self.inner.backend {
             Backend::Sqlite(_) => None,
             Backend::Postgres(p) => Some(p.subscribe()),
+        }
+    }
+
+    /// Tells the other replicas sharing the store that this one applied the config whose text
+    /// has SHA-256 `sha256` (hex), so that they re-read theirs. Nothing to do for SQLite.
+    pub async fn announce_config(&self, sha256: &str) -> Result<(), StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(p) => p.announce_config(sha256).await,
         }
     }
 

@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     /// Set when the store is closing: `Forever` ops then give up after a few tries.
     stopping: AtomicBool,
     events: broadcast::Sender<StoreEvent>,
+    /// Names this process in the config announcements it sends, so that it ignores them.
+    instance: String,
 }
 
 pub(crate) struct PgStore {
@@ -136,6 +138,7 @@ impl PgStore {
             pool,
             stopping: AtomicBool::new(false),
             events,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
         });
         {
             let shared = Arc::clone(&shared);
@@ -180,6 +183,24 @@ impl PgStore {
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// `NOTIFY config:<instance>:<sha256>`, heard by every other replica.
+    pub(crate) async fn announce_config(&self, sha256: &str) -> Result<(), StoreError> {
+        let payload = Arc::new(notify_payload(
+            "config",
+            &format!("{}:{sha256}", self.shared.instance),
+        ));
+        self.run(true, move |c| {
+            let payload = Arc::clone(&payload);
+            async move {
+                c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &*payload])
+                    .await
+                    .map_err(pg_err)?;
+                Ok(())
+            }
+        })
+        .await
     }
 
     /// Runs a read on the backend's runtime, retrying transient failures.
@@ -1269,6 +1290,13 @@ fn parse_event(payload: &str) -> Option<StoreEvent> {
     match kind {
         "revoke" => Some(StoreEvent::KeyRevoked(id.to_owned())),
         "credits" => Some(StoreEvent::CreditsChanged(id.to_owned())),
+        "config" => {
+            let (instance, sha256) = id.split_once(':')?;
+            Some(StoreEvent::ConfigApplied {
+                instance: instance.to_owned(),
+                sha256: sha256.to_owned(),
+            })
+        }
         _ => None,
     }
 }
@@ -1352,6 +1380,7 @@ where
     }
     while let Some(payload) = nrx.recv().await {
         match parse_event(&payload) {
+            Some(StoreEvent::ConfigApplied { instance, .. }) if instance == sh.instance => {}
             Some(ev) => {
                 let _ = sh.events.send(ev);
             }
@@ -1380,6 +1409,14 @@ mod tests {
             parse_event(&notify_payload("credits", "acme:eu")),
             Some(StoreEvent::CreditsChanged("acme:eu".into()))
         );
+        assert_eq!(
+            parse_event(&notify_payload("config", "abc:0123ef")),
+            Some(StoreEvent::ConfigApplied {
+                instance: "abc".into(),
+                sha256: "0123ef".into()
+            })
+        );
+        assert_eq!(parse_event("config:no-hash"), None);
         assert_eq!(parse_event("nonsense"), None);
     }
 }
