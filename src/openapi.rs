@@ -1456,6 +1456,93 @@ mod tests {
     }
 
     #[test]
+    fn store_and_team_paths_are_documented_on_their_fronts_only() {
+        let doc = document(&front(Api::Agents, "/a", true));
+        let paths = &doc["paths"];
+        let base = "/a/api/agents/{id}";
+        for (path, method, ok, scope) in [
+            (
+                format!("{base}/history"),
+                "get",
+                "200",
+                "conversations:read",
+            ),
+            (
+                format!("{base}/conversations"),
+                "get",
+                "200",
+                "conversations:read",
+            ),
+            (
+                format!("{base}/conversations"),
+                "post",
+                "201",
+                "conversations:write",
+            ),
+            (
+                format!("{base}/conversations/{{conv_id}}"),
+                "put",
+                "200",
+                "conversations:write",
+            ),
+            (
+                format!("{base}/conversations/{{conv_id}}"),
+                "delete",
+                "204",
+                "conversations:write",
+            ),
+            (format!("{base}/inbox"), "get", "200", "conversations:read"),
+            (
+                format!("{base}/mark-read"),
+                "post",
+                "200",
+                "conversations:write",
+            ),
+            ("/a/api/teams/{id}/chat".into(), "post", "200", "teams:run"),
+            (
+                "/a/api/teams/{id}/chat/stream".into(),
+                "post",
+                "200",
+                "teams:run",
+            ),
+        ] {
+            let op = &paths[path.as_str()][method];
+            let responses = op["responses"].as_object().expect("responses");
+            for status in [ok, "400", "401", "403", "404", "503"] {
+                assert!(responses.contains_key(status), "{method} {path}: {status}");
+            }
+            let description = op["description"].as_str().unwrap();
+            assert!(
+                description.contains(scope),
+                "{method} {path}: {description}"
+            );
+        }
+        let limit = paths[format!("{base}/history")]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .expect("limit");
+        assert_eq!(limit["schema"]["minimum"], 1);
+        assert_eq!(limit["schema"]["maximum"], 100);
+
+        let doc = document(&front(Api::Guayaba, "", false));
+        let op = &doc["paths"]["/api/v1/agents/{id}/sessions/{sessionKey}"]["patch"];
+        let responses = op["responses"].as_object().unwrap();
+        assert!(responses.contains_key("422") && !responses.contains_key("400"));
+        assert!(!responses.contains_key("401"), "an open front takes no key");
+        assert!(doc["paths"]["/api/v1/agents/{id}/sessions"]["get"].is_object());
+
+        for api in [Api::Pharen, Api::Chatbase] {
+            let doc = document(&front(api, "", true));
+            let keys = doc["paths"].as_object().unwrap().keys();
+            assert!(keys
+                .clone()
+                .all(|p| !p.contains("history") && !p.contains("teams")));
+        }
+    }
+
+    #[test]
     fn an_open_front_has_no_security_nor_key_errors() {
         let doc = document(&front(Api::Chatbase, "", false));
         assert!(doc.get("security").is_none());
