@@ -46,12 +46,22 @@ pub fn endpoints(front: &FrontConfig) -> Vec<Endpoint> {
         Api::Agents => vec![
             chat(front, "/api/agents/{id}/chat", ChatMode::Negotiated),
             chat(front, "/api/agents/{id}/chat/stream", ChatMode::StreamOnly),
+            history(front),
+            conversations_list(front),
+            conversation_create(front),
+            conversation_update(front),
+            conversation_delete(front),
+            inbox(front),
+            mark_read(front),
+            team_chat(front, false),
+            team_chat(front, true),
         ],
-        Api::Guayaba => vec![chat(
-            front,
-            "/api/v1/agents/{id}/chat",
-            ChatMode::Negotiated,
-        )],
+        Api::Guayaba => vec![
+            chat(front, "/api/v1/agents/{id}/chat", ChatMode::Negotiated),
+            sessions_list(front),
+            session_update(front),
+            session_delete(front),
+        ],
     };
     list.push(document_endpoint());
     list
@@ -172,7 +182,7 @@ fn chat(front: &FrontConfig, path: &'static str, mode: ChatMode) -> Endpoint {
             json!({ "schema": { "$ref": format!("#/components/schemas/{response}") } }),
         );
     }
-    ok.insert("text/event-stream".into(), stream_media(front));
+    ok.insert("text/event-stream".into(), stream_media(front.format));
     let mut responses = Map::new();
     responses.insert(
         "200".into(),
@@ -563,8 +573,8 @@ fn sync_schema(api: Api) -> Value {
 /// its `schema` describes one event (the reading OpenAPI 3.2 makes explicit and schema-based
 /// tools apply): `event`, `data`, `id`, `retry`, with `data` a JSON chunk of the format (or
 /// `[DONE]`) given as `contentMediaType`/`contentSchema`.
-fn stream_media(front: &FrontConfig) -> Value {
-    let (description, example, chunk, done_marker) = match front.format {
+fn stream_media(format: Format) -> Value {
+    let (description, example, chunk, done_marker) = match format {
         Format::UiMessage => (
             "Vercel AI SDK UIMessage stream (`x-vercel-ai-ui-message-stream: v1`): one JSON \
              chunk per `data:` line (`start`, `text-start`, `text-delta`, `text-end`, \
@@ -682,6 +692,717 @@ fn stream_media(front: &FrontConfig) -> Value {
     })
 }
 
+/// An operation served from the conversation store (SPEC §7): history, conversations, inbox
+/// and mark-read on `agents`, sessions on `guayaba`. Checked in the order of chats: key 401 →
+/// scope 403 → agent 404 (guayaba 403) → query/body 400 (guayaba 422) → conversation 404.
+struct StoreOp {
+    method: &'static str,
+    path: &'static str,
+    operation_id: &'static str,
+    summary: &'static str,
+    description: &'static str,
+    /// Parameters besides the agent's `id` (path or query).
+    params: Vec<Value>,
+    /// The request body's schema and whether the body is required.
+    body: Option<(Value, bool)>,
+    /// The success status, its description and its JSON schema (none for 204).
+    ok: (u16, &'static str, Option<Value>),
+    /// What 400 (422 on guayaba) means here.
+    invalid: &'static str,
+    /// What 404 means here besides the agent (agents) or the path (guayaba).
+    not_found: Option<&'static str>,
+    schemas: Vec<(String, Value)>,
+}
+
+/// The most items of one page (SPEC §7).
+const MAX_PAGE: u32 = 100;
+/// The longest conversation or session title, in characters.
+const MAX_TITLE_CHARS: u32 = 200;
+
+fn store_op(front: &FrontConfig, op: StoreOp) -> Endpoint {
+    let api = front.api;
+    let scope = if op.method == "get" {
+        "conversations:read"
+    } else {
+        "conversations:write"
+    };
+    let mut parameters = vec![agent_param("id")];
+    parameters.extend(op.params);
+    let mut responses = Map::new();
+    let (status, description, schema) = op.ok;
+    let mut ok = json!({
+        "description": description,
+        "headers": { "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } },
+    });
+    if let Some(schema) = schema {
+        ok["content"] = json!({ "application/json": { "schema": schema } });
+    }
+    responses.insert(status.to_string(), ok);
+    let invalid = if api == Api::Guayaba { 422 } else { 400 };
+    let mut errors: Vec<(u16, String)> = vec![(invalid, op.invalid.to_owned())];
+    if front.require_key {
+        errors.push((401, UNAUTHORIZED.to_owned()));
+    }
+    match (api, front.require_key) {
+        (Api::Guayaba, true) => errors.push((
+            403,
+            format!(
+                "The key lacks the `{scope}` scope, or cannot access this agent (also: no such \
+                 agent)."
+            ),
+        )),
+        (Api::Guayaba, false) => errors.push((403, "No such agent.".to_owned())),
+        (_, true) => errors.push((403, format!("The key lacks the `{scope}` scope."))),
+        (_, false) => {}
+    }
+    let not_found = match (api, op.not_found) {
+        (Api::Guayaba, Some(what)) => format!("{what} (or no such endpoint)."),
+        (Api::Guayaba, None) => "No such endpoint.".to_owned(),
+        (_, what) => format!(
+            "The agent does not exist or is outside the key's access target{}.",
+            what.map(|w| format!("; or {w}")).unwrap_or_default()
+        ),
+    };
+    errors.push((404, not_found));
+    if op.body.is_some() {
+        errors.push((
+            413,
+            "The body is larger than `[server] max_body_bytes`.".to_owned(),
+        ));
+    }
+    errors.push((
+        503,
+        "The key store or the conversation store is unavailable.".to_owned(),
+    ));
+    for (status, description) in errors {
+        responses.insert(status.to_string(), error_response(status, &description));
+    }
+    let mut operation = json!({
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "description": format!(
+            "{} Needs the `{scope}` scope{}. Served from the conversation store, whatever API \
+             the agent's backend speaks; free of charge. Another method on this path: 405 \
+             with `Allow`.",
+            op.description,
+            if front.require_key { "" } else { " (not checked: this front takes no key)" },
+        ),
+        "parameters": parameters,
+        "responses": responses,
+    });
+    if let Some((schema, required)) = op.body {
+        operation["requestBody"] = json!({
+            "required": required,
+            "content": { "application/json": { "schema": schema } }
+        });
+    }
+    Endpoint {
+        method: op.method,
+        path: op.path,
+        operation,
+        schemas: op.schemas,
+    }
+}
+
+const UNAUTHORIZED: &str = "No key, or an unknown, malformed, expired or revoked key.";
+
+/// The `{name}` path parameter naming an agent.
+fn agent_param(name: &str) -> Value {
+    json!({
+        "name": name,
+        "in": "path",
+        "required": true,
+        "description": "The agent's id, as configured in `[[agent]] id`.",
+        "schema": { "type": "string", "minLength": 1 },
+    })
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({
+        "name": name,
+        "in": "path",
+        "required": true,
+        "description": description,
+        "schema": { "type": "string", "minLength": 1 },
+    })
+}
+
+/// `limit` and `cursor` of a paginated list.
+fn page_params(what: &str) -> Vec<Value> {
+    vec![
+        json!({
+            "name": "limit",
+            "in": "query",
+            "required": false,
+            "description": format!("How many {what} per page (default 20; more than 100 is taken as 100)."),
+            "schema": { "type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 20 },
+        }),
+        json!({
+            "name": "cursor",
+            "in": "query",
+            "required": false,
+            "description": "The `next_cursor` of the previous page (opaque; another value is 400/422).",
+            "schema": { "type": "string" },
+        }),
+    ]
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn next_cursor_schema() -> Value {
+    json!({
+        "type": ["string", "null"],
+        "description": "The `cursor` of the next page; null on the last page."
+    })
+}
+
+fn credits_only_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["credits"],
+        "properties": { "credits": { "type": "number", "minimum": 0 } }
+    })
+}
+
+fn title_schema() -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": MAX_TITLE_CHARS })
+}
+
+fn message_record_schema() -> (String, Value) {
+    (
+        "Message".into(),
+        json!({
+            "type": "object",
+            "description": "A stored message of a conversation.",
+            "required": ["id", "conversation_id", "role", "content", "created_at"],
+            "properties": {
+                "id": { "type": "string" },
+                "conversation_id": { "type": "string" },
+                "role": { "type": "string", "examples": ["user", "assistant"] },
+                "content": { "type": "string" },
+                "created_at": { "type": "string", "format": "date-time" },
+                "tool_calls": { "description": "The tool calls of an assistant message, as stored." },
+                "usage": credits_only_schema(),
+                "read": {
+                    "type": "boolean",
+                    "description": "On assistant messages: whether it was marked read."
+                }
+            }
+        }),
+    )
+}
+
+fn conversation_schema() -> (String, Value) {
+    (
+        "Conversation".into(),
+        json!({
+            "type": "object",
+            "required": ["id", "title", "archived", "created_at", "updated_at"],
+            "properties": {
+                "id": { "type": "string" },
+                "title": { "type": ["string", "null"] },
+                "archived": { "type": "boolean" },
+                "created_at": { "type": "string", "format": "date-time" },
+                "updated_at": { "type": "string", "format": "date-time" }
+            }
+        }),
+    )
+}
+
+fn session_schema() -> (String, Value) {
+    (
+        "Session".into(),
+        json!({
+            "type": "object",
+            "required": ["sessionKey", "title", "archived", "createdAt", "updatedAt"],
+            "properties": {
+                "sessionKey": { "type": "string" },
+                "title": { "type": ["string", "null"] },
+                "archived": { "type": "boolean" },
+                "createdAt": { "type": "string", "format": "date-time" },
+                "updatedAt": { "type": "string", "format": "date-time" }
+            }
+        }),
+    )
+}
+
+fn messages_page_schema(name: &str, with_conversation: bool) -> (String, Value) {
+    let mut schema = json!({
+        "type": "object",
+        "required": ["messages", "next_cursor"],
+        "properties": {
+            "messages": { "type": "array", "items": schema_ref("Message") },
+            "next_cursor": next_cursor_schema()
+        }
+    });
+    if with_conversation {
+        schema["required"] = json!(["conversation_id", "messages", "next_cursor"]);
+        schema["properties"]["conversation_id"] = json!({ "type": "string" });
+    }
+    (name.into(), schema)
+}
+
+const QUERY_INVALID: &str =
+    "A `limit` that is not a positive integer, or a `cursor` this list did not give out.";
+const CONVERSATION_NOT_FOUND: &str = "the conversation does not exist (or is another account's)";
+
+fn history(front: &FrontConfig) -> Endpoint {
+    let mut params = page_params("messages");
+    params.push(json!({
+        "name": "conversation_id",
+        "in": "query",
+        "required": false,
+        "description": "The conversation; absent: the account's default conversation with the \
+                        agent (id `default`).",
+        "schema": { "type": "string" },
+    }));
+    store_op(
+        front,
+        StoreOp {
+            method: "get",
+            path: "/api/agents/{id}/history",
+            operation_id: "history",
+            summary: "A conversation's messages",
+            description: "The newest `limit` messages of a conversation, oldest first; \
+                          `next_cursor` pages back to older ones.",
+            params,
+            body: None,
+            ok: (200, "The messages.", Some(schema_ref("History"))),
+            invalid: QUERY_INVALID,
+            not_found: Some(CONVERSATION_NOT_FOUND),
+            schemas: vec![
+                message_record_schema(),
+                messages_page_schema("History", true),
+            ],
+        },
+    )
+}
+
+fn conversations_list(front: &FrontConfig) -> Endpoint {
+    store_op(
+        front,
+        StoreOp {
+            method: "get",
+            path: "/api/agents/{id}/conversations",
+            operation_id: "listConversations",
+            summary: "The account's conversations with the agent",
+            description: "Newest first, one page of `limit`.",
+            params: page_params("conversations"),
+            body: None,
+            ok: (
+                200,
+                "One page of conversations.",
+                Some(schema_ref("ConversationList")),
+            ),
+            invalid: QUERY_INVALID,
+            not_found: None,
+            schemas: vec![
+                conversation_schema(),
+                (
+                    "ConversationList".into(),
+                    json!({
+                        "type": "object",
+                        "required": ["conversations", "next_cursor"],
+                        "properties": {
+                            "conversations": {
+                                "type": "array",
+                                "items": schema_ref("Conversation")
+                            },
+                            "next_cursor": next_cursor_schema()
+                        }
+                    }),
+                ),
+            ],
+        },
+    )
+}
+
+fn conversation_create(front: &FrontConfig) -> Endpoint {
+    store_op(
+        front,
+        StoreOp {
+            method: "post",
+            path: "/api/agents/{id}/conversations",
+            operation_id: "createConversation",
+            summary: "Start a conversation",
+            description: "Creates an empty conversation (its id goes in a chat's \
+                          `conversation_id`). The body is optional.",
+            params: Vec::new(),
+            body: Some((
+                json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": { "title": title_schema() }
+                }),
+                false,
+            )),
+            ok: (
+                201,
+                "The new conversation.",
+                Some(schema_ref("Conversation")),
+            ),
+            invalid: "Malformed JSON, an unknown field, or a `title` that is not 1 to 200 \
+                      characters.",
+            not_found: None,
+            schemas: vec![conversation_schema()],
+        },
+    )
+}
+
+const CONV_ID: &str = "The conversation's id (as a list or a chat answer gave it).";
+
+fn conversation_update(front: &FrontConfig) -> Endpoint {
+    store_op(
+        front,
+        StoreOp {
+            method: "put",
+            path: "/api/agents/{id}/conversations/{conv_id}",
+            operation_id: "renameConversation",
+            summary: "Rename a conversation",
+            description: "Sets the conversation's title.",
+            params: vec![path_param("conv_id", CONV_ID)],
+            body: Some((
+                json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["title"],
+                    "properties": { "title": title_schema() }
+                }),
+                true,
+            )),
+            ok: (200, "The conversation.", Some(schema_ref("Conversation"))),
+            invalid: "Malformed JSON, an unknown field, or a missing `title` or one that is \
+                      not 1 to 200 characters.",
+            not_found: Some(CONVERSATION_NOT_FOUND),
+            schemas: vec![conversation_schema()],
+        },
+    )
+}
+
+fn conversation_delete(front: &FrontConfig) -> Endpoint {
+    store_op(
+        front,
+        StoreOp {
+            method: "delete",
+            path: "/api/agents/{id}/conversations/{conv_id}",
+            operation_id: "deleteConversation",
+            summary: "Delete a conversation",
+            description: "Deletes the conversation and its messages.",
+            params: vec![path_param("conv_id", CONV_ID)],
+            body: None,
+            ok: (204, "Deleted, with its messages.", None),
+            invalid: QUERY_INVALID,
+            not_found: Some(CONVERSATION_NOT_FOUND),
+            schemas: Vec::new(),
+        },
+    )
+}
+
+fn inbox(front: &FrontConfig) -> Endpoint {
+    store_op(
+        front,
+        StoreOp {
+            method: "get",
+            path: "/api/agents/{id}/inbox",
+            operation_id: "inbox",
+            summary: "Unread answers",
+            description: "The agent's assistant messages not yet marked read, oldest first.",
+            params: page_params("messages"),
+            body: None,
+            ok: (
+                200,
+                "One page of unread messages.",
+                Some(schema_ref("Inbox")),
+            ),
+            invalid: QUERY_INVALID,
+            not_found: None,
+            schemas: vec![
+                message_record_schema(),
+                messages_page_schema("Inbox", false),
+            ],
+        },
+    )
+}
+
+fn mark_read(front: &FrontConfig) -> Endpoint {
+    store_op(
+        front,
+        StoreOp {
+            method: "post",
+            path: "/api/agents/{id}/mark-read",
+            operation_id: "markRead",
+            summary: "Mark answers read",
+            description: "Marks the named assistant messages read, or all of the agent's when \
+                          `message_ids` (or the whole body) is omitted.",
+            params: Vec::new(),
+            body: Some((
+                json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "message_ids": { "type": ["array", "null"], "items": { "type": "string" } }
+                    }
+                }),
+                false,
+            )),
+            ok: (
+                200,
+                "How many messages were marked read.",
+                Some(json!({
+                    "type": "object",
+                    "required": ["marked"],
+                    "properties": { "marked": { "type": "integer", "minimum": 0 } }
+                })),
+            ),
+            invalid: "Malformed JSON or an unknown field.",
+            not_found: None,
+            schemas: Vec::new(),
+        },
+    )
+}
+
+const SESSION_KEY: &str = "The session's key (`api:…`, as a chat answer or the list gave it).";
+const SESSION_NOT_FOUND: &str = "The session does not exist (or is another account's)";
+
+fn sessions_list(front: &FrontConfig) -> Endpoint {
+    let mut params = vec![json!({
+        "name": "archived",
+        "in": "query",
+        "required": false,
+        "description": "List the archived sessions instead of the others.",
+        "schema": { "type": "boolean", "default": false },
+    })];
+    params.extend(page_params("sessions"));
+    store_op(
+        front,
+        StoreOp {
+            method: "get",
+            path: "/api/v1/agents/{id}/sessions",
+            operation_id: "listSessions",
+            summary: "The account's sessions with the agent",
+            description: "Newest first, one page of `limit`.",
+            params,
+            body: None,
+            ok: (
+                200,
+                "One page of sessions.",
+                Some(schema_ref("SessionList")),
+            ),
+            invalid: "An `archived` that is not `true` or `false`, a `limit` that is not a \
+                      positive integer, or a `cursor` this list did not give out.",
+            not_found: None,
+            schemas: vec![
+                session_schema(),
+                (
+                    "SessionList".into(),
+                    json!({
+                        "type": "object",
+                        "required": ["sessions", "next_cursor"],
+                        "properties": {
+                            "sessions": { "type": "array", "items": schema_ref("Session") },
+                            "next_cursor": next_cursor_schema()
+                        }
+                    }),
+                ),
+            ],
+        },
+    )
+}
+
+fn session_update(front: &FrontConfig) -> Endpoint {
+    store_op(
+        front,
+        StoreOp {
+            method: "patch",
+            path: "/api/v1/agents/{id}/sessions/{sessionKey}",
+            operation_id: "updateSession",
+            summary: "Rename or archive a session",
+            description: "Changes the session's `title` and/or `archived`.",
+            params: vec![path_param("sessionKey", SESSION_KEY)],
+            body: Some((
+                json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "minProperties": 1,
+                    "properties": {
+                        "title": title_schema(),
+                        "archived": { "type": "boolean" }
+                    }
+                }),
+                true,
+            )),
+            ok: (200, "The session.", Some(schema_ref("Session"))),
+            invalid: "No body, malformed JSON, an unknown field, neither `title` nor \
+                      `archived`, or a `title` that is not 1 to 200 characters.",
+            not_found: Some(SESSION_NOT_FOUND),
+            schemas: vec![session_schema()],
+        },
+    )
+}
+
+fn session_delete(front: &FrontConfig) -> Endpoint {
+    store_op(
+        front,
+        StoreOp {
+            method: "delete",
+            path: "/api/v1/agents/{id}/sessions/{sessionKey}",
+            operation_id: "deleteSession",
+            summary: "Delete a session",
+            description: "Deletes the session and its messages.",
+            params: vec![path_param("sessionKey", SESSION_KEY)],
+            body: None,
+            ok: (204, "Deleted, with its messages.", None),
+            invalid: QUERY_INVALID,
+            not_found: Some(SESSION_NOT_FOUND),
+            schemas: Vec::new(),
+        },
+    )
+}
+
+/// `POST /api/teams/{id}/chat` (`stream_path`: `/chat/stream`) on the `agents` front.
+fn team_chat(front: &FrontConfig, stream_path: bool) -> Endpoint {
+    let mut ok = Map::new();
+    if !stream_path {
+        ok.insert(
+            "application/json".into(),
+            json!({ "schema": schema_ref("TeamChatResponse") }),
+        );
+    }
+    // A team's stream is a ui-message stream whatever the front's format.
+    ok.insert("text/event-stream".into(), stream_media(Format::UiMessage));
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        json!({
+            "description": "Every member's answer (a member that failed or timed out has \
+                            `error` instead of `content`) and the summariser's: JSON, or a \
+                            ui-message stream with one text part per member (id: the agent's \
+                            id) and `summary`, whose `finish` carries `mode`, `responses` \
+                            (without content) and `usage` in `messageMetadata`.",
+            "headers": { "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } },
+            "content": ok,
+        }),
+    );
+    let mut errors = vec![(
+        400,
+        "Malformed JSON, a missing, empty or too long `message`, a `stream` that is not a \
+         boolean, or a `mode` that is not one of the team's (`details.modes` lists them).",
+    )];
+    if front.require_key {
+        errors.push((401, UNAUTHORIZED));
+        errors.push((
+            403,
+            "The key lacks the `teams:run` scope, or asks for a stream without `agents:stream`.",
+        ));
+    }
+    errors.push((
+        404,
+        "No such team, or one of its members or its summariser is outside the key's access \
+         target.",
+    ));
+    errors.push((413, "The body is larger than `[server] max_body_bytes`."));
+    errors.push((503, "The key store is unavailable."));
+    for (status, description) in errors {
+        responses.insert(status.to_string(), error_response(status, description));
+    }
+    let (operation_id, summary) = if stream_path {
+        ("teamChatStream", "Ask a team, streamed")
+    } else {
+        ("teamChat", "Ask a team")
+    };
+    Endpoint {
+        method: "post",
+        path: if stream_path {
+            "/api/teams/{id}/chat/stream"
+        } else {
+            "/api/teams/{id}/chat"
+        },
+        operation: json!({
+            "operationId": operation_id,
+            "summary": summary,
+            "description": format!(
+                "Asks every member of the team (`[[team]]`) concurrently, each through the same \
+                 admission as a chat with it (rate limits, credits: a member refused or failing \
+                 is reported in its entry, charged nothing), then the summariser with their \
+                 answers. {} Needs the `teams:run` scope (and `agents:stream` for a stream). \
+                 `usage.credits` is the sum charged.",
+                if stream_path {
+                    "Always answers with a stream."
+                } else {
+                    "Answers as JSON, or streams with `\"stream\": true`."
+                }
+            ),
+            "parameters": [path_param("id", "The team's id, as configured in `[[team]] id`.")],
+            "requestBody": {
+                "required": true,
+                "content": { "application/json": { "schema": schema_ref("TeamChatRequest") } }
+            },
+            "responses": responses,
+        }),
+        schemas: vec![
+            (
+                "TeamChatRequest".into(),
+                json!({
+                    "type": "object",
+                    "required": ["message"],
+                    "properties": {
+                        "message": message_schema(),
+                        "mode": {
+                            "type": ["string", "null"],
+                            "description": "One of the team's `modes`; absent: its first."
+                        },
+                        "stream": { "type": "boolean", "default": false }
+                    }
+                }),
+            ),
+            (
+                "TeamChatResponse".into(),
+                json!({
+                    "type": "object",
+                    "required": ["responses", "summary", "mode", "usage"],
+                    "properties": {
+                        "responses": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["agent_id", "agent_name", "usage"],
+                                "properties": {
+                                    "agent_id": { "type": "string" },
+                                    "agent_name": { "type": "string" },
+                                    "content": { "type": "string" },
+                                    "error": schema_ref("TeamError"),
+                                    "usage": credits_only_schema()
+                                }
+                            }
+                        },
+                        "summary": {
+                            "type": ["string", "null"],
+                            "description": "The summariser's answer; null without one or when \
+                                            it failed (then `summary_error`)."
+                        },
+                        "summary_error": schema_ref("TeamError"),
+                        "mode": { "type": "string" },
+                        "usage": credits_only_schema()
+                    }
+                }),
+            ),
+            (
+                "TeamError".into(),
+                json!({
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": { "type": "string", "examples": ["timeout", "insufficient_credits"] },
+                        "message": { "type": "string" }
+                    }
+                }),
+            ),
+        ],
+    }
+}
+
 fn document_endpoint() -> Endpoint {
     Endpoint {
         method: "get",
@@ -731,6 +1452,93 @@ mod tests {
                     "{api}: dangling $ref {pointer}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn store_and_team_paths_are_documented_on_their_fronts_only() {
+        let doc = document(&front(Api::Agents, "/a", true));
+        let paths = &doc["paths"];
+        let base = "/a/api/agents/{id}";
+        for (path, method, ok, scope) in [
+            (
+                format!("{base}/history"),
+                "get",
+                "200",
+                "conversations:read",
+            ),
+            (
+                format!("{base}/conversations"),
+                "get",
+                "200",
+                "conversations:read",
+            ),
+            (
+                format!("{base}/conversations"),
+                "post",
+                "201",
+                "conversations:write",
+            ),
+            (
+                format!("{base}/conversations/{{conv_id}}"),
+                "put",
+                "200",
+                "conversations:write",
+            ),
+            (
+                format!("{base}/conversations/{{conv_id}}"),
+                "delete",
+                "204",
+                "conversations:write",
+            ),
+            (format!("{base}/inbox"), "get", "200", "conversations:read"),
+            (
+                format!("{base}/mark-read"),
+                "post",
+                "200",
+                "conversations:write",
+            ),
+            ("/a/api/teams/{id}/chat".into(), "post", "200", "teams:run"),
+            (
+                "/a/api/teams/{id}/chat/stream".into(),
+                "post",
+                "200",
+                "teams:run",
+            ),
+        ] {
+            let op = &paths[path.as_str()][method];
+            let responses = op["responses"].as_object().expect("responses");
+            for status in [ok, "400", "401", "403", "404", "503"] {
+                assert!(responses.contains_key(status), "{method} {path}: {status}");
+            }
+            let description = op["description"].as_str().unwrap();
+            assert!(
+                description.contains(scope),
+                "{method} {path}: {description}"
+            );
+        }
+        let limit = paths[format!("{base}/history")]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .expect("limit");
+        assert_eq!(limit["schema"]["minimum"], 1);
+        assert_eq!(limit["schema"]["maximum"], 100);
+
+        let doc = document(&front(Api::Guayaba, "", false));
+        let op = &doc["paths"]["/api/v1/agents/{id}/sessions/{sessionKey}"]["patch"];
+        let responses = op["responses"].as_object().unwrap();
+        assert!(responses.contains_key("422") && !responses.contains_key("400"));
+        assert!(!responses.contains_key("401"), "an open front takes no key");
+        assert!(doc["paths"]["/api/v1/agents/{id}/sessions"]["get"].is_object());
+
+        for api in [Api::Pharen, Api::Chatbase] {
+            let doc = document(&front(api, "", true));
+            let keys = doc["paths"].as_object().unwrap().keys();
+            assert!(keys
+                .clone()
+                .all(|p| !p.contains("history") && !p.contains("teams")));
         }
     }
 

@@ -87,7 +87,16 @@ async fn gateway() -> (Gateway, Agents, Mock) {
             "first_byte_timeout_ms = 300",
         ),
     ];
-    let toml = format!("{}{OPEN_FRONT}", config("max_body_bytes = 200000", &tables));
+    // A team of the working agent and the unreachable one (whose entry is an error), with
+    // the working one as summariser.
+    let team = format!(
+        "\n[[team]]\nid = \"duo\"\nmembers = [\"{}\", \"{}\"]\nmodes = [\"brainstorm\", \"debate\"]\nsummarizer = \"{}\"\n",
+        agents.ok, agents.unreachable, agents.ok
+    );
+    let toml = format!(
+        "{}{OPEN_FRONT}{team}",
+        config("max_body_bytes = 200000", &tables)
+    );
     (spawn_gateway(&toml).await, agents, silent)
 }
 
@@ -193,6 +202,18 @@ async fn exchange(
     path: &str,
     expect: Option<u16>,
 ) -> u16 {
+    exchange_as(doc, "post", request, path, expect).await.0
+}
+
+/// [`exchange`] for any `method`; `path` without its query. Returns the status and the JSON
+/// body (null when there is none or it is a stream).
+async fn exchange_as(
+    doc: &Value,
+    method: &str,
+    request: reqwest::RequestBuilder,
+    path: &str,
+    expect: Option<u16>,
+) -> (u16, Value) {
     let response = request.send().await.expect("the gateway answers");
     let status = response.status().as_u16();
     let content_type = response
@@ -202,22 +223,31 @@ async fn exchange(
         .unwrap_or_default()
         .to_owned();
     let text = response.text().await.expect("body");
+    let upper = method.to_uppercase();
     if let Some(expect) = expect {
-        assert_eq!(status, expect, "POST {path}: {text}");
+        assert_eq!(status, expect, "{upper} {path}: {text}");
     }
-    let what = format!("POST {path} → {status} {content_type}");
-    let documented = &operation(doc, "post", path)["responses"][status.to_string()];
+    let what = format!("{upper} {path} → {status} {content_type}");
+    let documented = &operation(doc, method, path)["responses"][status.to_string()];
     assert!(documented.is_object(), "{what}: status not documented");
+    if documented.get("content").is_none() {
+        assert!(
+            text.is_empty(),
+            "{what}: a body where none is documented: {text}"
+        );
+        return (status, Value::Null);
+    }
     let media = &documented["content"][content_type.as_str()];
     assert!(media.is_object(), "{what}: content type not documented");
     if content_type == "application/json" {
         let body: Value = serde_json::from_str(&text).expect("a JSON body");
         check(doc, &media["schema"], &body, &what);
+        (status, body)
     } else {
         assert_eq!(content_type, "text/event-stream", "{what}");
         check_stream(doc, &media["schema"], &text, &what);
+        (status, Value::Null)
     }
-    status
 }
 
 #[tokio::test]
@@ -453,5 +483,250 @@ async fn real_answers_match_the_documented_schemas() {
         let r = post(&client, &p, &sync_body("two"), false).header("idempotency-key", &key);
         exchange(&doc, r, &p, Some(422)).await;
     }
+    gateway.running.shutdown().await;
+}
+
+/// A key of `account` with only `scopes`, for the agent `ok`.
+async fn scoped_key(gateway: &Gateway, account: &str, scopes: Scopes, ok: &str) -> String {
+    let key = create_key(
+        &gateway.running,
+        NewKeySpec {
+            account: account.into(),
+            kind: KeyKind::Agent,
+            scopes,
+            agents: Some(vec![ok.to_owned()]),
+            expires_at: None,
+            limits: KeyLimits::default(),
+        },
+    )
+    .await;
+    format!("Bearer {}", key.expose())
+}
+
+/// History, conversations, inbox, mark-read and team chat on `agents`, sessions on `guayaba`
+/// (SPEC §7): every success and error status they can be made to give over loopback is
+/// documented for that path, method and status, and the answer matches its schema.
+#[tokio::test]
+async fn conversation_session_and_team_answers_match_the_documented_schemas() {
+    let (gateway, agents, _silent) = gateway().await;
+    let ok = agents.ok.as_str();
+    let reader = scoped_key(&gateway, TEST_ACCOUNT, Scopes::CONVERSATIONS_READ, ok).await;
+    let runner = scoped_key(&gateway, TEST_ACCOUNT, Scopes::AGENTS_RUN, ok).await;
+    // Another account, with every scope: another's conversations are 404 to it.
+    let other = scoped_key(&gateway, "other", Scopes::ALL, ok).await;
+    let client = client();
+    let bare = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let url = |p: &str| gateway.url(p);
+
+    // ---- agents: a chat first, so that history and inbox hold messages.
+    let doc = fetch_document(&gateway, "/agents").await;
+    let chat = format!("/agents/api/agents/{ok}/chat");
+    for message in ["one", "two"] {
+        let r = client.post(url(&chat)).json(&json!({ "message": message }));
+        exchange(&doc, r, &chat, Some(200)).await;
+    }
+    let base = format!("/agents/api/agents/{ok}");
+    let history = format!("{base}/history");
+    let (_, page) = exchange_as(
+        &doc,
+        "get",
+        client.get(url(&format!("{history}?limit=1"))),
+        &history,
+        Some(200),
+    )
+    .await;
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(1), "{page}");
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let r = client
+        .get(url(&history))
+        .query(&[("limit", "100"), ("cursor", cursor.as_str())]);
+    let (_, page) = exchange_as(&doc, "get", r, &history, Some(200)).await;
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(3), "{page}");
+    for query in ["limit=0", "limit=x", "cursor=nope"] {
+        let r = client.get(url(&format!("{history}?{query}")));
+        exchange_as(&doc, "get", r, &history, Some(400)).await;
+    }
+    let r = client.get(url(&format!("{history}?conversation_id=no-such")));
+    exchange_as(&doc, "get", r, &history, Some(404)).await;
+    let r = bare.get(url(&history));
+    exchange_as(&doc, "get", r, &history, Some(401)).await;
+    let r = bare.get(url(&history)).header("authorization", &runner);
+    exchange_as(&doc, "get", r, &history, Some(403)).await;
+    let nobody = format!("/agents/api/agents/{}/history", agent_id(99));
+    exchange_as(&doc, "get", client.get(url(&nobody)), &nobody, Some(404)).await;
+
+    // Conversations: create (with and without a body), list, rename, delete.
+    let list = format!("{base}/conversations");
+    let r = client.post(url(&list)).json(&json!({ "title": "Plans" }));
+    let (_, created) = exchange_as(&doc, "post", r, &list, Some(201)).await;
+    let conv = created["id"].as_str().expect("an id").to_owned();
+    exchange_as(&doc, "post", client.post(url(&list)), &list, Some(201)).await;
+    for body in [json!({ "title": "" }), json!({ "name": "x" })] {
+        let r = client.post(url(&list)).json(&body);
+        exchange_as(&doc, "post", r, &list, Some(400)).await;
+    }
+    let r = client
+        .post(url(&list))
+        .header("content-type", "application/json")
+        .body("{not json");
+    exchange_as(&doc, "post", r, &list, Some(400)).await;
+    let r = bare.post(url(&list)).header("authorization", &reader);
+    exchange_as(&doc, "post", r, &list, Some(403)).await;
+    let (_, listed) = exchange_as(&doc, "get", client.get(url(&list)), &list, Some(200)).await;
+    assert!(
+        listed["conversations"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["id"] == conv.as_str())),
+        "{listed}"
+    );
+    let r = client.get(url(&format!("{list}?limit=101")));
+    exchange_as(&doc, "get", r, &list, Some(200)).await;
+    let one = format!("{list}/{conv}");
+    let r = client.put(url(&one)).json(&json!({ "title": "Renamed" }));
+    let (_, renamed) = exchange_as(&doc, "put", r, &one, Some(200)).await;
+    assert_eq!(renamed["title"], "Renamed");
+    let r = client.put(url(&one)).json(&json!({}));
+    exchange_as(&doc, "put", r, &one, Some(400)).await;
+    let r = bare
+        .put(url(&one))
+        .header("authorization", &other)
+        .json(&json!({ "title": "Mine" }));
+    exchange_as(&doc, "put", r, &one, Some(404)).await;
+    let r = bare.delete(url(&one)).header("authorization", &other);
+    exchange_as(&doc, "delete", r, &one, Some(404)).await;
+    exchange_as(&doc, "delete", client.delete(url(&one)), &one, Some(204)).await;
+    exchange_as(&doc, "delete", client.delete(url(&one)), &one, Some(404)).await;
+    // A method the path does not serve: 405 with `Allow`, in the error shape.
+    let response = client.delete(url(&history)).send().await.expect("answer");
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET");
+    let body: Value = response.json().await.expect("JSON");
+    check(
+        &doc,
+        &json!({ "$ref": "#/components/schemas/Error" }),
+        &body,
+        "405",
+    );
+
+    // Inbox and mark-read.
+    let inbox = format!("{base}/inbox");
+    let (_, unread) = exchange_as(&doc, "get", client.get(url(&inbox)), &inbox, Some(200)).await;
+    let first = unread["messages"][0]["id"]
+        .as_str()
+        .expect("unread")
+        .to_owned();
+    let r = client.get(url(&format!("{inbox}?limit=500000000000")));
+    exchange_as(&doc, "get", r, &inbox, Some(400)).await;
+    let mark = format!("{base}/mark-read");
+    let r = client
+        .post(url(&mark))
+        .json(&json!({ "message_ids": [first] }));
+    let (_, marked) = exchange_as(&doc, "post", r, &mark, Some(200)).await;
+    assert_eq!(marked["marked"], 1);
+    let (_, marked) = exchange_as(&doc, "post", client.post(url(&mark)), &mark, Some(200)).await;
+    assert_eq!(marked["marked"], 1);
+    let r = client.post(url(&mark)).json(&json!({ "ids": [] }));
+    exchange_as(&doc, "post", r, &mark, Some(400)).await;
+    let r = bare.post(url(&mark)).header("authorization", &reader);
+    exchange_as(&doc, "post", r, &mark, Some(403)).await;
+
+    // Team chat: JSON (one member's entry an error) and a stream, then its errors.
+    let team = "/agents/api/teams/duo/chat";
+    let stream = "/agents/api/teams/duo/chat/stream";
+    let r = client
+        .post(url(team))
+        .json(&json!({ "message": "hi", "mode": "debate" }));
+    let (_, answer) = exchange_as(&doc, "post", r, team, Some(200)).await;
+    assert!(answer["responses"][0]["content"].is_string(), "{answer}");
+    assert!(answer["responses"][1]["error"].is_object(), "{answer}");
+    assert!(answer["summary"].is_string(), "{answer}");
+    let r = client.post(url(stream)).json(&json!({ "message": "hi" }));
+    exchange_as(&doc, "post", r, stream, Some(200)).await;
+    let r = client
+        .post(url(team))
+        .json(&json!({ "message": "hi", "stream": true }));
+    exchange_as(&doc, "post", r, team, Some(200)).await;
+    for body in [
+        json!({}),
+        json!({ "message": "" }),
+        json!({ "message": "hi", "mode": "chat" }),
+        json!({ "message": "hi", "stream": "yes" }),
+    ] {
+        let r = client.post(url(team)).json(&body);
+        exchange_as(&doc, "post", r, team, Some(400)).await;
+    }
+    let nope = "/agents/api/teams/nope/chat";
+    let r = client.post(url(nope)).json(&json!({ "message": "hi" }));
+    exchange_as(&doc, "post", r, nope, Some(404)).await;
+    let r = bare.post(url(team)).json(&json!({ "message": "hi" }));
+    exchange_as(&doc, "post", r, team, Some(401)).await;
+    let r = bare
+        .post(url(stream))
+        .header("authorization", &runner)
+        .json(&json!({ "message": "hi" }));
+    exchange_as(&doc, "post", r, stream, Some(403)).await;
+
+    // ---- guayaba: a chat makes a session.
+    let doc = fetch_document(&gateway, "/guayaba").await;
+    let chat = format!("/guayaba/api/v1/agents/{ok}/chat");
+    let r = client.post(url(&chat)).json(&json!({ "message": "hi" }));
+    let response = r.send().await.expect("answer");
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("JSON");
+    let session = answer["sessionKey"].as_str().expect("a session").to_owned();
+    let sessions = format!("/guayaba/api/v1/agents/{ok}/sessions");
+    let (_, listed) = exchange_as(
+        &doc,
+        "get",
+        client.get(url(&sessions)),
+        &sessions,
+        Some(200),
+    )
+    .await;
+    assert_eq!(listed["sessions"][0]["sessionKey"], session.as_str());
+    for query in ["archived=maybe", "limit=0", "cursor=nope"] {
+        let r = client.get(url(&format!("{sessions}?{query}")));
+        exchange_as(&doc, "get", r, &sessions, Some(422)).await;
+    }
+    let r = bare.get(url(&sessions));
+    exchange_as(&doc, "get", r, &sessions, Some(401)).await;
+    let r = bare.get(url(&sessions)).header("authorization", &runner);
+    exchange_as(&doc, "get", r, &sessions, Some(403)).await;
+    let nobody = format!("/guayaba/api/v1/agents/{}/sessions", agent_id(99));
+    exchange_as(&doc, "get", client.get(url(&nobody)), &nobody, Some(403)).await;
+    let one = format!("{sessions}/{session}");
+    let r = client
+        .patch(url(&one))
+        .json(&json!({ "archived": true, "title": "Old" }));
+    let (_, patched) = exchange_as(&doc, "patch", r, &one, Some(200)).await;
+    assert_eq!(patched["archived"], true);
+    let r = client.get(url(&format!("{sessions}?archived=true&limit=5")));
+    let (_, archived) = exchange_as(&doc, "get", r, &sessions, Some(200)).await;
+    assert_eq!(archived["sessions"][0]["sessionKey"], session.as_str());
+    for body in [json!({}), json!({ "title": "" }), json!({ "pinned": true })] {
+        let r = client.patch(url(&one)).json(&body);
+        exchange_as(&doc, "patch", r, &one, Some(422)).await;
+    }
+    exchange_as(&doc, "patch", client.patch(url(&one)), &one, Some(422)).await;
+    let r = bare
+        .patch(url(&one))
+        .header("authorization", &reader)
+        .json(&json!({ "archived": false }));
+    exchange_as(&doc, "patch", r, &one, Some(403)).await;
+    let r = bare
+        .patch(url(&one))
+        .header("authorization", &other)
+        .json(&json!({ "archived": false }));
+    exchange_as(&doc, "patch", r, &one, Some(404)).await;
+    let r = bare.delete(url(&one)).header("authorization", &other);
+    exchange_as(&doc, "delete", r, &one, Some(404)).await;
+    exchange_as(&doc, "delete", client.delete(url(&one)), &one, Some(204)).await;
+    exchange_as(&doc, "delete", client.delete(url(&one)), &one, Some(404)).await;
     gateway.running.shutdown().await;
 }

@@ -58,6 +58,14 @@ upstream_api = \"$api\"
 "
   n=$((n + 1))
 done
+# A team of all four, the first also its summariser (team chat is fuzzed with its id).
+agents+="
+[[team]]
+id = \"research\"
+members = [\"00000000-0000-4000-8000-000000000001\", \"00000000-0000-4000-8000-000000000002\", \"00000000-0000-4000-8000-000000000003\", \"00000000-0000-4000-8000-000000000004\"]
+modes = [\"brainstorm\", \"debate\"]
+summarizer = \"00000000-0000-4000-8000-000000000001\"
+"
 
 port="$(free_port)"
 cat >"$work/agentgate.toml" <<EOF
@@ -113,6 +121,14 @@ values = [
 "path.agent_uuid" = { dictionary = "agents", probability = 0.8 }
 "path.agentId" = { dictionary = "agents", probability = 0.8 }
 "path.id" = { dictionary = "agents", probability = 0.8 }
+
+[dictionaries.teams]
+values = ["research"]
+
+# Team chat names the team (a warning says this filter matches nothing on the other fronts).
+[[operations]]
+include-path-regex = "/api/teams/"
+parameters = { "path.id" = { dictionary = "teams", probability = 0.8 } }
 EOF
 
 status=0
