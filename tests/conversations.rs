@@ -6,7 +6,7 @@
 
 mod harness;
 
-use agentgate::auth::{KeyKind, KeyLimits, NewKeySpec, Scopes, SecretKey};
+use agentgate::auth::{KeyKind, KeyLimits, NewKeySpec, Scopes};
 use agentgate::fronts::Api;
 use harness::*;
 use serde_json::{json, Value};
@@ -15,21 +15,6 @@ const UTF8: &str = "héllo 👋🏽 日本語 — ünïcode ✓";
 
 fn echo(turn: u32, message: &str) -> String {
     format!("Echo (turn {turn}): {message}")
-}
-
-/// A client sending `key`.
-fn client_with(key: &SecretKey) -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {}", key.expose()).parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .no_proxy()
-        .default_headers(h)
-        .timeout(PATIENCE)
-        .build()
-        .unwrap()
 }
 
 fn key_spec(account: &str, scopes: Scopes) -> NewKeySpec {

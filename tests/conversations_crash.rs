@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentgate::auth::{KeyKind, KeyLimits, NewKeySpec, Scopes, SecretKey};
+use agentgate::auth::{KeyKind, KeyLimits, NewKeySpec, Scopes};
 use agentgate::credits::{Ledger, LedgerConfig};
 use agentgate::fronts::Api;
 use agentgate::store::{SqliteOptions, Store};
@@ -27,20 +27,6 @@ const ACCOUNT: &str = "crash";
 struct Trigger {
     at: AtomicUsize,
     child: Arc<Mutex<Option<std::process::Child>>>,
-}
-
-fn key_client(key: &SecretKey) -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {}", key.expose()).parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .no_proxy()
-        .default_headers(h)
-        .timeout(PATIENCE)
-        .build()
-        .unwrap()
 }
 
 /// An exchange a client saw complete: (conversation, user message, answer).
@@ -149,7 +135,7 @@ async fn crash_round() {
 
     let gateway = ServeProcess::start(&config, false);
     let base = format!("http://{}", gateway.addr);
-    let c = key_client(&key);
+    let c = client_with(&key);
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let trigger = Arc::new(Trigger {
         at: AtomicUsize::new(usize::MAX),

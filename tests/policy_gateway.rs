@@ -230,20 +230,6 @@ fn bare_client() -> reqwest::Client {
 }
 
 /// A client that sends `key` as `Authorization: Bearer`.
-fn key_client(key: &SecretKey) -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {}", key.expose()).parse().expect("header"),
-    );
-    reqwest::Client::builder()
-        .no_proxy()
-        .default_headers(h)
-        .timeout(PATIENCE)
-        .build()
-        .expect("reqwest client")
-}
-
 /// A chat request on `front` carrying our own request id (the gateway adopts it, so the
 /// ledger's reservation and the backend's request can be found by it).
 fn chat(
@@ -513,7 +499,7 @@ credits_per_1k_output_chars = 100
 
     let gateway = ServeProcess::start(&config, false);
     let base = format!("http://{}", gateway.addr);
-    let client = key_client(&key);
+    let client = client_with(&key);
 
     // A request that finishes before the crash.
     let sync_id = format!("crash-{seed}-sync");
@@ -988,7 +974,7 @@ async fn scope_agent_front_matrix_refuses_without_calls_or_debits() {
     // A well-formed key unknown to the store does cost a lookup: the counter is live.
     let lookups = running.policy.auth.store_lookups();
     let r = chat(
-        &key_client(&SecretKey::generate()),
+        &client_with(&SecretKey::generate()),
         &base,
         Api::Chatbase,
         &a,
@@ -1018,7 +1004,7 @@ async fn scope_agent_front_matrix_refuses_without_calls_or_debits() {
 
     // Revoked with the CLI, on the same SQLite file, while the gateway runs.
     let victim = create_key(running, master(ACCOUNT)).await;
-    let victim_client = key_client(&victim);
+    let victim_client = client_with(&victim);
     let r = chat(
         &victim_client,
         &base,
@@ -1172,7 +1158,7 @@ async fn rate_limits_and_stream_caps_through_the_gateway() {
         },
     )
     .await;
-    let kc = key_client(&key);
+    let kc = client_with(&key);
     let mut open = Vec::new();
     for i in 0..2 {
         let rid = format!("cap-{i}");

@@ -5,7 +5,7 @@
 
 mod harness;
 
-use agentgate::auth::{KeyKind, KeyLimits, NewKeySpec, Scopes, SecretKey};
+use agentgate::auth::{KeyKind, KeyLimits, NewKeySpec, Scopes};
 use agentgate::fronts::Api;
 use harness::*;
 use serde_json::{json, Value};
@@ -67,20 +67,6 @@ member_timeout_ms = 400
         z = agent_id(5),
     ));
     (spawn_gateway(&config("", &tables)).await, failing, silent)
-}
-
-fn client_with(key: &SecretKey) -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {}", key.expose()).parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .no_proxy()
-        .default_headers(h)
-        .timeout(PATIENCE)
-        .build()
-        .unwrap()
 }
 
 /// Three members on three upstream APIs, one failing: two answers, one error entry, the

@@ -182,9 +182,21 @@ pub async fn demo_agent_with_delay(api: Api, delay: Duration) -> SocketAddr {
 
 /// A client that never goes through a proxy from the environment.
 pub fn client() -> reqwest::Client {
+    client_with(test_key())
+}
+
+/// A client sending `key` (as `Authorization: Bearer …`) with every request.
+pub fn client_with(key: &SecretKey) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", key.expose())
+            .parse()
+            .expect("a key is a valid header value"),
+    );
     reqwest::Client::builder()
         .no_proxy()
-        .default_headers(auth_headers())
+        .default_headers(h)
         .timeout(PATIENCE)
         .build()
         .expect("reqwest client")
