@@ -186,7 +186,10 @@ id = "bench"
 upstream = "http://{backend}{backend_path}"
 upstream_api = "chatbase"
 idle_timeout_ms = 120000
-"#
+record = {record}
+"#,
+        // AGENTGATE_E2E_RECORD=0: no transcripts (to measure what recording costs).
+        record = env_or("AGENTGATE_E2E_RECORD", 1u8) != 0,
     );
     let path = dir.path().join("agentgate.toml");
     std::fs::write(&path, config).expect("config written");
