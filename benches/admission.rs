@@ -78,7 +78,7 @@ async fn drain(ledger: &Ledger, pending: Vec<PendingReservation>) {
 fn admission(c: &mut Criterion) {
     let s = setup(SqliteOptions::default());
     let limiter = RateLimiter::new();
-    let quota = RateQuota::new(u32::MAX, u32::MAX);
+    let quota = RateQuota::new(f64::from(u32::MAX), u32::MAX);
     let seq = AtomicU64::new(0);
     let mut g = c.benchmark_group("admission");
     g.throughput(Throughput::Elements(1));

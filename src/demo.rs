@@ -182,7 +182,8 @@ pub fn answer(api: Api, message: &str, conversation: &str, turn: u32) -> Vec<Eve
     }];
     let mut credits = 1.0;
     let mut text = format!("Echo (turn {turn}): {message}");
-    if message.to_lowercase().contains("weather") {
+    let weather = message.to_lowercase().contains("weather");
+    if weather {
         let city = city_in(message);
         let input = json!({ "city": city }).to_string();
         let (a, b) = input.split_at(input.len() / 2);
@@ -220,6 +221,10 @@ pub fn answer(api: Api, message: &str, conversation: &str, turn: u32) -> Vec<Eve
     events.push(Event::TextEnd {
         id: "demo-text".into(),
     });
+    if weather {
+        // The step opened for the answer after the tool call: every step opened is closed.
+        events.push(Event::StepFinish);
+    }
     let metadata = match api {
         Api::Chatbase => Some(json!({
             "messageId": "demo", "userMessageId": "demo-user", "conversationId": conversation,

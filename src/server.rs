@@ -374,11 +374,16 @@ async fn config_endpoint(
         )
     };
     if !ctx.authorized(&req) {
-        return error(
+        let mut refused = error(
             http::StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid admin token is required",
         );
+        refused.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return refused;
     }
     match (req.method(), req.uri().path()) {
         (&http::Method::GET, "/admin/v1/config") => {

@@ -61,7 +61,7 @@ async fn two_replicas_share_one_allowance() {
     };
     let a = FleetLimiter::new(&redis_url(), &prefix.0).expect("limiter a");
     let b = FleetLimiter::new(&redis_url(), &prefix.0).expect("limiter b");
-    let q = RateQuota::new(2, 10);
+    let q = RateQuota::new(2.0, 10);
     // A burst of 10 spread over both replicas: exactly 10 pass, whichever serves them.
     let mut admitted = 0;
     let mut last_retry = Duration::ZERO;
@@ -90,7 +90,7 @@ async fn two_replicas_share_one_allowance() {
         .expect("allowed after the wait");
     assert!(b.check("k1", q, "agent", None).await.is_err());
     // Another key has its own allowance; the agent policy is shared by every key.
-    let agent_q = RateQuota::new(1, 3);
+    let agent_q = RateQuota::new(1.0, 3);
     for i in 0..3 {
         let limiter = if i % 2 == 0 { &a } else { &b };
         limiter
@@ -117,7 +117,7 @@ async fn two_replicas_share_one_allowance() {
 async fn unreachable_redis_fails_open_and_is_counted() {
     // Nothing listens on port 1.
     let limiter = FleetLimiter::new("redis://127.0.0.1:1/", "agentgate-test-down").expect("url");
-    let q = RateQuota::new(1, 1);
+    let q = RateQuota::new(1.0, 1);
     let t0 = Instant::now();
     for _ in 0..5 {
         let allowed = limiter.check("k", q, "a", q).await.expect("fails open");

@@ -220,12 +220,24 @@ async fn cli_commands_work_on_the_servers_file() {
     let fx = fixture().await;
     let auth = Authenticator::new(fx.store.clone());
     let url = fx.url();
+    // `--agents` must name agents of the config.
+    let config = fx.dir.path().join("agentgate.toml");
+    std::fs::write(
+        &config,
+        "[[front]]\napi = \"agents\"\n\n[[agent]]\nid = \"a1\"\nupstream = \"http://127.0.0.1:9\"\n\
+         upstream_api = \"agents\"\n\n[[agent]]\nid = \"a2\"\nupstream = \"http://127.0.0.1:9\"\n\
+         upstream_api = \"agents\"\n",
+    )
+    .expect("config written");
+    let config = config.to_str().expect("utf-8 path");
 
     let out = run(&[
         "keys",
         "create",
         "--store",
         &url,
+        "--config",
+        config,
         "--account",
         "acme",
         "--scopes",

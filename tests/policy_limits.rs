@@ -11,7 +11,7 @@ fn never_allowed_before_the_advertised_wait_and_allowed_at_it() {
     let clock = FakeRelativeClock::default();
     let rl = RateLimiter::with_clock(clock.clone());
     for (rate, burst) in [(1, 1), (5, 10), (3, 7), (1000, 50)] {
-        let q = RateQuota::new(rate, burst);
+        let q = RateQuota::new(f64::from(rate), burst);
         let key = format!("k{rate}-{burst}");
         for _ in 0..burst {
             rl.check(&key, q, "agent", None).expect("within burst");
@@ -45,7 +45,7 @@ fn never_allowed_before_the_advertised_wait_and_allowed_at_it() {
 fn keys_and_agents_are_limited_independently() {
     let clock = FakeRelativeClock::default();
     let rl = RateLimiter::with_clock(clock.clone());
-    let one = RateQuota::new(1, 1);
+    let one = RateQuota::new(1.0, 1);
     rl.check("k1", one, "a", None).expect("k1 first");
     rl.check("k2", one, "a", None).expect("k2 unaffected by k1");
     assert_eq!(
@@ -63,7 +63,7 @@ fn keys_and_agents_are_limited_independently() {
     assert_eq!(e.policy(), "agent");
     assert_eq!(e.retry_after, Duration::from_secs(1));
     // A changed quota (config reload) starts fresh.
-    rl.check("k1", RateQuota::new(10, 10), "a", None)
+    rl.check("k1", RateQuota::new(10.0, 10), "a", None)
         .expect("new quota");
 }
 

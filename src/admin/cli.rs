@@ -31,12 +31,17 @@ pub struct StoreArgs {
 pub const DEFAULT_CONFIG_PATH: &str = "config/agentgate.toml";
 
 impl StoreArgs {
+    /// The config of `--config` (the embedded quick start when the default file is absent).
+    pub fn load_config(&self) -> Result<crate::config::Config, AdminError> {
+        crate::config::Config::load_or_embedded(&self.config)
+            .map_err(|e| AdminError::Config(e.to_string()))
+    }
+
     pub async fn open(&self) -> Result<Store, AdminError> {
         let url = match &self.store {
             Some(url) => url.clone(),
             None => {
-                let config = crate::config::Config::load_or_embedded(&self.config)
-                    .map_err(|e| AdminError::Config(e.to_string()))?;
+                let config = self.load_config()?;
                 match &config.store().url {
                     crate::config::StoreUrl::Sqlite(path) => {
                         format!("sqlite://{}", path.display())
@@ -102,8 +107,9 @@ pub struct KeysCreateArgs {
     pub agents: Option<Vec<String>>,
     #[arg(long)]
     pub expires_in_days: Option<u32>,
+    /// Requests per second, a real number (0.5: one every 2 s).
     #[arg(long)]
-    pub rate_per_second: Option<u32>,
+    pub rate_per_second: Option<f64>,
     #[arg(long)]
     pub rate_burst: Option<u32>,
     #[arg(long)]
@@ -181,7 +187,9 @@ pub struct UsageArgs {
 }
 
 fn key_cells(k: &KeyInfo) -> Vec<String> {
-    let opt = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    fn opt(v: Option<impl ToString>) -> String {
+        v.map_or_else(|| "-".to_owned(), |n| n.to_string())
+    }
     let l = k.limits();
     vec![
         k.public_id().to_owned(),
@@ -218,7 +226,11 @@ pub async fn run_keys(args: KeysArgs, out: &mut impl Write) -> Result<(), AdminE
     let store = args.store.open().await?;
     match args.command {
         KeysCommand::Create(c) => {
-            let (secret, info) = auth::create_key(&store, c.spec()).await?;
+            let mut spec = c.spec();
+            if let Some(agents) = &mut spec.agents {
+                *agents = known_agents(&args.store, agents)?;
+            }
+            let (secret, info) = auth::create_key(&store, spec).await?;
             writeln!(out, "key:       {}", secret.expose())?;
             writeln!(out, "public id: {}", info.public_id())?;
             writeln!(out, "account:   {}", info.account())?;
@@ -252,6 +264,30 @@ pub async fn run_keys(args: KeysArgs, out: &mut impl Write) -> Result<(), AdminE
     Ok(())
 }
 
+/// `--agents` as the config names them (a UUID in either case is the same agent); an agent
+/// the config (`--config`) does not know is refused, since such a key could call nothing.
+fn known_agents(args: &StoreArgs, agents: &[String]) -> Result<Vec<String>, AdminError> {
+    let config = args.load_config()?;
+    let source = if args.config.exists() {
+        args.config.display().to_string()
+    } else {
+        "the embedded quick-start config".to_owned()
+    };
+    agents
+        .iter()
+        .map(|id| {
+            config.find_agent(id).map(|a| a.id.clone()).ok_or_else(|| {
+                let known: Vec<&str> = config.agents().iter().map(|a| a.id.as_str()).collect();
+                AdminError::Input(format!(
+                    "--agents: `{id}` is not an agent of {source} (pass the server's \
+                         config with --config); known agents: {}",
+                    known.join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Runs `agentgate credits …`, writing to `out`.
 pub async fn run_credits(args: CreditsArgs, out: &mut impl Write) -> Result<(), AdminError> {
     let ledger = Ledger::new(args.store.open().await?, LedgerConfig::default());
@@ -271,7 +307,13 @@ pub async fn run_credits(args: CreditsArgs, out: &mut impl Write) -> Result<(), 
             )?;
         }
         CreditsCommand::Balance { account } => {
-            writeln!(out, "{}", ledger.balance(&account).await?)?;
+            // An unknown account (a typo, most likely) is not shown as a balance of 0.
+            let Some(balance) = ledger.store().balance(&account).await? else {
+                return Err(AdminError::Input(format!(
+                    "no account `{account}` (an account exists from its first credits grant)"
+                )));
+            };
+            writeln!(out, "{}", crate::credits::from_milli(balance))?;
         }
     }
     Ok(())

@@ -200,7 +200,7 @@ struct CreateKeyBody {
     #[serde(default)]
     expires_in_days: Option<u32>,
     #[serde(default)]
-    rate_per_second: Option<u32>,
+    rate_per_second: Option<f64>,
     #[serde(default)]
     rate_burst: Option<u32>,
     #[serde(default)]

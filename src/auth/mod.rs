@@ -27,14 +27,15 @@ pub use scopes::{KeyKind, Scopes, UnknownKind, UnknownScope};
 use crate::store::{now_ms, KeyRecord, Store, StoreError, StoreEvent, UnixMs};
 
 /// Per-key limits set at creation; `None` falls back to the agent's or the default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct KeyLimits {
-    pub rate_per_second: Option<u32>,
+    /// Requests per second, a real number (`0.5`: one every 2 s).
+    pub rate_per_second: Option<f64>,
     pub rate_burst: Option<u32>,
     pub max_streams: Option<u32>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 struct KeyData {
     public_id: String,
     account: String,
@@ -48,7 +49,7 @@ struct KeyData {
 }
 
 /// An authenticated key (or, from `list`, a stored one). Cheap to clone; holds no secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeyInfo(Arc<KeyData>);
 
 impl KeyInfo {
@@ -127,15 +128,18 @@ impl KeyInfo {
 }
 
 /// Why a request was not authenticated. Every variant but `Store` is a 401; none carries the key.
+/// An unknown and a revoked key are told the same, so a refusal does not reveal which keys exist.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("no API key")]
     Missing,
+    #[error("send the API key as `Authorization: Bearer <key>`")]
+    NotBearer,
     #[error("malformed API key: {0}")]
     Malformed(#[from] KeyFormatError),
-    #[error("unknown API key")]
+    #[error("unknown or revoked API key")]
     Unknown,
-    #[error("revoked API key")]
+    #[error("unknown or revoked API key")]
     Revoked,
     #[error("expired API key")]
     Expired,
@@ -172,7 +176,7 @@ pub enum KeySpecError {
     Account,
     #[error("agent ids must be non-empty and contain no comma")]
     Agent,
-    #[error("rate limits must be positive")]
+    #[error("rate limits must be positive (a rate: a finite number of requests per second > 0)")]
     Limit,
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -204,7 +208,10 @@ pub async fn create_key(
         }
     }
     let l = spec.limits;
-    if [l.rate_per_second, l.rate_burst, l.max_streams].contains(&Some(0)) {
+    let bad_rate = l
+        .rate_per_second
+        .is_some_and(|r| crate::limits::RateQuota::new(r, 1).is_none());
+    if bad_rate || [l.rate_burst, l.max_streams].contains(&Some(0)) {
         return Err(KeySpecError::Limit);
     }
     let secret = SecretKey::generate();
@@ -241,12 +248,23 @@ pub async fn list_keys(store: &Store, account: Option<&str>) -> Result<Vec<KeyIn
         .collect()
 }
 
+/// A public id as last read from the store: its key, or `None` for an id no key has (cached
+/// too, with [`NO_KEY_HASH`], so that an unknown id costs what a known one does: a cache hit
+/// and a constant-time compare after its first lookup).
 struct CachedKey {
     hash: [u8; 32],
-    info: KeyInfo,
+    info: Option<KeyInfo>,
     loaded_ms: UnixMs,
     generation: u64,
 }
+
+/// The hash an unknown public id is compared against: SHA-256 of a string that is no key.
+static NO_KEY_HASH: std::sync::LazyLock<[u8; 32]> =
+    std::sync::LazyLock::new(|| key::hash_key("agentgate: no key has this public id"));
+
+/// Most ids the cache holds (known and unknown): past it the cache is emptied, so that clients
+/// presenting made-up ids cannot grow it without bound.
+const MAX_CACHED: usize = 100_000;
 
 struct AuthInner {
     store: Store,
@@ -366,7 +384,7 @@ impl Authenticator {
         let token = match raw.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
             _ if allow_bare => raw,
-            _ => return Err(AuthError::Malformed(KeyFormatError::Prefix)),
+            _ => return Err(AuthError::NotBearer),
         };
         let parsed = parse_key(token)?;
         self.check(parsed).await
@@ -393,7 +411,7 @@ impl Authenticator {
             let fresh = entry.generation == generation
                 && (poller_alive || now - entry.loaded_ms < ENTRY_STALE_MS);
             if fresh {
-                return verdict(&entry.hash, &hash, &entry.info, now);
+                return verdict(&entry.hash, &hash, entry.info.as_ref(), now);
             }
         }
         if inner.remote_seen.load(Ordering::Acquire) == NEVER {
@@ -402,35 +420,44 @@ impl Authenticator {
             inner.poll().await?;
         }
         inner.lookups.fetch_add(1, Ordering::Relaxed);
-        let Some(record) = inner.store.get_key(parsed.public_id()).await? else {
-            return Err(AuthError::Unknown);
+        let (info, stored_hash) = match inner.store.get_key(parsed.public_id()).await? {
+            Some(record) => {
+                let (info, stored_hash) = KeyInfo::from_record(&record)?;
+                (Some(info), stored_hash)
+            }
+            None => (None, *NO_KEY_HASH),
         };
-        let (info, stored_hash) = KeyInfo::from_record(&record)?;
         let entry = Arc::new(CachedKey {
             hash: stored_hash,
             info,
             loaded_ms: now,
             generation,
         });
+        if inner.cache.len() >= MAX_CACHED {
+            inner.invalidate();
+        }
         // Insert only if no invalidation happened while we were reading.
         if inner.generation.load(Ordering::Acquire) == generation {
             inner
                 .cache
                 .insert(parsed.public_id().to_owned(), Arc::clone(&entry));
         }
-        verdict(&entry.hash, &hash, &entry.info, now)
+        verdict(&entry.hash, &hash, entry.info.as_ref(), now)
     }
 }
 
+/// Whether the presented key is the stored one, and still valid. An unknown id (`info`
+/// `None`) goes through the same constant-time compare, against [`NO_KEY_HASH`].
 fn verdict(
     stored: &[u8; 32],
     presented: &[u8; 32],
-    info: &KeyInfo,
+    info: Option<&KeyInfo>,
     now: UnixMs,
 ) -> Result<KeyInfo, AuthError> {
-    if !bool::from(stored.ct_eq(presented)) {
+    let matches = bool::from(stored.ct_eq(presented));
+    let Some(info) = info.filter(|_| matches) else {
         return Err(AuthError::Unknown);
-    }
+    };
     if info.revoked_at().is_some() {
         return Err(AuthError::Revoked);
     }

@@ -20,8 +20,8 @@ pub use env::{process_env, EnvError, EnvLookup};
 pub use error::{ConfigError, Diagnostic};
 pub use model::{
     AdminConfig, AgentConfig, AgentCredits, FrontConfig, KeyLimits, LogFormat, Rate,
-    RateLimitConfig, ServerConfig, StoreConfig, StoreUrl, TeamConfig, TlsConfig, Upstream,
-    UpstreamTimeouts,
+    RateLimitConfig, ReserveMode, ServerConfig, StoreConfig, StoreUrl, TeamConfig, TlsConfig,
+    Upstream, UpstreamTimeouts,
 };
 pub use secret::Secret;
 
@@ -152,6 +152,15 @@ impl Config {
 
     pub fn agent(&self, id: &str) -> Option<&AgentConfig> {
         self.agent_index.get(id).and_then(|&i| self.agents.get(i))
+    }
+
+    /// The agent a client or operator names: by its exact id, or — when the id is a UUID in
+    /// its hyphenated form — by the same UUID in either case (`…000A` is `…000a`).
+    pub fn find_agent(&self, id: &str) -> Option<&AgentConfig> {
+        self.agent(id).or_else(|| {
+            let uuid = (id.len() == 36).then(|| uuid::Uuid::parse_str(id).ok())??;
+            self.agents.iter().find(|a| a.uuid() == Some(uuid))
+        })
     }
 
     /// The teams, in file order.

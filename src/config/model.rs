@@ -128,6 +128,8 @@ pub struct AgentConfig {
     /// Sent to the backend as `Authorization: Bearer`.
     pub upstream_token: Option<Secret>,
     pub credits: AgentCredits,
+    /// How much a chat reserves.
+    pub reserve: ReserveMode,
     pub rate: Option<Rate>,
     pub max_concurrent_streams: Option<u32>,
     pub timeouts: UpstreamTimeouts,
@@ -170,10 +172,38 @@ pub struct AgentCredits {
 }
 
 impl AgentCredits {
+    /// Nothing charged, nothing shown: an open front's answers.
+    pub const FREE: AgentCredits = AgentCredits {
+        per_message: 0.0,
+        max_usage: 0.0,
+        per_1k_output_chars: 0.0,
+    };
+
     /// What a chat reserves before it reaches the backend: base cost + usage cap.
     pub fn reservation(&self) -> f64 {
         self.per_message + self.max_usage
     }
+
+    /// This pricing for an answer whose reservation holds `reserved` credits: the usage cap
+    /// lowered to what the reservation covers beyond the base cost (`reserve = "available"`).
+    pub fn within(&self, reserved: f64) -> AgentCredits {
+        AgentCredits {
+            max_usage: self.max_usage.min((reserved - self.per_message).max(0.0)),
+            ..*self
+        }
+    }
+}
+
+/// `[[agent]] reserve`: how much a chat reserves before the backend is called.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReserveMode {
+    /// Base cost + the usage cap: any answer is covered (SPEC §4).
+    #[default]
+    Cap,
+    /// Base cost + what the account holds beyond it, up to the cap: the mid-stream limit ends
+    /// an answer that spends it, and usage is clamped to it.
+    Available,
 }
 
 /// Time limits of calls to a backend.

@@ -11,6 +11,8 @@ use toml::Spanned;
 use crate::formats::Format;
 use crate::fronts::Api;
 
+use super::model::ReserveMode;
+
 /// A string value with its location in the file.
 pub(crate) type Str = Spanned<String>;
 
@@ -170,7 +172,13 @@ pub(crate) struct RawAgent {
     pub max_usage_credits: Option<Spanned<f64>>,
     /// Credits per 1000 characters of answer, metered while streaming (default 0).
     pub credits_per_1k_output_chars: Option<Spanned<f64>>,
-    /// Requests per second allowed to this agent, all keys together (optional).
+    /// What a chat reserves before the backend is called: `"cap"` (default), base cost +
+    /// `max_usage_credits`; or `"available"`, base cost + what the account holds up to that
+    /// cap — a small balance can still chat, the answer is cut off (and its usage clamped)
+    /// when that reservation is spent.
+    pub reserve: Option<ReserveMode>,
+    /// Requests per second allowed to this agent, all keys together, a real number (`0.2`:
+    /// one request every 5 s; optional).
     pub rate_per_second: Option<Spanned<f64>>,
     /// Burst allowed to this agent (default: the rate, rounded up).
     pub rate_burst: Option<Spanned<u32>>,
@@ -178,8 +186,8 @@ pub(crate) struct RawAgent {
     pub max_concurrent_streams: Option<Spanned<u32>>,
     /// Milliseconds to connect to the backend (default 2000); past it: 504.
     pub connect_timeout_ms: Option<Spanned<u64>>,
-    /// Milliseconds from sending the request to the first byte of the answer (default 30000);
-    /// past it: 504.
+    /// Milliseconds from the connection being ready (new, or taken from the pool) to the
+    /// answer's head (default 30000); past it: 504. Not added to `connect_timeout_ms`.
     pub first_byte_timeout_ms: Option<Spanned<u64>>,
     /// Milliseconds of silence allowed inside a streamed answer (default 30000); past it the
     /// stream ends with an error event.

@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use crate::formats::Format;
 use crate::fronts::Api;
+use crate::limits::default_burst;
 
 use super::defaults;
 use super::env::{self, EnvLookup};
@@ -528,6 +529,7 @@ impl Validator<'_> {
             upstream_agent_id: upstream_agent_id?,
             upstream_token: upstream_token?,
             credits: credits?,
+            reserve: raw.reserve.unwrap_or_default(),
             rate: rate?,
             max_concurrent_streams: max_concurrent_streams?,
             timeouts: timeouts?,
@@ -982,11 +984,6 @@ fn hides(outer: &str, inner: &str) -> bool {
 }
 
 /// The burst of a rate given without one: the rate, rounded up, at least 1.
-fn default_burst(per_second: f64) -> u32 {
-    // `as` saturates: a huge rate gets u32::MAX.
-    (per_second.ceil() as u32).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -454,7 +454,11 @@ impl Ledger {
                     account, charged, ..
                 } = outcome
                 {
-                    tracing::info!(%account, charged, "recovered an expired reservation");
+                    tracing::info!(
+                        %account,
+                        charged = from_milli(charged),
+                        "recovered an expired reservation"
+                    );
                     settled += 1;
                     progressed = true;
                 }

@@ -117,8 +117,10 @@ impl FleetLimiter {
         }
         let mut call = self.script.prepare_invoke();
         for (policy, id, quota) in &policies {
+            // The emission interval in µs: exact for fractional rates (0.2/s → 5,000,000).
+            let interval_us = u64::try_from(quota.interval().as_micros()).unwrap_or(u64::MAX);
             call.key(self.redis_key(policy, id))
-                .arg(1_000_000 / u64::from(quota.per_second()).max(1))
+                .arg(interval_us.max(1))
                 .arg(quota.burst());
         }
         let mut conn = self.conn.clone();

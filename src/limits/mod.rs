@@ -24,46 +24,79 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 pub use fleet::{FleetError, FleetLimiter};
 pub use streams::{SlotGuard, StreamSlots};
 
-/// A GCRA quota: a sustained rate and a burst.
+/// The longest emission interval: one request a day.
+const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+
+/// A GCRA quota: a sustained rate — a real number of requests per second, so `0.2` is one
+/// request every 5 s — and a burst. Kept as the emission interval (the time one request's
+/// allowance takes to come back), which is exact for any rate and comparable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateQuota {
-    per_second: NonZeroU32,
+    interval: Duration,
     burst: NonZeroU32,
 }
 
 impl RateQuota {
-    /// `None` if either is 0.
-    pub fn new(per_second: u32, burst: u32) -> Option<RateQuota> {
+    /// `None` unless `per_second` is finite and > 0 and `burst` ≥ 1. The interval is kept
+    /// within [1 ns, 1 day]: a rate below one request a day counts as one a day.
+    pub fn new(per_second: f64, burst: u32) -> Option<RateQuota> {
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return None;
+        }
+        let interval = Duration::try_from_secs_f64(1.0 / per_second)
+            .unwrap_or(MAX_INTERVAL)
+            .clamp(Duration::from_nanos(1), MAX_INTERVAL);
         Some(RateQuota {
-            per_second: NonZeroU32::new(per_second)?,
+            interval,
             burst: NonZeroU32::new(burst)?,
         })
     }
 
-    /// From optional per-key settings: the burst defaults to the rate.
-    pub fn from_parts(per_second: Option<u32>, burst: Option<u32>) -> Option<RateQuota> {
+    /// From optional per-key settings: the burst defaults to the rate (rounded up).
+    pub fn from_parts(per_second: Option<f64>, burst: Option<u32>) -> Option<RateQuota> {
         let rate = per_second?;
-        RateQuota::new(rate, burst.unwrap_or(rate))
+        RateQuota::new(rate, burst.unwrap_or_else(|| default_burst(rate)))
     }
 
-    pub fn per_second(&self) -> u32 {
-        self.per_second.get()
+    /// Requests per second, sustained.
+    pub fn per_second(&self) -> f64 {
+        1.0 / self.interval.as_secs_f64()
+    }
+
+    /// The time one request's allowance takes to come back.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     pub fn burst(&self) -> u32 {
         self.burst.get()
     }
 
-    /// The policy window: the time a full burst takes to replenish, in whole seconds (≥ 1).
+    /// The policy window: the time a full burst takes to replenish, in whole seconds (≥ 1,
+    /// rounded up): 5 for one request per 5 s.
     pub fn window_secs(&self) -> u64 {
-        u64::from(self.burst.get())
-            .div_ceil(u64::from(self.per_second.get()))
-            .max(1)
+        ceil_secs(self.interval.saturating_mul(self.burst.get())).max(1)
     }
 
-    fn governor(&self) -> Quota {
-        Quota::per_second(self.per_second).allow_burst(self.burst)
+    /// The quota of the policy window: the burst, or what the rate allows in the window when
+    /// that is more (a window rounded up to a second can hold more than one burst).
+    pub fn window_quota(&self) -> u64 {
+        let window = Duration::from_secs(self.window_secs());
+        let by_rate = window.as_nanos() / self.interval.as_nanos().max(1);
+        u64::try_from(by_rate)
+            .unwrap_or(u64::MAX)
+            .max(u64::from(self.burst.get()))
     }
+
+    fn governor(&self) -> Option<Quota> {
+        Quota::with_period(self.interval).map(|q| q.allow_burst(self.burst))
+    }
+}
+
+/// The burst of a rate given without one: the rate rounded up (at least 1).
+pub fn default_burst(per_second: f64) -> u32 {
+    // `as` saturates: a huge rate gets the largest burst.
+    (per_second.ceil() as u32).max(1)
 }
 
 /// One policy's state after a decision.
@@ -87,7 +120,7 @@ impl PolicyState {
         let policy = format!(
             "\"{}\";q={};w={}",
             self.policy,
-            self.quota.burst(),
+            self.quota.window_quota(),
             self.quota.window_secs()
         );
         let state = format!(
@@ -203,25 +236,19 @@ impl<C: Clock + Clone> RateLimiter<C> {
             }
         }
         // New id, or its quota changed (config reload): start a fresh limiter.
-        let mut entry = map.entry(id.to_owned()).or_insert_with(|| {
+        let fresh = || {
+            // `RateQuota` keeps its interval non-zero, so governor always takes it.
+            let q = quota
+                .governor()
+                .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX));
             Arc::new(Bucket {
                 quota,
-                limiter: Gcra::new(
-                    quota.governor(),
-                    InMemoryState::default(),
-                    self.clock.clone(),
-                ),
+                limiter: Gcra::new(q, InMemoryState::default(), self.clock.clone()),
             })
-        });
+        };
+        let mut entry = map.entry(id.to_owned()).or_insert_with(fresh);
         if entry.quota != quota {
-            *entry = Arc::new(Bucket {
-                quota,
-                limiter: Gcra::new(
-                    quota.governor(),
-                    InMemoryState::default(),
-                    self.clock.clone(),
-                ),
-            });
+            *entry = fresh();
         }
         Arc::clone(entry.value())
     }
@@ -234,7 +261,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
         quota: RateQuota,
     ) -> Result<PolicyState, RateLimited> {
         let bucket = self.bucket(map, id, quota);
-        let per_cell = Duration::from_secs(1) / quota.per_second();
+        let per_cell = quota.interval();
         match bucket.limiter.check() {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
@@ -291,7 +318,7 @@ mod tests {
     fn headers_render_structured_fields() {
         let clock = FakeRelativeClock::default();
         let rl = RateLimiter::with_clock(clock);
-        let q = RateQuota::new(2, 4);
+        let q = RateQuota::new(2.0, 4);
         for _ in 0..4 {
             rl.check("k", q, "a", None).expect("within burst");
         }
@@ -306,10 +333,47 @@ mod tests {
     }
 
     #[test]
+    fn fractional_rates_are_enforced_and_shown_as_they_are() {
+        let clock = FakeRelativeClock::default();
+        let rl = RateLimiter::with_clock(clock.clone());
+        // One request per 5 s.
+        let q = RateQuota::new(0.2, 1);
+        let allowed = rl.check("k", q, "a", None).expect("first");
+        let mut h = HeaderMap::new();
+        allowed.write_headers(&mut h);
+        assert_eq!(h["ratelimit-policy"], "\"key\";q=1;w=5");
+        assert_eq!(h["ratelimit"], "\"key\";r=0;t=5");
+        let refused = rl.check("k", q, "a", None).expect_err("within 5 s");
+        assert_eq!(refused.retry_after, Duration::from_secs(5));
+        assert_eq!(refused.retry_after_secs(), 5);
+        clock.advance(Duration::from_millis(4999));
+        rl.check("k", q, "a", None).expect_err("still within 5 s");
+        clock.advance(Duration::from_millis(1));
+        rl.check("k", q, "a", None).expect("after 5 s");
+        // 2.5/s with a burst of 1: a window of 1 s holds 2 requests at that rate.
+        let q = RateQuota::new(2.5, 1).expect("valid");
+        assert_eq!((q.window_quota(), q.window_secs()), (2, 1));
+        assert_eq!(q.interval(), Duration::from_millis(400));
+        // Out of range.
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(RateQuota::new(bad, 1).is_none(), "{bad}");
+        }
+        assert!(RateQuota::new(1.0, 0).is_none());
+        assert_eq!(
+            RateQuota::new(1e-12, 1).expect("valid").interval(),
+            MAX_INTERVAL
+        );
+        assert_eq!(
+            RateQuota::from_parts(Some(0.5), None).map(|q| q.burst()),
+            Some(1)
+        );
+    }
+
+    #[test]
     fn allowed_reports_tightest() {
         let rl = RateLimiter::with_clock(FakeRelativeClock::default());
         let a = rl
-            .check("k", RateQuota::new(10, 10), "a", RateQuota::new(1, 2))
+            .check("k", RateQuota::new(10.0, 10), "a", RateQuota::new(1.0, 2))
             .expect("allowed");
         let t = a.tightest.expect("limited");
         assert_eq!((t.policy, t.remaining), ("agent", 1));

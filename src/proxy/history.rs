@@ -69,8 +69,7 @@ impl Gateway {
         caller: &Caller,
         agent_id: &str,
     ) -> Result<&'s Agent, ApiError> {
-        snap.agents
-            .get(agent_id)
+        snap.agent(agent_id)
             .filter(|a| {
                 caller
                     .key

@@ -138,6 +138,13 @@ impl Snapshot {
         })
     }
 
+    /// The agent a path names (see [`Config::find_agent`]: a UUID in either case).
+    fn agent(&self, id: &str) -> Option<&Agent> {
+        self.agents
+            .get(id)
+            .or_else(|| self.agents.get(&self.config.find_agent(id)?.id))
+    }
+
     pub fn config(&self) -> &Arc<Config> {
         &self.config
     }
@@ -466,8 +473,7 @@ impl Gateway {
 
         // The agent, as this front names it, within the key's agents (404; 403 on guayaba).
         let agent = snap
-            .agents
-            .get(&route.agent_id)
+            .agent(&route.agent_id)
             .filter(|_| api != Api::Pharen || uuid::Uuid::parse_str(&route.agent_id).is_ok())
             .filter(|a| key.as_ref().is_none_or(|k| k.may_access(&a.config.id)))
             .ok_or_else(|| ApiError::agent_not_found(api))?;
@@ -549,15 +555,9 @@ impl Gateway {
         let response = self
             .call_upstream(agent, &chat, backend_conversation, trace, ctx)
             .await?;
-        // Usage shown = credits charged: nothing on a front that requires no key.
-        let pricing = match admission.reservation {
-            Some(_) => agent.config.credits,
-            None => crate::config::AgentCredits {
-                per_message: 0.0,
-                max_usage: 0.0,
-                per_1k_output_chars: 0.0,
-            },
-        };
+        // Usage shown = credits charged: nothing on a front that requires no key, and never
+        // more than was reserved.
+        let pricing = admission.pricing(agent.config.credits);
         let meter = GatewayMeter::new(api, ids, pricing);
         let meter = match agent.config.record {
             true => meter.keep_transcript(),
@@ -731,13 +731,8 @@ impl Gateway {
         let request = call
             .request()
             .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", e.to_string()))?;
-        let timeouts = agent.config.timeouts;
         let sent = Instant::now();
-        let response = tokio::time::timeout(
-            timeouts.connect + timeouts.first_byte,
-            agent.client.request(request),
-        )
-        .await;
+        let response = send_upstream(&agent.client, request, agent.config.timeouts).await;
         let latency = sent.elapsed();
         ctx.waited += latency;
         if let Ok(Ok(_)) = &response {
@@ -753,12 +748,12 @@ impl Gateway {
             );
         }
         let response = response
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "gateway_timeout",
-                    "the agent's backend did not answer in time",
-                )
+            .map_err(|phase| {
+                let message = match phase {
+                    TimedOut::Connecting => "connecting to the agent's backend timed out",
+                    TimedOut::FirstByte => "the agent's backend did not answer in time",
+                };
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", message)
             })?
             .map_err(|e| {
                 let timed_out = std::error::Error::source(&e)
@@ -787,6 +782,40 @@ impl Gateway {
             .with_details(serde_json::json!({ "upstream_status": response.status().as_u16() })));
         }
         Ok(response)
+    }
+}
+
+/// Which wait of [`send_upstream`] ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimedOut {
+    Connecting,
+    FirstByte,
+}
+
+/// Sends `request` with two consecutive deadlines: `connect` for a connection (a new one, or
+/// one taken from the pool), then `first_byte` for the response head, counted from the moment
+/// the connection is ready — so `first_byte_timeout_ms` holds on its own, not added to the
+/// connect timeout.
+async fn send_upstream(
+    client: &upstream::Client,
+    mut request: Request<http_body_util::Full<Bytes>>,
+    timeouts: crate::config::UpstreamTimeouts,
+) -> Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>, TimedOut> {
+    let mut connected = hyper_util::client::legacy::connect::capture_connection(&mut request);
+    let send = client.request(request);
+    tokio::pin!(send);
+    let connecting = async {
+        tokio::select! {
+            answer = &mut send => Some(answer),
+            _ = connected.wait_for_connection_metadata() => None,
+        }
+    };
+    match tokio::time::timeout(timeouts.connect, connecting).await {
+        Err(_) => Err(TimedOut::Connecting),
+        Ok(Some(answer)) => Ok(answer),
+        Ok(None) => tokio::time::timeout(timeouts.first_byte, send)
+            .await
+            .map_err(|_| TimedOut::FirstByte),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 
 use crate::auth::{AuthError, Authenticator, KeyInfo, Scopes};
-use crate::config::{AgentConfig, Config, Rate, StoreUrl};
+use crate::config::{AgentConfig, AgentCredits, Config, Rate, ReserveMode, StoreUrl};
 use crate::credits::{CreditError, LeaseConfig, Ledger, LedgerConfig, Reservation, ReserveRequest};
 use crate::fronts::{Api, ApiError};
 use crate::limits::{Allowed, FleetLimiter, RateLimiter, RateQuota, SlotGuard, StreamSlots};
@@ -227,15 +227,7 @@ impl Policy {
             }
         }
         let reservation = self
-            .ledger
-            .reserve(ReserveRequest {
-                account: key.account(),
-                key_id: key.public_id(),
-                agent_id: &agent.id,
-                request_id,
-                amount: agent.credits.reservation(),
-                fallback: agent.credits.per_message,
-            })
+            .reserve(&key, agent, request_id)
             .await
             .map_err(|e| match e {
                 CreditError::Insufficient { balance, needed } => ApiError::new(
@@ -268,6 +260,50 @@ impl Policy {
 }
 
 impl Policy {
+    /// Reserves what a chat with `agent` may cost (SPEC §4, §11): base cost + the usage cap,
+    /// or with `reserve = "available"` as much of that as the account holds beyond the base
+    /// cost. A refusal there says the base cost is what is needed.
+    async fn reserve(
+        &self,
+        key: &KeyInfo,
+        agent: &AgentConfig,
+        request_id: &str,
+    ) -> Result<Reservation, CreditError> {
+        let credits = agent.credits;
+        let request = |amount| ReserveRequest {
+            account: key.account(),
+            key_id: key.public_id(),
+            agent_id: &agent.id,
+            request_id,
+            amount,
+            fallback: credits.per_message,
+        };
+        let mut amount = credits.reservation();
+        let mut result = self.ledger.reserve(request(amount)).await;
+        if agent.reserve == ReserveMode::Available {
+            // A refusal tells what the account holds; other requests may take some of it
+            // meanwhile, so try again a few times with what is left.
+            for _ in 0..3 {
+                match result {
+                    Err(CreditError::Insufficient { balance, .. })
+                        if balance >= credits.per_message && balance < amount =>
+                    {
+                        amount = balance;
+                        result = self.ledger.reserve(request(amount)).await;
+                    }
+                    _ => break,
+                }
+            }
+            if let Err(CreditError::Insufficient { balance, .. }) = result {
+                result = Err(CreditError::Insufficient {
+                    balance,
+                    needed: credits.per_message,
+                });
+            }
+        }
+        result
+    }
+
     /// Where this gateway keeps its rate limits.
     pub fn limiter(&self) -> &Limiter {
         &self.limiter
@@ -302,6 +338,15 @@ impl Policy {
 impl Admission {
     pub fn account(&self) -> &str {
         self.key.as_ref().map_or(ANONYMOUS, KeyInfo::account)
+    }
+
+    /// The pricing this answer is metered and shown with: the agent's, its usage cap within
+    /// what was reserved; free without a reservation (an open front).
+    pub fn pricing(&self, credits: AgentCredits) -> AgentCredits {
+        match &self.reservation {
+            Some(r) => credits.within(r.reserved()),
+            None => AgentCredits::FREE,
+        }
     }
 
     /// Counts the reservation in `metrics` now (reserved) and at its settlement (charged,
@@ -382,7 +427,7 @@ fn rate_limited(refused: crate::limits::RateLimited) -> ApiError {
 }
 
 fn quota(rate: Rate) -> Option<RateQuota> {
-    RateQuota::new(rate.per_second.ceil().max(1.0) as u32, rate.burst.max(1))
+    RateQuota::new(rate.per_second, rate.burst)
 }
 
 fn too_many_streams(whose: &str) -> ApiError {
@@ -402,7 +447,16 @@ fn auth_error(e: AuthError) -> ApiError {
         "unavailable"
     };
     // The message names the kind of failure, never the key.
-    ApiError::new(status, code, e.to_string())
+    let error = ApiError::new(status, code, e.to_string());
+    if status == StatusCode::UNAUTHORIZED {
+        // RFC 9110 §11.6.1: a 401 names the scheme to authenticate with.
+        error.with_header(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        )
+    } else {
+        error
+    }
 }
 
 #[cfg(test)]

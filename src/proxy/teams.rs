@@ -22,7 +22,7 @@ use super::history::credits_json;
 use super::meter::{GatewayMeter, Ids};
 use super::{aggregate_with, json_response, read_body, Ctx, Gateway, GatewayBody, Snapshot, Trace};
 use crate::auth::{KeyInfo, Scopes};
-use crate::config::{AgentCredits, FrontConfig, TeamConfig};
+use crate::config::{FrontConfig, TeamConfig};
 use crate::formats::{EncodeOptions, Encoder, Event, FinishReason, Format, Json, Usage};
 use crate::fronts::{Api, ApiError, ChatRequest, Conversation, Route, MAX_MESSAGE_CHARS};
 
@@ -170,7 +170,7 @@ impl Gateway {
             );
             Ok(r)
         } else {
-            let body = run.sync().await;
+            let body = run.sync().await?;
             Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
         }
     }
@@ -191,9 +191,22 @@ struct TeamRun {
 }
 
 impl TeamRun {
-    async fn sync(self) -> Value {
+    /// The sync body; 402 when every member was refused for want of credits (no answer at
+    /// all is not a 200), with each member's entry in `details`.
+    async fn sync(self) -> Result<Value, ApiError> {
         let (members, summary) = self.run(None).await;
-        self.reply(&members, summary.as_ref(), true)
+        let all_refused = members
+            .iter()
+            .all(|m| matches!(&m.result, Err((code, _)) if code == "insufficient_credits"));
+        if all_refused {
+            return Err(ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_credits",
+                "insufficient credits for every member of the team",
+            )
+            .with_details(self.reply(&members, None, false)));
+        }
+        Ok(self.reply(&members, summary.as_ref(), true))
     }
 
     async fn stream(self, tx: mpsc::Sender<Bytes>) {
@@ -474,14 +487,7 @@ async fn ask(
         .call_upstream(agent, &chat, None, &trace, &mut ctx)
         .await
         .map_err(fail)?;
-    let pricing = match admission.reservation {
-        Some(_) => agent.config.credits,
-        None => AgentCredits {
-            per_message: 0.0,
-            max_usage: 0.0,
-            per_1k_output_chars: 0.0,
-        },
-    };
+    let pricing = admission.pricing(agent.config.credits);
     let ids = Ids {
         conversation_id: String::new(),
         message_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),

@@ -69,7 +69,7 @@ pub type Done<T> = Box<dyn FnOnce(Result<T, StoreError>) + Send + 'static>;
 
 /// A key row as stored. Kinds and scopes are kept as text so that the store does not depend on
 /// the auth layer; `agents` is a comma-separated list, `None` meaning every agent of the account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeyRecord {
     pub public_id: String,
     /// Lower-case hex SHA-256 of the full key.
@@ -81,9 +81,24 @@ pub struct KeyRecord {
     pub created_at: UnixMs,
     pub expires_at: Option<UnixMs>,
     pub revoked_at: Option<UnixMs>,
-    pub rate_per_second: Option<u32>,
+    pub rate_per_second: Option<f64>,
     pub rate_burst: Option<u32>,
     pub max_streams: Option<u32>,
+}
+
+impl KeyRecord {
+    /// The rate as binaries before schema version 3 read it (`rate_per_second`, a whole
+    /// number): rounded up. The exact rate goes to `rate_per_second_exact`.
+    pub(crate) fn whole_rate(&self) -> Option<u32> {
+        // `as` saturates: a huge rate stays huge.
+        self.rate_per_second.map(|r| (r.ceil() as u32).max(1))
+    }
+}
+
+/// A key's rate as read back: the exact one, or for a key written before schema version 3
+/// the whole number it had.
+pub(crate) fn stored_rate(exact: Option<f64>, whole: Option<u32>) -> Option<f64> {
+    exact.or(whole.map(f64::from))
 }
 
 /// A reservation to write: `reserved` millicredits are taken from the account if it holds them.

@@ -129,6 +129,11 @@ CREATE TABLE messages (
 CREATE INDEX messages_inbox ON messages (account, agent_id, read_at, created_at, id);
 "#,
     ),
+    (
+        3,
+        // As SQLite's 3: the exact rate beside the rounded-up one older replicas read.
+        "ALTER TABLE api_keys ADD COLUMN rate_per_second_exact DOUBLE PRECISION;",
+    ),
 ];
 
 /// The newest schema version this binary knows.

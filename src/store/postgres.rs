@@ -739,8 +739,8 @@ async fn insert_key(mut c: Object, k: &KeyRecord) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO api_keys
              (public_id, hash, account, kind, scopes, agents, created_at, expires_at,
-              revoked_at, rate_per_second, rate_burst, max_streams)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+              revoked_at, rate_per_second, rate_burst, max_streams, rate_per_second_exact)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         &[
             &k.public_id,
             &k.hash,
@@ -751,9 +751,10 @@ async fn insert_key(mut c: Object, k: &KeyRecord) -> Result<(), StoreError> {
             &k.created_at,
             &k.expires_at,
             &k.revoked_at,
-            &limit(k.rate_per_second),
+            &limit(k.whole_rate()),
             &limit(k.rate_burst),
             &limit(k.max_streams),
+            &k.rate_per_second,
         ],
     )
     .await
@@ -1043,7 +1044,8 @@ pub(crate) async fn return_leases(
 // ---- reads ----------------------------------------------------------------------------------
 
 const KEY_COLUMNS: &str = "public_id, hash, account, kind, scopes, agents, created_at, \
-                           expires_at, revoked_at, rate_per_second, rate_burst, max_streams";
+                           expires_at, revoked_at, rate_per_second, rate_burst, max_streams, \
+                           rate_per_second_exact";
 
 fn key_row(r: &Row) -> Result<KeyRecord, StoreError> {
     Ok(KeyRecord {
@@ -1056,7 +1058,7 @@ fn key_row(r: &Row) -> Result<KeyRecord, StoreError> {
         created_at: col(r, 6)?,
         expires_at: col(r, 7)?,
         revoked_at: col(r, 8)?,
-        rate_per_second: opt_u32(col(r, 9)?, "rate_per_second")?,
+        rate_per_second: super::stored_rate(col(r, 12)?, opt_u32(col(r, 9)?, "rate_per_second")?),
         rate_burst: opt_u32(col(r, 10)?, "rate_burst")?,
         max_streams: opt_u32(col(r, 11)?, "max_streams")?,
     })

@@ -107,6 +107,12 @@ CREATE TABLE messages (
 CREATE INDEX messages_inbox ON messages (account, agent_id, read_at, created_at, id);
 "#,
     ),
+    (
+        3,
+        // Key rates are real numbers. `rate_per_second` keeps the rate rounded up, as binaries
+        // before this version read it (an integer), so they go on working beside newer ones.
+        "ALTER TABLE api_keys ADD COLUMN rate_per_second_exact REAL;",
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -549,8 +549,8 @@ fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), StoreError> {
         .prepare_cached(
             "INSERT INTO api_keys
                  (public_id, hash, account, kind, scopes, agents, created_at, expires_at,
-                  revoked_at, rate_per_second, rate_burst, max_streams)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                  revoked_at, rate_per_second, rate_burst, max_streams, rate_per_second_exact)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             k.public_id,
@@ -562,9 +562,10 @@ fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), StoreError> {
             k.created_at,
             k.expires_at,
             k.revoked_at,
-            k.rate_per_second,
+            k.whole_rate(),
             k.rate_burst,
-            k.max_streams
+            k.max_streams,
+            k.rate_per_second
         ]);
     match r {
         Ok(_) => Ok(()),
@@ -689,7 +690,8 @@ fn idem_complete(conn: &Connection, c: &IdemCompletion) -> Result<bool, StoreErr
 // ---- reads ----------------------------------------------------------------------------------
 
 const KEY_COLUMNS: &str = "public_id, hash, account, kind, scopes, agents, created_at, \
-                           expires_at, revoked_at, rate_per_second, rate_burst, max_streams";
+                           expires_at, revoked_at, rate_per_second, rate_burst, max_streams, \
+                           rate_per_second_exact";
 
 fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     Ok(KeyRecord {
@@ -702,7 +704,7 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         created_at: r.get(6)?,
         expires_at: r.get(7)?,
         revoked_at: r.get(8)?,
-        rate_per_second: r.get(9)?,
+        rate_per_second: super::stored_rate(r.get(12)?, r.get(9)?),
         rate_burst: r.get(10)?,
         max_streams: r.get(11)?,
     })
