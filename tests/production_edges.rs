@@ -223,6 +223,12 @@ async fn refused_keys_are_told_alike_and_how_to_send_a_key() {
     assert_eq!(messages[0], messages[2], "{messages:?}");
 
     // The real key still works.
+    running
+        .policy
+        .ledger
+        .grant("acme", 100.0, None)
+        .await
+        .expect("granted");
     let ok = send_chat(
         &client_with(&known),
         &gw,
@@ -742,7 +748,7 @@ async fn a_team_chat_with_every_member_refused_is_402() {
             "",
             &[
                 agent(&a, &url, Api::Agents, ""),
-                agent(&b, &url, Api::Agents, "reserve = \"available\""),
+                agent(&b, &url, Api::Agents, ""),
             ],
         )
     ))
