@@ -107,6 +107,8 @@ CREATE TABLE messages (
 CREATE INDEX messages_inbox ON messages (account, agent_id, read_at, created_at, id);
 "#,
     ),
+    // chatbase `userId`, fixed when a conversation is opened (SPEC §11).
+    (3, "ALTER TABLE conversations ADD COLUMN user_id TEXT;"),
 ];
 
 /// The newest schema version this binary knows.
