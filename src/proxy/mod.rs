@@ -1213,6 +1213,30 @@ mod tests {
     }
 
     #[test]
+    fn only_safe_client_request_ids_are_taken() {
+        let id = |v: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-request-id", HeaderValue::from_str(v).unwrap());
+            client_request_id(&headers).map(str::to_owned)
+        };
+        let longest = "a".repeat(MAX_REQUEST_ID_LEN);
+        for ok in ["abc", "A-1.b_2:c", longest.as_str()] {
+            assert_eq!(id(ok).as_deref(), Some(ok));
+        }
+        let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        for bad in [
+            "",
+            "a b",
+            r#"x status=200 agent="forged""#,
+            "a/b",
+            long.as_str(),
+        ] {
+            assert_eq!(id(bad), None, "{bad:?}");
+        }
+        assert_eq!(client_request_id(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
     fn a_missing_or_bad_traceparent_starts_a_new_trace() {
         let mut headers = http::HeaderMap::new();
         headers.insert("tracestate", HeaderValue::from_static("a=1"));
