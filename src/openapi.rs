@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::FrontConfig;
 use crate::formats::Format;
-use crate::fronts::{Api, MAX_MESSAGE_CHARS, MAX_USER_ID_CHARS};
+use crate::fronts::{Api, MAX_CONVERSATION_KEY_LEN, MAX_MESSAGE_CHARS, MAX_USER_ID_CHARS};
 
 /// Where a front serves its own document, relative to its prefix.
 pub const DOCUMENT_PATH: &str = "/openapi.json";
@@ -88,8 +88,9 @@ pub fn document(front: &FrontConfig) -> Value {
         "schemas": schemas,
         "headers": {
             "X-Request-Id": {
-                "description": "The request's id: the client's `x-request-id` if it sent one \
-                                (≤ 128 bytes), else a new UUID. It names the request in the logs.",
+                "description": "The request's id: the client's `x-request-id` if it sent one of \
+                                1 to 128 characters of `[A-Za-z0-9._:-]`, else a new UUID. It \
+                                names the request in the logs; nothing is stored under it.",
                 "schema": { "type": "string" }
             },
             "Retry-After": {
@@ -298,9 +299,8 @@ fn chat_errors(front: &FrontConfig) -> Vec<(u16, &'static str)> {
         (Api::Guayaba, true) => errors.push((
             403,
             "The key lacks the chat scope (`agents:run`), asks for a stream without \
-             `agents:stream`, or cannot access this agent (also: no such agent).",
+             `agents:stream`, or cannot access this agent.",
         )),
-        (Api::Guayaba, false) => errors.push((403, "No such agent.")),
         (_, true) => errors.push((
             403,
             "The key lacks the `agents:run` scope, or asks for a stream without `agents:stream`.",
@@ -310,7 +310,7 @@ fn chat_errors(front: &FrontConfig) -> Vec<(u16, &'static str)> {
     errors.push((
         404,
         if api == Api::Guayaba {
-            "No such endpoint."
+            "No such agent (\"Agent not found\"), or no such endpoint."
         } else {
             "The agent does not exist or is outside the key's access target, or the named \
              conversation does not exist."
@@ -325,7 +325,8 @@ fn chat_errors(front: &FrontConfig) -> Vec<(u16, &'static str)> {
         422,
         if api == Api::Guayaba {
             "Validation error: malformed JSON, a missing, empty or too long `message`, a \
-             `sessionKey` without the `api:` prefix; or an `Idempotency-Key` reused with another body."
+             `sessionKey` without the `api:` prefix or not of its form; or an `Idempotency-Key` \
+             reused with another body."
         } else {
             "An `Idempotency-Key` reused with another body."
         },
@@ -451,7 +452,12 @@ fn request_schema(api: Api) -> Value {
                     "maxLength": MAX_USER_ID_CHARS,
                     "pattern": "^[a-zA-Z0-9._-]+$"
                 },
-                "id": { "type": "string", "description": "AI SDK chat id." },
+                "id": {
+                    "type": "string",
+                    "maxLength": MAX_CONVERSATION_KEY_LEN,
+                    "pattern": "^[A-Za-z0-9._:-]+$",
+                    "description": "AI SDK chat id."
+                },
                 "trigger": { "type": "string" },
                 "messages": {
                     "type": "array",
@@ -497,9 +503,11 @@ fn request_schema(api: Api) -> Value {
                 "message": message_schema(),
                 "sessionKey": {
                     "type": "string",
-                    "pattern": "^api:",
+                    "pattern": "^api:[A-Za-z0-9._:-]+$",
                     "minLength": 5,
-                    "description": "Reuse a session; generated (with the `api:` prefix) when omitted."
+                    "maxLength": MAX_CONVERSATION_KEY_LEN,
+                    "description": "Reuse a session (any `sessionKey` the sessions list shows); \
+                                    generated (with the `api:` prefix) when omitted."
                 },
                 "stream": { "type": "boolean", "default": false }
             }
@@ -746,18 +754,18 @@ fn store_op(front: &FrontConfig, op: StoreOp) -> Endpoint {
     match (api, front.require_key) {
         (Api::Guayaba, true) => errors.push((
             403,
-            format!(
-                "The key lacks the `{scope}` scope, or cannot access this agent (also: no such \
-                 agent)."
-            ),
+            format!("The key lacks the `{scope}` scope, or cannot access this agent."),
         )),
-        (Api::Guayaba, false) => errors.push((403, "No such agent.".to_owned())),
         (_, true) => errors.push((403, format!("The key lacks the `{scope}` scope."))),
         (_, false) => {}
     }
     let not_found = match (api, op.not_found) {
-        (Api::Guayaba, Some(what)) => format!("{what} (or no such endpoint)."),
-        (Api::Guayaba, None) => "No such endpoint.".to_owned(),
+        (Api::Guayaba, Some(what)) => {
+            format!("{what} (or no such agent, \"Agent not found\", or no such endpoint).")
+        }
+        (Api::Guayaba, None) => {
+            "No such agent (\"Agent not found\"), or no such endpoint.".to_owned()
+        }
         (_, what) => format!(
             "The agent does not exist or is outside the key's access target{}.",
             what.map(|w| format!("; or {w}")).unwrap_or_default()

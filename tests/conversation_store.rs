@@ -28,6 +28,7 @@ fn exchange(conversation: &str, turn: usize) -> Exchange {
         front: "agents".into(),
         backend_id: Some(format!("backend-{conversation}")),
         title: Some("first words".into()),
+        user_id: None,
         user: Some(message(
             format!("u{turn}-{}", uuid::Uuid::new_v4()),
             format!("question {turn} — naïve 👩‍👩‍👧"),
@@ -272,3 +273,25 @@ async fn create_update_list_inbox_delete(backend: Backend) {
     );
 }
 on_both_stores!(conversation_lifecycle, create_update_list_inbox_delete);
+
+/// chatbase `userId` is kept from the exchange that opened the conversation: a later exchange
+/// carrying another leaves it as it is (SPEC §11).
+async fn user_id_is_set_when_a_conversation_opens(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
+    let s = &fx.store;
+    for (turn, user_id) in [(0, Some("alice")), (1, Some("bob")), (2, None)] {
+        let x = Exchange {
+            user_id: user_id.map(str::to_owned),
+            ..exchange("u", turn)
+        };
+        s.record_exchange(x).await.expect("recorded");
+        let row = s.conversation("acct", "agent", "u").await.unwrap().unwrap();
+        assert_eq!(row.user_id.as_deref(), Some("alice"), "turn {turn}");
+    }
+    s.record_exchange(exchange("n", 0)).await.expect("recorded");
+    let row = s.conversation("acct", "agent", "n").await.unwrap().unwrap();
+    assert_eq!(row.user_id, None);
+}
+on_both_stores!(user_id_immutable, user_id_is_set_when_a_conversation_opens);

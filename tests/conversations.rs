@@ -600,7 +600,7 @@ async fn another_accounts_ids_are_404_and_scopes_are_enforced() {
         .await
         .unwrap();
     assert_error(r, 403).await;
-    // No key: 401; an agent outside the key's agents: 404 (403 on guayaba).
+    // No key: 401; no such agent: 404 (guayaba too: "Agent not found").
     let anonymous = reqwest::Client::builder().no_proxy().build().unwrap();
     let r = anonymous
         .get(gw.url(&history_path(id, &mine, 20)))
@@ -619,7 +619,7 @@ async fn another_accounts_ids_are_404_and_scopes_are_enforced() {
         .send()
         .await
         .unwrap();
-    assert_error(r, 403).await;
+    assert_error(r, 404).await;
     // A method a path does not serve: 405 with Allow.
     let r = c
         .delete(gw.url(&format!("/agents/api/agents/{id}/history")))

@@ -549,13 +549,13 @@ async fn request_validation_follows_each_api() {
             .unwrap();
         assert_eq!(r.status(), 200, "{front}: 32,000 characters are allowed");
 
-        // Unknown agent: 404, or 403 on guayaba.
+        // Unknown agent: 404 (guayaba's "Agent not found" too, seed 004).
         let r = post(front, "no-such-agent")
             .json(&json!({"message": "hi"}))
             .send()
             .await
             .unwrap();
-        assert_error(r, if front == Api::Guayaba { 403 } else { 404 }).await;
+        assert_error(r, 404).await;
 
         // GET on a chat path.
         let r = c

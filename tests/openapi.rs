@@ -285,7 +285,7 @@ async fn every_front_serves_a_valid_openapi_31_document() {
             assert!(op.is_object(), "{prefix}{path} missing");
             let statuses: Vec<&String> = op["responses"].as_object().expect("r").keys().collect();
             let want: &[&str] = match (api, keyed) {
-                (Api::Guayaba, _) => &["200", "403", "422", "409", "429", "502", "504"],
+                (Api::Guayaba, _) => &["200", "404", "422", "409", "429", "502", "504"],
                 (_, true) => &[
                     "200", "400", "401", "402", "403", "404", "409", "429", "502",
                 ],
@@ -328,7 +328,10 @@ async fn every_front_serves_a_valid_openapi_31_document() {
                 );
                 assert_eq!(request["properties"]["userId"]["maxLength"], 128);
             }
-            Api::Guayaba => assert_eq!(request["properties"]["sessionKey"]["pattern"], "^api:"),
+            Api::Guayaba => assert_eq!(
+                request["properties"]["sessionKey"]["pattern"],
+                "^api:[A-Za-z0-9._:-]+$"
+            ),
             _ => {}
         }
         // The document answers GET only.
@@ -390,7 +393,8 @@ async fn real_answers_match_the_documented_schemas() {
             r
         };
         let invalid = if api == Api::Guayaba { 422 } else { 400 };
-        let no_agent = if api == Api::Guayaba { 403 } else { 404 };
+        // guayaba: 404 for no such agent, 403 for one outside the key (seed 004).
+        let outside = if api == Api::Guayaba { 403 } else { 404 };
 
         // 200: the whole answer as JSON, and a stream.
         let p = path(&agents.ok, false);
@@ -423,10 +427,10 @@ async fn real_answers_match_the_documented_schemas() {
         if let Some(body) = field {
             exchange(&doc, post(&client, &p, &body, false), &p, Some(invalid)).await;
         }
-        // 404 (403 on guayaba): no such agent; 404: no such conversation.
+        // 404: no such agent; 404: no such conversation.
         let p = path(&agent_id(99), false);
         let r = post(&client, &p, &sync_body("hi"), false);
-        exchange(&doc, r, &p, Some(no_agent)).await;
+        exchange(&doc, r, &p, Some(404)).await;
         if api != Api::Guayaba {
             let p = path(&agents.ok, false);
             let mut body = sync_body("hi");
@@ -470,7 +474,7 @@ async fn real_answers_match_the_documented_schemas() {
             exchange(&doc, r, &p, Some(403)).await;
             let p = path(&agents.dear, false);
             let r = post(&bare, &p, &sync_body("hi"), false).header("authorization", &no_stream);
-            exchange(&doc, r, &p, Some(no_agent)).await;
+            exchange(&doc, r, &p, Some(outside)).await;
             // 402: more than the account holds.
             let r = post(&client, &p, &sync_body("hi"), false);
             exchange(&doc, r, &p, Some(402)).await;
@@ -699,7 +703,7 @@ async fn conversation_session_and_team_answers_match_the_documented_schemas() {
     let r = bare.get(url(&sessions)).header("authorization", &runner);
     exchange_as(&doc, "get", r, &sessions, Some(403)).await;
     let nobody = format!("/guayaba/api/v1/agents/{}/sessions", agent_id(99));
-    exchange_as(&doc, "get", client.get(url(&nobody)), &nobody, Some(403)).await;
+    exchange_as(&doc, "get", client.get(url(&nobody)), &nobody, Some(404)).await;
     let one = format!("{sessions}/{session}");
     let r = client
         .patch(url(&one))

@@ -238,17 +238,24 @@ fn chat(
     front: Api,
     agent: &str,
     stream: bool,
-    request_id: &str,
     message: &str,
 ) -> reqwest::RequestBuilder {
     let mut req = client
         .post(format!("{base}{}", chat_path(front, agent, stream)))
-        .header("x-request-id", request_id)
         .json(&chat_body(front, message, None, stream));
     if stream {
         req = req.header("accept", "text/event-stream");
     }
     req
+}
+
+/// agentgate's id of a request it answered (the client sent none), which is also the id of
+/// its reservation and the `x-request-id` its backend saw.
+fn rid(r: &reqwest::Response) -> String {
+    r.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii request id")
+        .to_owned()
 }
 
 /// Waits until the reservation of `request_id` is settled, and returns it.
@@ -364,10 +371,10 @@ async fn a_thousand_requests_race_for_a_hundred_credits() {
         tasks.spawn(async move {
             let front = ALL_FRONTS[i % 4];
             let stream = (i / 4) % 2 == 0;
-            let rid = format!("race-{i}");
-            let req = chat(&client, &base, front, &agent, stream, &rid, "hi");
+            let req = chat(&client, &base, front, &agent, stream, "hi");
             barrier.wait().await;
             let response = req.send().await.expect("the gateway answers");
+            let rid = rid(&response);
             let status = response.status().as_u16();
             match status {
                 200 if stream => {
@@ -502,20 +509,12 @@ credits_per_1k_output_chars = 100
     let client = client_with(&key);
 
     // A request that finishes before the crash.
-    let sync_id = format!("crash-{seed}-sync");
-    let r = chat(
-        &client,
-        &base,
-        Api::Chatbase,
-        "crash",
-        false,
-        &sync_id,
-        "deltas=2",
-    )
-    .send()
-    .await
-    .expect("sync answer");
+    let r = chat(&client, &base, Api::Chatbase, "crash", false, "deltas=2")
+        .send()
+        .await
+        .expect("sync answer");
     assert_eq!(r.status(), 200);
+    let sync_id = rid(&r);
     let body: Value = r.json().await.expect("sync body");
     let shown = body["usage"]["credits"].as_f64().expect("usage shown");
 
@@ -523,14 +522,14 @@ credits_per_1k_output_chars = 100
     let streams = rng.random_range(1..=3usize);
     let mut progress = Vec::new();
     let mut tasks = Vec::new();
-    for s in 0..streams {
-        let rid = format!("crash-{seed}-s{s}");
+    for _ in 0..streams {
         let (tx, rx) = tokio::sync::watch::channel(0usize);
         progress.push(rx);
-        let req = chat(&client, &base, Api::Chatbase, "crash", true, &rid, "stream");
+        let req = chat(&client, &base, Api::Chatbase, "crash", true, "stream");
         tasks.push(tokio::spawn(async move {
             let mut r = req.send().await.expect("stream head");
             assert_eq!(r.status(), 200);
+            let rid = rid(&r);
             let mut body = String::new();
             let mut chunks = 0;
             while let Ok(Some(c)) = r.chunk().await {
@@ -667,14 +666,14 @@ async fn clients_leaving_mid_stream_pay_for_the_output_so_far() {
         tasks.spawn(async move {
             let mut rng = StdRng::seed_from_u64(1000 + seed);
             let front = ALL_FRONTS[seed as usize % 4];
-            let rid = format!("leave-{seed}");
             let want_chars = rng.random_range(0..=20usize) * DELTA.len();
             let linger = Duration::from_millis(rng.random_range(0..=25));
-            let mut r = chat(&client(), &base, front, &id, true, &rid, "stream")
+            let mut r = chat(&client(), &base, front, &id, true, "stream")
                 .send()
                 .await
                 .expect("stream head");
             assert_eq!(r.status(), 200);
+            let rid = rid(&r);
             let mut body = String::new();
             let seen = |body: &str| {
                 read_stream(front_format(front), whole_events(body))
@@ -922,7 +921,6 @@ async fn scope_agent_front_matrix_refuses_without_calls_or_debits() {
         for front in ALL_FRONTS {
             for (mode, stream) in [false, true].into_iter().enumerate() {
                 n += 1;
-                let rid = format!("matrix-{n}");
                 let what = format!(
                     "{} on {front} ({}), agent {}",
                     case.name,
@@ -931,11 +929,12 @@ async fn scope_agent_front_matrix_refuses_without_calls_or_debits() {
                 );
                 let calls = mock.requests().len();
                 let lookups = running.policy.auth.store_lookups();
-                let mut req = chat(&client, &base, front, &case.agent, stream, &rid, "hi");
+                let mut req = chat(&client, &base, front, &case.agent, stream, "hi");
                 if let Auth::Header(v) = &case.auth {
                     req = req.header("authorization", v);
                 }
                 let response = req.send().await.expect("answer");
+                let rid = rid(&response);
                 let expect = match case.expect[mode] {
                     Expect::OutsideAgents if front == Api::Guayaba => Expect::Status(403),
                     Expect::OutsideAgents => Expect::Status(404),
@@ -979,7 +978,6 @@ async fn scope_agent_front_matrix_refuses_without_calls_or_debits() {
         Api::Chatbase,
         &a,
         false,
-        "unknown-x",
         "hi",
     )
     .send()
@@ -1005,18 +1003,10 @@ async fn scope_agent_front_matrix_refuses_without_calls_or_debits() {
     // Revoked with the CLI, on the same SQLite file, while the gateway runs.
     let victim = create_key(running, master(ACCOUNT)).await;
     let victim_client = client_with(&victim);
-    let r = chat(
-        &victim_client,
-        &base,
-        Api::Chatbase,
-        &a,
-        false,
-        "victim-0",
-        "hi",
-    )
-    .send()
-    .await
-    .expect("answer");
+    let r = chat(&victim_client, &base, Api::Chatbase, &a, false, "hi")
+        .send()
+        .await
+        .expect("answer");
     assert_eq!(r.status(), 200, "the key works (and is cached) before");
     let db = gw.dir.path().join("agentgate.db");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentgate"))
@@ -1032,21 +1022,11 @@ async fn scope_agent_front_matrix_refuses_without_calls_or_debits() {
         String::from_utf8_lossy(&out.stderr)
     );
     let revoked_at = Instant::now();
-    let mut attempt = 0;
     loop {
-        attempt += 1;
-        let r = chat(
-            &victim_client,
-            &base,
-            Api::Chatbase,
-            &a,
-            false,
-            &format!("victim-{attempt}"),
-            "hi",
-        )
-        .send()
-        .await
-        .expect("answer");
+        let r = chat(&victim_client, &base, Api::Chatbase, &a, false, "hi")
+            .send()
+            .await
+            .expect("answer");
         if r.status() == 401 {
             break;
         }
@@ -1104,28 +1084,21 @@ async fn rate_limits_and_stream_caps_through_the_gateway() {
     let base = format!("http://{}", gw.addr);
     let store = store_of(&gw).clone();
     let c = client();
-    for i in 0..2 {
-        let r = chat(
-            &c,
-            &base,
-            Api::Chatbase,
-            &limited,
-            false,
-            &format!("rl-{i}"),
-            "hi",
-        )
-        .send()
-        .await
-        .expect("answer");
+    for _ in 0..2 {
+        let r = chat(&c, &base, Api::Chatbase, &limited, false, "hi")
+            .send()
+            .await
+            .expect("answer");
         assert_eq!(r.status(), 200);
         assert!(r.headers().contains_key("ratelimit"), "{:?}", r.headers());
         let _ = r.text().await;
     }
     let before = balance(&gw.running, TEST_ACCOUNT).await;
-    let r = chat(&c, &base, Api::Chatbase, &limited, false, "rl-2", "hi")
+    let r = chat(&c, &base, Api::Chatbase, &limited, false, "hi")
         .send()
         .await
         .expect("answer");
+    let refused = rid(&r);
     let h = r.headers().clone();
     assert_error(r, 429).await;
     let retry: u64 = h["retry-after"]
@@ -1143,7 +1116,7 @@ async fn rate_limits_and_stream_caps_through_the_gateway() {
         2,
         "the refused request reached no backend"
     );
-    assert!(store.reservation("rl-2").await.expect("read").is_none());
+    assert!(store.reservation(&refused).await.expect("read").is_none());
     assert_eq!(balance(&gw.running, TEST_ACCOUNT).await, before, "no debit");
 
     // Concurrent streams of one key.
@@ -1160,26 +1133,26 @@ async fn rate_limits_and_stream_caps_through_the_gateway() {
     .await;
     let kc = client_with(&key);
     let mut open = Vec::new();
-    for i in 0..2 {
-        let rid = format!("cap-{i}");
-        let r = chat(&kc, &base, Api::Chatbase, &streamed, true, &rid, "hold")
+    for _ in 0..2 {
+        let r = chat(&kc, &base, Api::Chatbase, &streamed, true, "hold")
             .send()
             .await
             .expect("stream head");
         assert_eq!(r.status(), 200);
-        open.push((rid, r));
+        open.push((rid(&r), r));
     }
-    let r = chat(&kc, &base, Api::Chatbase, &streamed, true, "cap-2", "hold")
+    let r = chat(&kc, &base, Api::Chatbase, &streamed, true, "hold")
         .send()
         .await
         .expect("answer");
+    let refused = rid(&r);
     let h = r.headers().clone();
     assert_error(r, 429).await;
     assert!(h.contains_key("retry-after"));
     assert_eq!(held.requests(), 2, "the third stream reached no backend");
-    assert!(store.reservation("cap-2").await.expect("read").is_none());
+    assert!(store.reservation(&refused).await.expect("read").is_none());
     // A sync request is not a stream: the cap does not apply.
-    let r = chat(&kc, &base, Api::Chatbase, &free, false, "cap-sync", "hi")
+    let r = chat(&kc, &base, Api::Chatbase, &free, false, "hi")
         .send()
         .await
         .expect("answer");
@@ -1191,7 +1164,7 @@ async fn rate_limits_and_stream_caps_through_the_gateway() {
         assert!(read_stream("ui-message", &body).ended_properly, "{body}");
         settled(&store, &rid).await;
     }
-    let r = chat(&kc, &base, Api::Chatbase, &streamed, true, "cap-3", "hold")
+    let r = chat(&kc, &base, Api::Chatbase, &streamed, true, "hold")
         .send()
         .await
         .expect("answer");
@@ -1233,12 +1206,12 @@ async fn the_hard_limit_ends_every_format_properly_mid_stream() {
     let base = format!("http://{}", gw.addr);
     let c = client();
     for front in ALL_FRONTS {
-        let rid = format!("limit-{front}");
-        let r = chat(&c, &base, front, &id, true, &rid, "long answer please")
+        let r = chat(&c, &base, front, &id, true, "long answer please")
             .send()
             .await
             .expect("stream");
         assert_eq!(r.status(), 200);
+        let rid = rid(&r);
         let body = r.text().await.expect("a stream that ends, not a cut");
         let format = front_format(front);
         let answer = read_stream(format, &body);
@@ -1338,13 +1311,12 @@ async fn the_usage_shown_is_the_charge() {
     let mut compared = 0;
     for front in ALL_FRONTS {
         for stream in [false, true] {
-            let rid = format!("shown-{front}-{stream}");
-            let r = chat(&c, &base, front, &id, stream, &rid, "hello")
+            let r = chat(&c, &base, front, &id, stream, "hello")
                 .send()
                 .await
                 .expect("answer");
             assert_eq!(r.status(), 200);
-            assert_eq!(r.headers()["x-request-id"], rid.as_str());
+            let rid = rid(&r);
             let shown = if stream {
                 let body = r.text().await.expect("stream");
                 let a = read_stream(front_format(front), &body);

@@ -71,7 +71,10 @@ impl<'de> serde::Deserialize<'de> for Api {
 mod request;
 mod routes;
 
-pub use request::{parse_chat, ChatRequest, Conversation, MAX_MESSAGE_CHARS, MAX_USER_ID_CHARS};
+pub use request::{
+    parse_chat, ChatRequest, Conversation, MAX_CONVERSATION_KEY_LEN, MAX_MESSAGE_CHARS,
+    MAX_USER_ID_CHARS,
+};
 pub use routes::{match_route, Route};
 
 use bytes::Bytes;
@@ -167,14 +170,16 @@ impl ApiError {
         }
     }
 
-    /// An agent that does not exist or lies outside the key's agents: 404, or 403 on `guayaba`.
-    pub fn agent_not_found(api: Api) -> Self {
+    /// An agent that does not exist, or (`exists`) lies outside the key's agents: 404; on
+    /// `guayaba` 404 "Agent not found" and 403 "cannot access this agent" (seed 004).
+    pub fn agent_not_found(api: Api, exists: bool) -> Self {
         match api {
-            Api::Guayaba => ApiError::new(
+            Api::Guayaba if exists => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "this key cannot access this agent",
             ),
+            Api::Guayaba => ApiError::new(StatusCode::NOT_FOUND, "not_found", "Agent not found"),
             _ => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",

@@ -9,6 +9,9 @@ use super::{Api, ApiError};
 pub const MAX_MESSAGE_CHARS: usize = 32_000;
 /// Longest chatbase `userId` (seed 001).
 pub const MAX_USER_ID_CHARS: usize = 128;
+/// Longest key a client may choose for a conversation (guayaba `sessionKey`, the AI SDK's chat
+/// `id`), in bytes of `[A-Za-z0-9._:-]`.
+pub const MAX_CONVERSATION_KEY_LEN: usize = 256;
 
 /// How the client names the conversation it continues.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,16 +32,53 @@ pub struct ChatRequest {
     pub message: Option<String>,
     pub conversation: Conversation,
     pub stream: bool,
+    /// chatbase `userId` for a conversation this request opens (an existing one keeps its own).
     pub user_id: Option<String>,
     /// pharen options passed on to a pharen backend (model, enable_thinking, …).
     pub options: Map<String, Value>,
 }
 
+/// pharen's optional fields passed on to a pharen backend, with their types (seed 000).
+const PHAREN_OPTIONS: [(&str, JsonKind); 6] = [
+    ("model", JsonKind::String),
+    ("enable_thinking", JsonKind::Bool),
+    ("artifact_mode", JsonKind::Bool),
+    ("artifact_category", JsonKind::String),
+    ("page_context", JsonKind::Object),
+    ("context", JsonKind::Object),
+];
+
+/// The JSON type an optional field must have.
+#[derive(Debug, Clone, Copy)]
+enum JsonKind {
+    String,
+    Bool,
+    Object,
+}
+
+impl JsonKind {
+    /// 400 naming the field when `v` is not of this type.
+    fn check(self, api: Api, field: &str, v: &Value) -> Result<(), ApiError> {
+        let (ok, expected) = match self {
+            JsonKind::String => (v.is_string(), "a string"),
+            JsonKind::Bool => (v.is_boolean(), "a boolean"),
+            JsonKind::Object => (v.is_object(), "an object"),
+        };
+        match ok {
+            true => Ok(()),
+            false => Err(
+                ApiError::invalid(api, format!("`{field}` must be {expected}"))
+                    .with_details(serde_json::json!({ "field": field })),
+            ),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct PharenBody {
     message: Option<Value>,
-    conversation_uuid: Option<String>,
-    conversation_id: Option<String>,
+    /// Everything else: `conversation_uuid`/`conversation_id` and [`PHAREN_OPTIONS`] (a
+    /// JSON `null` is a wrong type, not an absent field).
     #[serde(flatten)]
     options: Map<String, Value>,
 }
@@ -98,22 +138,21 @@ pub fn parse_chat(
         Api::Pharen => {
             let b: PharenBody = serde_json::from_slice(body).map_err(json_err)?;
             let message = required_message(api, b.message)?;
-            let conversation = match b.conversation_uuid.or(b.conversation_id) {
-                Some(id) => Conversation::Existing(id),
-                None => Conversation::New,
-            };
             let mut options = b.options;
-            options.retain(|k, _| {
-                matches!(
-                    k.as_str(),
-                    "model"
-                        | "enable_thinking"
-                        | "artifact_mode"
-                        | "artifact_category"
-                        | "page_context"
-                        | "context"
-                )
-            });
+            let mut conversation = Conversation::New;
+            for field in ["conversation_id", "conversation_uuid"] {
+                match options.remove(field) {
+                    Some(Value::String(id)) => conversation = Conversation::Existing(id),
+                    Some(v) => JsonKind::String.check(api, field, &v)?,
+                    None => {}
+                }
+            }
+            options.retain(|k, _| PHAREN_OPTIONS.iter().any(|(name, _)| name == k));
+            for (name, kind) in PHAREN_OPTIONS {
+                if let Some(v) = options.get(name) {
+                    kind.check(api, name, v)?;
+                }
+            }
             Ok(ChatRequest {
                 message: Some(message),
                 conversation,
@@ -124,7 +163,13 @@ pub fn parse_chat(
         }
         Api::Chatbase => {
             let b: ChatbaseBody = serde_json::from_slice(body).map_err(json_err)?;
-            if let Some(user_id) = &b.user_id {
+            // `userId` applies only to a conversation being opened; with a `conversationId` it
+            // is ignored, even when it breaks the pattern (seed 001).
+            let user_id = match (&b.messages, &b.conversation_id) {
+                (None, Some(_)) => None,
+                _ => b.user_id,
+            };
+            if let Some(user_id) = &user_id {
                 validate_user_id(api, user_id)?;
             }
             let (message, conversation) = match b.messages {
@@ -134,7 +179,10 @@ pub fn parse_chat(
                     })?;
                     check_length(api, &text)?;
                     let conversation = match b.id.or(b.conversation_id) {
-                        Some(id) => Conversation::ClientKey(id),
+                        Some(id) => {
+                            check_conversation_key(api, "id", &id)?;
+                            Conversation::ClientKey(id)
+                        }
                         None => Conversation::New,
                     };
                     (Some(text), conversation)
@@ -160,7 +208,7 @@ pub fn parse_chat(
                 message,
                 conversation,
                 stream: b.stream.unwrap_or(true),
-                user_id: b.user_id,
+                user_id,
                 options: Map::new(),
             })
         }
@@ -183,6 +231,7 @@ pub fn parse_chat(
             let message = required_message(api, b.message)?;
             let conversation = match b.session_key {
                 Some(key) if key.starts_with("api:") && key.len() > 4 => {
+                    check_conversation_key(api, "sessionKey", &key)?;
                     Conversation::ClientKey(key)
                 }
                 Some(_) => return Err(invalid("`sessionKey` must start with `api:`".into())),
@@ -228,6 +277,25 @@ fn check_length(api: Api, message: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// A conversation key the client chose: 1 to [`MAX_CONVERSATION_KEY_LEN`] bytes of
+/// `[A-Za-z0-9._:-]`, so that it can be named in a path and listed back.
+fn check_conversation_key(api: Api, field: &str, key: &str) -> Result<(), ApiError> {
+    let ok = (1..=MAX_CONVERSATION_KEY_LEN).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    match ok {
+        true => Ok(()),
+        false => Err(ApiError::invalid(
+            api,
+            format!(
+                "`{field}` must be at most {MAX_CONVERSATION_KEY_LEN} characters of letters, \
+                 digits, `.`, `_`, `:` or `-`"
+            ),
+        )),
+    }
 }
 
 fn validate_user_id(api: Api, user_id: &str) -> Result<(), ApiError> {

@@ -3,21 +3,27 @@
 //! The mapping and the transcripts live in the store (`store::conversations`), so they survive
 //! restarts and are shared by every replica on the same store.
 
+use std::borrow::Cow;
+
 use serde_json::json;
 
 use super::body::CommitHook;
 use super::meter::GatewayMeter;
 use crate::credits::to_milli;
 use crate::fronts::{Api, Conversation};
-use crate::store::{ConversationWrite, Exchange, NewMessage, Store, StoreError, UnixMs, WriteOp};
+use crate::store::{
+    ConversationRecord, ConversationWrite, Exchange, NewMessage, Store, StoreError, UnixMs, WriteOp,
+};
 
 /// A conversation as one request sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
-    /// The id the client sees.
+    /// The id as stored (the client sees it in its front's form: [`session_key`] on guayaba).
     pub client_id: String,
     /// The backend's id, known after the first answer.
     pub backend_id: Option<String>,
+    /// `Some`: the conversation exists, with this chatbase `userId` (immutable, SPEC §11).
+    pub existing: Option<Option<String>>,
 }
 
 /// The client id of an account's default conversation with an agent on the `agents` front
@@ -33,6 +39,38 @@ pub fn new_id(front: Api) -> String {
         Api::Pharen => uuid::Uuid::new_v4().to_string(),
         Api::Guayaba => format!("api:{}", uuid::Uuid::new_v4()),
         Api::Chatbase | Api::Agents => format!("conv_{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+/// guayaba's form of a stored conversation id (SPEC §11: every id a front lists can be
+/// continued on that front): its own `api:…` keys as they are; any other id (`conv_…`, a UUID,
+/// `default`, an AI SDK chat id) behind `api:`, which [`find_session`] maps back.
+pub fn session_key(id: &str) -> Cow<'_, str> {
+    match id.starts_with(SESSION_PREFIX) {
+        true => Cow::Borrowed(id),
+        false => Cow::Owned(format!("{SESSION_PREFIX}{id}")),
+    }
+}
+
+/// The prefix of every guayaba `sessionKey` (seed 004).
+const SESSION_PREFIX: &str = "api:";
+
+/// The conversation a guayaba `sessionKey` names, if this account has it with this agent: the
+/// key itself, else, for a key in [`session_key`]'s form of another front's id, that id.
+pub async fn find_session(
+    store: &Store,
+    account: &str,
+    agent: &str,
+    key: &str,
+) -> Result<Option<ConversationRecord>, StoreError> {
+    if let Some(row) = store.conversation(account, agent, key).await? {
+        return Ok(Some(row));
+    }
+    match key.strip_prefix(SESSION_PREFIX) {
+        Some(other) if !other.starts_with(SESSION_PREFIX) && !other.is_empty() => {
+            store.conversation(account, agent, other).await
+        }
+        _ => Ok(None),
     }
 }
 
@@ -55,6 +93,7 @@ pub async fn resolve(
             return Ok(Some(Resolved {
                 client_id: new_id(front),
                 backend_id: None,
+                existing: None,
             }))
         }
         Conversation::Existing(id) => (id.as_str(), true),
@@ -62,14 +101,51 @@ pub async fn resolve(
         // does not know opens a new conversation under it, never another account's.
         Conversation::ClientKey(id) => (id.as_str(), false),
     };
-    let row = store.conversation(account, agent, id).await?;
+    let row = match (front, conversation) {
+        (Api::Guayaba, Conversation::ClientKey(key)) => {
+            find_session(store, account, agent, key).await?
+        }
+        _ => store.conversation(account, agent, id).await?,
+    };
     if must_exist && row.is_none() {
         return Ok(None);
     }
-    Ok(Some(Resolved {
-        client_id: id.to_owned(),
-        backend_id: row.and_then(|r| r.backend_id),
+    Ok(Some(match row {
+        Some(r) => Resolved {
+            client_id: r.id,
+            backend_id: r.backend_id,
+            existing: Some(r.user_id),
+        },
+        None => Resolved {
+            client_id: id.to_owned(),
+            backend_id: None,
+            existing: None,
+        },
     }))
+}
+
+/// The id of the last user message of a conversation, if one is recorded: what a chatbase
+/// continuation without `message` (after a tool result, seed 002) answers to.
+pub async fn last_user_message(
+    store: &Store,
+    account: &str,
+    agent: &str,
+    conversation: &str,
+) -> Result<Option<String>, StoreError> {
+    const PAGE: u32 = 20;
+    let mut before = None;
+    loop {
+        let page = store
+            .history(account, agent, conversation, before, PAGE)
+            .await?;
+        if let Some(m) = page.iter().find(|m| m.role == "user") {
+            return Ok(Some(m.id.clone()));
+        }
+        match page.last() {
+            Some(oldest) if page.len() == PAGE as usize => before = Some(oldest.seq),
+            _ => return Ok(None),
+        }
+    }
 }
 
 /// What a request knows of its exchange before the answer.
@@ -80,6 +156,8 @@ pub struct Pending {
     pub front: Api,
     pub conversation_id: String,
     pub user_message: Option<String>,
+    /// chatbase `userId` of a conversation this exchange opens.
+    pub user_id: Option<String>,
     pub started_at: UnixMs,
     /// `false`: the agent's `record = false`; only the id mapping is kept.
     pub record: bool,
@@ -168,6 +246,7 @@ impl Pending {
             front: self.front.as_str().to_owned(),
             backend_id: meter.backend_conversation.clone(),
             title,
+            user_id: self.user_id,
             user,
             assistant,
             now,
@@ -196,6 +275,7 @@ mod tests {
             front: "agents".into(),
             backend_id: backend.map(str::to_owned),
             title: None,
+            user_id: None,
             user: None,
             assistant: None,
             now: now_ms(),

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::conversations::{new_id, DEFAULT_CONVERSATION};
+use super::conversations::{find_session, new_id, session_key, DEFAULT_CONVERSATION};
 use super::{json_response, read_body, store_unavailable, Agent, Ctx, Snapshot};
 use super::{Gateway, GatewayBody};
 use crate::auth::{KeyInfo, Scopes};
@@ -62,21 +62,21 @@ impl Gateway {
         })
     }
 
-    /// The agent as this front names it, within the key's agents (404; 403 on guayaba).
+    /// The agent as this front names it, within the key's agents (404; on guayaba 404 when
+    /// no such agent exists, 403 when it is outside the key's agents).
     pub(super) fn agent_for<'s>(
         snap: &'s Snapshot,
         api: Api,
-        caller: &Caller,
+        key: Option<&KeyInfo>,
         agent_id: &str,
     ) -> Result<&'s Agent, ApiError> {
-        snap.agent(agent_id)
-            .filter(|a| {
-                caller
-                    .key
-                    .as_ref()
-                    .is_none_or(|k| k.may_access(&a.config.id))
-            })
-            .ok_or_else(|| ApiError::agent_not_found(api))
+        let agent = snap
+            .agent(agent_id)
+            .ok_or_else(|| ApiError::agent_not_found(api, false))?;
+        match key.is_none_or(|k| k.may_access(&agent.config.id)) {
+            true => Ok(agent),
+            false => Err(ApiError::agent_not_found(api, true)),
+        }
     }
 
     /// Serves one of the paths of [`Route`] other than team chat.
@@ -111,7 +111,7 @@ impl Gateway {
                 ))
             }
         };
-        let agent = Self::agent_for(snap, api, &caller, &agent_id)?;
+        let agent = Self::agent_for(snap, api, caller.key.as_ref(), &agent_id)?;
         let agent_id = agent.config.id.clone();
         ctx.agent = Some(agent.label.clone());
         ctx.span.record("agent", agent_id.as_str());
@@ -137,6 +137,19 @@ impl Gateway {
                 "not_found",
                 format!("{what} not found"),
             )
+        };
+        // A session as guayaba lists it: another front's id behind `api:` is that id.
+        let route = match route {
+            Route::Session { agent_id: a, key } => {
+                let found = find_session(store, account, &agent_id, &key)
+                    .await
+                    .map_err(store_unavailable)?;
+                Route::Session {
+                    agent_id: a,
+                    key: found.map_or(key, |c| c.id),
+                }
+            }
+            other => other,
         };
         match (route, method) {
             (Route::History { .. }, Method::GET) => {
@@ -514,7 +527,7 @@ fn conversation_json(c: &ConversationRecord) -> Value {
 
 fn session_json(c: &ConversationRecord) -> Value {
     json!({
-        "sessionKey": c.id,
+        "sessionKey": session_key(&c.id),
         "title": c.title,
         "archived": c.archived,
         "createdAt": format_rfc3339(c.created_at),

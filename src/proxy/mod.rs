@@ -221,7 +221,12 @@ pub struct Gateway {
 
 /// Per-request facts carried through the pipeline and into the log line.
 struct Ctx {
+    /// The id echoed in `x-request-id` and logged: the client's, when it is a safe one
+    /// ([`client_request_id`]), else [`Ctx::id`].
     request_id: String,
+    /// agentgate's own id of the request: the id of everything stored for it (its credit
+    /// reservation, team members' ids), never the client's (SPEC §11).
+    id: String,
     started: Instant,
     started_ms: crate::store::UnixMs,
     front: Api,
@@ -233,9 +238,10 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn new(request_id: String, front: Api, span: tracing::Span) -> Ctx {
+    fn new(request_id: String, id: String, front: Api, span: tracing::Span) -> Ctx {
         Ctx {
             request_id,
+            id,
             started: Instant::now(),
             started_ms: crate::store::now_ms(),
             front,
@@ -250,6 +256,7 @@ impl Ctx {
     fn for_stream_end(&self) -> Ctx {
         Ctx {
             request_id: self.request_id.clone(),
+            id: self.id.clone(),
             started: self.started,
             started_ms: self.started_ms,
             front: self.front,
@@ -472,11 +479,10 @@ impl Gateway {
         };
 
         // The agent, as this front names it, within the key's agents (404; 403 on guayaba).
-        let agent = snap
-            .agent(&route.agent_id)
-            .filter(|_| api != Api::Pharen || uuid::Uuid::parse_str(&route.agent_id).is_ok())
-            .filter(|a| key.as_ref().is_none_or(|k| k.may_access(&a.config.id)))
-            .ok_or_else(|| ApiError::agent_not_found(api))?;
+        if api == Api::Pharen && uuid::Uuid::parse_str(&route.agent_id).is_err() {
+            return Err(ApiError::agent_not_found(api, false));
+        }
+        let agent = Self::agent_for(snap, api, key.as_ref(), &route.agent_id)?;
         ctx.agent = Some(agent.label.clone());
         ctx.upstream_api = Some(agent.config.upstream_api);
         ctx.span.record("agent", agent.config.id.as_str());
@@ -497,7 +503,19 @@ impl Gateway {
         )
         .await?;
         ctx.waited += reading.elapsed();
-        let chat = fronts::parse_chat(api, &body, wants_sse, route.stream_path)?;
+        let mut chat = fronts::parse_chat(api, &body, wants_sse, route.stream_path)?;
+        // chatbase continues after a tool result without a message (seed 002); only a chatbase
+        // backend can be asked to.
+        if chat.message.is_none() && agent.config.upstream_api != Api::Chatbase {
+            return Err(ApiError::invalid(
+                api,
+                format!(
+                    "`message` is required: this agent's backend ({}) cannot continue a \
+                     conversation without one",
+                    agent.config.upstream_api
+                ),
+            ));
+        }
 
         // A retry of an answered request is answered again, not run (nor charged) again.
         let idem = match parts.headers.get("idempotency-key") {
@@ -522,7 +540,7 @@ impl Gateway {
         // below charges nothing.
         let mut admission = self
             .policy
-            .admit(key, &agent.config, chat.stream, &ctx.request_id)
+            .admit(key, &agent.config, chat.stream, &ctx.id)
             .await?;
         admission.count_credits(&self.metrics, &agent.label);
         if !agent.config.enabled || !agent.up.load(Ordering::Relaxed) {
@@ -545,10 +563,37 @@ impl Gateway {
         .ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "conversation not found")
         })?;
+        // The conversation keeps the `userId` it was opened with (SPEC §11).
+        if let Some(stored) = &conversation.existing {
+            chat.user_id = stored.clone();
+        }
+        let user_message_id = match chat.message {
+            Some(_) => None,
+            None => {
+                if conversation.backend_id.is_none() {
+                    return Err(ApiError::invalid(
+                        api,
+                        "`message` is required: this conversation has no answer to continue",
+                    ));
+                }
+                conversations::last_user_message(
+                    &self.policy.store,
+                    &account,
+                    &agent.config.id,
+                    &conversation.client_id,
+                )
+                .await
+                .map_err(store_unavailable)?
+            }
+        };
         let ids = Ids {
-            conversation_id: conversation.client_id.clone(),
+            conversation_id: match api {
+                Api::Guayaba => conversations::session_key(&conversation.client_id).into_owned(),
+                _ => conversation.client_id.clone(),
+            },
             message_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
-            user_message_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+            user_message_id: user_message_id
+                .unwrap_or_else(|| format!("msg_{}", uuid::Uuid::new_v4().simple())),
             user_id: chat.user_id.clone(),
         };
         let backend_conversation = conversation.backend_id.as_deref();
@@ -572,6 +617,7 @@ impl Gateway {
             front: api,
             conversation_id: conversation.client_id,
             user_message: chat.message.clone(),
+            user_id: chat.user_id.clone(),
             started_at: ctx.started_ms,
             record: agent.config.record,
         };
@@ -609,7 +655,7 @@ impl Gateway {
                             .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
                         tokio::spawn(async move {
                             if let Err(e) = store.extend(&id, expires_at).await {
-                                tracing::warn!(request_id = %id, error = %e, "reservation not extended");
+                                tracing::warn!(reservation = %id, error = %e, "reservation not extended");
                             }
                         });
                     }),
@@ -1012,20 +1058,30 @@ fn store_unavailable(e: crate::store::StoreError) -> ApiError {
     )
 }
 
-/// The start of a request: its id (the client's `X-Request-Id` or a new one), its span and
-/// the trace context passed on to backends.
+/// Longest client `x-request-id` taken as the request's id.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The client's `x-request-id` when it is 1 to [`MAX_REQUEST_ID_LEN`] characters of
+/// `[A-Za-z0-9._:-]` (so it cannot forge fields in a log line); `None` otherwise.
+fn client_request_id(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get("x-request-id")?.to_str().ok()?;
+    let safe = (1..=MAX_REQUEST_ID_LEN).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    safe.then_some(v)
+}
+
+/// The start of a request: its ids (the client's safe `X-Request-Id` to echo and log, else a
+/// new one; agentgate's own for what it stores), its span and the trace context passed on to
+/// backends.
 fn begin<B>(req: &Request<B>, front: Api) -> (Ctx, Trace) {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = uuid::Uuid::new_v4().to_string();
+    let request_id = client_request_id(req.headers()).map_or_else(|| id.clone(), str::to_owned);
     let (traceparent, tracestate, given) = trace_context(req.headers());
+    // `&str` values, which text logs print quoted.
     let span = tracing::info_span!(
         "request",
-        request_id = %request_id,
+        request_id = request_id.as_str(),
         front = front.as_str(),
         trace_id = tracing::field::Empty,
         agent = tracing::field::Empty,
@@ -1034,12 +1090,15 @@ fn begin<B>(req: &Request<B>, front: Api) -> (Ctx, Trace) {
     let client_tp = given.then(|| traceparent.clone());
     let traceparent = crate::telemetry::link(&span, client_tp.as_ref(), traceparent);
     span.record("trace_id", trace_id(&traceparent));
-    (Ctx::new(request_id, front, span), (traceparent, tracestate))
+    (
+        Ctx::new(request_id, id, front, span),
+        (traceparent, tracestate),
+    )
 }
 
 fn log_request(ctx: &Ctx, status: StatusCode, bytes: u64, failure: Option<&str>) {
     tracing::info!(
-        request_id = %ctx.request_id,
+        request_id = ctx.request_id.as_str(),
         front = ctx.front.as_str(),
         agent = ctx.agent.as_deref().unwrap_or("-"),
         upstream_api = ctx.upstream_api.map_or("-", Api::as_str),
@@ -1181,6 +1240,30 @@ mod tests {
         ] {
             assert!(!valid_traceparent(bad.as_bytes()), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_safe_client_request_ids_are_taken() {
+        let id = |v: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-request-id", HeaderValue::from_str(v).unwrap());
+            client_request_id(&headers).map(str::to_owned)
+        };
+        let longest = "a".repeat(MAX_REQUEST_ID_LEN);
+        for ok in ["abc", "A-1.b_2:c", longest.as_str()] {
+            assert_eq!(id(ok).as_deref(), Some(ok));
+        }
+        let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        for bad in [
+            "",
+            "a b",
+            r#"x status=200 agent="forged""#,
+            "a/b",
+            long.as_str(),
+        ] {
+            assert_eq!(id(bad), None, "{bad:?}");
+        }
+        assert_eq!(client_request_id(&http::HeaderMap::new()), None);
     }
 
     #[test]

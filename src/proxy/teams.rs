@@ -155,6 +155,7 @@ impl Gateway {
             message,
             trace,
             request_id: ctx.request_id.clone(),
+            id: ctx.id.clone(),
         };
         if stream {
             let (tx, rx) = mpsc::channel::<Bytes>(64);
@@ -187,7 +188,10 @@ struct TeamRun {
     message: String,
     /// The trace context passed on to the backends.
     trace: Trace,
+    /// The client-facing id (echoed, logged, sent to the backends).
     request_id: String,
+    /// agentgate's own id of the team chat; members' reservation ids derive from it.
+    id: String,
 }
 
 impl TeamRun {
@@ -363,7 +367,10 @@ impl TeamRun {
         let agent_id = agent_id.to_owned();
         let timeout = self.team.member_timeout;
         let trace = self.trace.clone();
-        let request_id = format!("{}-{index}", self.request_id);
+        let ids = (
+            format!("{}-{index}", self.request_id),
+            format!("{}-{index}", self.id),
+        );
         tokio::spawn(async move {
             let name = snap
                 .agents
@@ -381,7 +388,7 @@ impl TeamRun {
                 key,
                 &agent_id,
                 message,
-                (trace, request_id),
+                (trace, ids),
                 on_text,
             );
             let result = match timeout {
@@ -458,7 +465,7 @@ async fn ask(
     key: Option<KeyInfo>,
     agent_id: &str,
     message: String,
-    (trace, request_id): (Trace, String),
+    (trace, (request_id, id)): (Trace, (String, String)),
     mut on_text: impl FnMut(&str) + Send,
 ) -> Result<(String, f64), (String, String)> {
     let fail = |e: ApiError| (e.code.to_owned(), e.message);
@@ -468,7 +475,7 @@ async fn ask(
         .ok_or_else(|| ("not_found".to_owned(), "agent not configured".to_owned()))?;
     let mut admission = gateway
         .policy
-        .admit(key, &agent.config, false, &request_id)
+        .admit(key, &agent.config, false, &id)
         .await
         .map_err(fail)?;
     admission.count_credits(gateway.metrics(), &agent.label);
@@ -482,7 +489,7 @@ async fn ask(
         user_id: None,
         options: Map::new(),
     };
-    let mut ctx = Ctx::new(request_id, Api::Agents, tracing::Span::current());
+    let mut ctx = Ctx::new(request_id, id, Api::Agents, tracing::Span::current());
     let response = gateway
         .call_upstream(agent, &chat, None, &trace, &mut ctx)
         .await

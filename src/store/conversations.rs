@@ -1,7 +1,7 @@
 //! Conversations and their transcripts (SPEC §1 "The rest of each API", §5, §7): the rows behind
 //! history, conversations, sessions and the inbox, whatever API the backend speaks.
 //!
-//! Two tables (migration 2): `conversations`, keyed by (account, agent, the id the client sees),
+//! Two tables (migration 2; `conversations.user_id` from migration 3): `conversations`, keyed by (account, agent, the id the client sees),
 //! holding the backend's own id once it is known; and `messages`, one row per user message and
 //! per assistant answer. Every write is one [`ConversationWrite`] carried by
 //! `WriteOp::Conversation`, so a backend implements one op; a completed exchange (the user
@@ -29,6 +29,8 @@ pub struct ConversationRecord {
     pub archived: bool,
     pub created_at: UnixMs,
     pub updated_at: UnixMs,
+    /// chatbase `userId`: set when the conversation is opened, never changed (seed 001).
+    pub user_id: Option<String>,
 }
 
 /// One message of a transcript.
@@ -70,6 +72,8 @@ pub struct Exchange {
     pub backend_id: Option<String>,
     /// Title given to a conversation that has none yet.
     pub title: Option<String>,
+    /// The `userId` of a conversation this exchange opens; kept as it is on an existing one.
+    pub user_id: Option<String>,
     /// `None`: nothing recorded (the chatbase continuation after a tool result has no message).
     pub user: Option<NewMessage>,
     /// `None`: the agent does not record transcripts; only the id mapping is kept.
@@ -130,7 +134,7 @@ pub enum ConversationOutcome {
 pub type After = (UnixMs, String);
 
 const CONVERSATION_COLUMNS: &str =
-    "account, agent_id, id, front, backend_id, title, archived, created_at, updated_at";
+    "account, agent_id, id, front, backend_id, title, archived, created_at, updated_at, user_id";
 
 fn conversation_row(r: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
     Ok(ConversationRecord {
@@ -143,6 +147,7 @@ fn conversation_row(r: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
         archived: r.get::<_, i64>(6)? != 0,
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
+        user_id: r.get(9)?,
     })
 }
 
@@ -272,8 +277,9 @@ pub(crate) fn apply(
 fn record(c: &Connection, x: &Exchange) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT INTO conversations
-             (account, agent_id, id, front, backend_id, title, archived, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7)
+             (account, agent_id, id, front, backend_id, title, archived, created_at, updated_at,
+              user_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7, ?8)
          ON CONFLICT (account, agent_id, id) DO UPDATE SET
              backend_id = COALESCE(excluded.backend_id, conversations.backend_id),
              title = COALESCE(conversations.title, excluded.title),
@@ -286,7 +292,8 @@ fn record(c: &Connection, x: &Exchange) -> Result<(), StoreError> {
         x.front,
         x.backend_id,
         x.title,
-        x.now
+        x.now,
+        x.user_id
     ])?;
     let messages = [(&x.user, "user"), (&x.assistant, "assistant")];
     if messages.iter().all(|(m, _)| m.is_none()) {

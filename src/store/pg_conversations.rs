@@ -15,7 +15,7 @@ use super::postgres::{col, pg_err};
 use super::StoreError;
 
 const CONVERSATION_COLUMNS: &str =
-    "account, agent_id, id, front, backend_id, title, archived, created_at, updated_at";
+    "account, agent_id, id, front, backend_id, title, archived, created_at, updated_at, user_id";
 
 fn conversation_row(r: &Row) -> Result<ConversationRecord, StoreError> {
     Ok(ConversationRecord {
@@ -28,6 +28,7 @@ fn conversation_row(r: &Row) -> Result<ConversationRecord, StoreError> {
         archived: col(r, 6)?,
         created_at: col(r, 7)?,
         updated_at: col(r, 8)?,
+        user_id: col(r, 9)?,
     })
 }
 
@@ -166,8 +167,9 @@ pub(crate) async fn apply(
 async fn record(tx: &tokio_postgres::Transaction<'_>, x: &Exchange) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO conversations
-             (account, agent_id, id, front, backend_id, title, archived, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7)
+             (account, agent_id, id, front, backend_id, title, archived, created_at, updated_at,
+              user_id)
+         VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7, $8)
          ON CONFLICT (account, agent_id, id) DO UPDATE SET
              backend_id = COALESCE(EXCLUDED.backend_id, conversations.backend_id),
              title = COALESCE(conversations.title, EXCLUDED.title),
@@ -180,6 +182,7 @@ async fn record(tx: &tokio_postgres::Transaction<'_>, x: &Exchange) -> Result<()
             &x.backend_id,
             &x.title,
             &x.now,
+            &x.user_id,
         ],
     )
     .await

@@ -134,6 +134,8 @@ CREATE INDEX messages_inbox ON messages (account, agent_id, read_at, created_at,
         // As SQLite's 3: the exact rate beside the rounded-up one older replicas read.
         "ALTER TABLE api_keys ADD COLUMN rate_per_second_exact DOUBLE PRECISION;",
     ),
+    // chatbase `userId`, fixed when a conversation is opened (SPEC §11).
+    (4, "ALTER TABLE conversations ADD COLUMN user_id TEXT;"),
 ];
 
 /// The newest schema version this binary knows.

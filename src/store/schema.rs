@@ -113,6 +113,8 @@ CREATE INDEX messages_inbox ON messages (account, agent_id, read_at, created_at,
         // before this version read it (an integer), so they go on working beside newer ones.
         "ALTER TABLE api_keys ADD COLUMN rate_per_second_exact REAL;",
     ),
+    // chatbase `userId`, fixed when a conversation is opened (SPEC §11).
+    (4, "ALTER TABLE conversations ADD COLUMN user_id TEXT;"),
 ];
 
 /// The newest schema version this binary knows.
