@@ -10,7 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::formats::Format;
-use crate::fronts::Api;
+use crate::fronts::{cors, Api};
 
 use super::defaults;
 use super::env::{self, EnvLookup};
@@ -248,19 +248,32 @@ impl Validator<'_> {
         raw: &RawServer,
         main_listen: Option<SocketAddr>,
     ) -> Option<Option<AdminConfig>> {
-        match (&raw.admin_listen, &raw.admin_token) {
+        let token_value = match (&raw.admin_token, &raw.admin_token_file) {
+            (Some(_), Some(file)) => {
+                return self.fail(
+                    file.span(),
+                    "admin_token_file",
+                    "set either `admin_token` or `admin_token_file`, not both",
+                )
+            }
+            (token, file) => token
+                .as_ref()
+                .map(|t| (t, false))
+                .or(file.as_ref().map(|f| (f, true))),
+        };
+        match (&raw.admin_listen, token_value) {
             (None, None) => Some(None),
-            (None, Some(token)) => self.fail(
+            (None, Some((token, file))) => self.fail(
                 token.span(),
-                "admin_token",
+                if file { "admin_token_file" } else { "admin_token" },
                 "is set but `admin_listen` is not (the admin API is off)",
             ),
             (Some(listen), None) => self.fail(
                 listen.span(),
                 "admin_listen",
-                "needs `admin_token` (use `${ENV}` to keep it out of the file)",
+                "needs `admin_token` (use `${ENV}` to keep it out of the file) or `admin_token_file`",
             ),
-            (Some(listen_value), Some(token_value)) => {
+            (Some(listen_value), Some((token_value, file))) => {
                 let listen = self.addr("admin_listen", listen_value).and_then(|listen| {
                     if Some(listen) == main_listen {
                         self.fail(
@@ -272,7 +285,16 @@ impl Validator<'_> {
                         Some(listen)
                     }
                 });
-                let token = self.checked("admin_token", token_value, admin_token);
+                let token = if file {
+                    let path = self.path("admin_token_file", token_value);
+                    path.and_then(|path| {
+                        self.checked("admin_token_file", token_value, |_| {
+                            read_or_create_token(&path).and_then(admin_token)
+                        })
+                    })
+                } else {
+                    self.checked("admin_token", token_value, admin_token)
+                };
                 Some(Some(AdminConfig {
                     listen: listen?,
                     token: token?,
@@ -404,6 +426,14 @@ impl Validator<'_> {
             format,
             Format::TextDone,
         );
+        let cors_origins: Option<Vec<String>> = raw
+            .cors_origins
+            .iter()
+            .flatten()
+            .map(|v| self.checked("cors_origins", v, |t| cors::normalize_origin(&t)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect();
         let span = raw
             .prefix
             .as_ref()
@@ -417,6 +447,7 @@ impl Validator<'_> {
                 event_lines: event_lines?,
                 tools_as_text: tools_as_text?,
                 require_key: raw.require_key.unwrap_or(true),
+                cors_origins: cors_origins?,
             },
             span,
         })
@@ -766,6 +797,37 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|_| {
         format!("`{text}` is not an IP:PORT address (like 127.0.0.1:8080 or [::]:8080)")
     })
+}
+
+/// The admin token kept in `path`: read (trimmed), or, when the file does not exist, a new
+/// random token written there (mode 0600 on Unix), as the quick start's console needs one.
+fn read_or_create_token(path: &Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => return Ok(text.trim().to_owned()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("cannot read {}: {e}", path.display()))
+        }
+        Err(_) => {}
+    }
+    let token = crate::auth::random_base62(32);
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(path)?, format!("{token}\n").as_bytes())
+    };
+    match write() {
+        Ok(()) => Ok(token),
+        // Another process created it first: use that one.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+    }
 }
 
 fn admin_token(text: String) -> Result<Secret, String> {
