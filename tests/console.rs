@@ -94,13 +94,13 @@ async fn agents_fronts_accounts_and_usage_per_hour() {
             &slow_id,
             &format!("http://{slow}"),
             Api::Agents,
-            "name = \"Slow\"\ncredits_per_message = 2",
+            "name = \"Slow\"\ncredits_per_message = 2\nmax_usage_credits = 0",
         ),
         agent(
             &fast_id,
             &format!("http://{fast}"),
             Api::Chatbase,
-            "credits_per_message = 1.5",
+            "credits_per_message = 1.5\nmax_usage_credits = 0",
         ),
     ])
     .await;
@@ -136,6 +136,8 @@ async fn agents_fronts_accounts_and_usage_per_hour() {
     )
     .await;
     assert_eq!(open.status(), 200);
+    // The sync chats' settlements are durable.
+    balance(&gw.running, TEST_ACCOUNT).await;
     let (_, agents) = admin_get(admin, "/admin/v1/agents").await;
     let find = |id: &str| {
         agents["agents"]

@@ -802,30 +802,34 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 /// The admin token kept in `path`: read (trimmed), or, when the file does not exist, a new
 /// random token written there (mode 0600 on Unix), as the quick start's console needs one.
 fn read_or_create_token(path: &Path) -> Result<String, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => return Ok(text.trim().to_owned()),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!("cannot read {}: {e}", path.display()))
-        }
-        Err(_) => {}
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    if path.exists() {
+        return read(path);
     }
     let token = crate::auth::random_base62(32);
+    // Written whole to a file of our own, then linked into place: another process starting
+    // at the same moment never reads a half-written file, and one of the two tokens wins.
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
+        options.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        std::io::Write::write_all(&mut options.open(path)?, format!("{token}\n").as_bytes())
+        std::io::Write::write_all(&mut options.open(&tmp)?, format!("{token}\n").as_bytes())?;
+        std::fs::hard_link(&tmp, path)
     };
-    match write() {
+    let written = write();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
         Ok(()) => Ok(token),
-        // Another process created it first: use that one.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(path)
-            .map(|t| t.trim().to_owned())
-            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(path),
         Err(e) => Err(format!("cannot create {}: {e}", path.display())),
     }
 }
