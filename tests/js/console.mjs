@@ -61,7 +61,7 @@ try {
     if (msg.type() !== 'error') return;
     const t = msg.text();
     if (expectingRefusal && t.includes('401')) return;
-    result.console_errors.push(t);
+    result.console_errors.push(`${t} (${msg.location()?.url ?? 'no url'})`);
   });
   page.on('pageerror', (e) => result.console_errors.push(`page error: ${e.message}`));
   page.on('dialog', (d) => d.accept());
