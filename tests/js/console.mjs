@@ -69,6 +69,9 @@ try {
 
   // ---- first paint, sign-in -------------------------------------------------------------
   await page.goto(url, { waitUntil: 'load' });
+  // Paint entries may be recorded a moment after `load` on a busy machine.
+  await page.waitForFunction(() => performance.getEntriesByType('paint').length >= 2, { timeout: 5000 })
+    .catch(() => {});
   const paints = await page.evaluate(() => Object.fromEntries(
     performance.getEntriesByType('paint').map((p) => [p.name, p.startTime])));
   result.first_paint_ms = paints['first-paint'] ?? null;

@@ -59,6 +59,14 @@ async function api(method, path, body) {
   return json;
 }
 
+/** Labels each body cell with its column's heading (shown on narrow screens). */
+function labelCells(table) {
+  const headings = [...table.tHead.rows[0].cells].map((c) => c.textContent);
+  for (const row of table.tBodies[0].rows) {
+    [...row.cells].forEach((cell, i) => { cell.dataset.label = headings[i] || ""; });
+  }
+}
+
 function pageError(page, error) {
   const target = $(`#page-${page} [data-error]`);
   if (target) target.textContent = error ? String(error.message || error) : "";
@@ -128,6 +136,7 @@ async function loadAgents() {
         el("td", { class: "num", text: String(a.open_streams) }),
         el("td", { class: "num", text: String(a.requests_last_hour) }));
     }));
+    labelCells($("#agents-table"));
   } catch (e) {
     pageError("agents", e);
   }
@@ -157,6 +166,7 @@ async function loadKeys() {
         el("td", { class: k.revoked_at ? "down" : "up", text: k.revoked_at ? "revoked" : "active" }),
         action);
     }));
+    labelCells($("#keys-table"));
   } catch (e) {
     pageError("keys", e);
   }
@@ -219,6 +229,7 @@ async function loadAccounts() {
       el("td", { class: "num", text: fmt(a.granted) }),
       el("td", { class: "num", text: fmt(a.charged) }),
       el("td", { class: "num", text: fmt(a.pending) }))));
+    labelCells($("#accounts-table"));
     const select = $("#chart-account");
     const current = select.value || (accounts.some((a) => a.account === "demo") ? "demo" : accounts[0]?.account);
     select.replaceChildren(...accounts.map((a) => el("option", { value: a.account, text: a.account })));
