@@ -101,6 +101,7 @@ pub struct Metrics {
     pub credits_refunded: Family<AgentLabel, Counter<f64>>,
     pub rate_limited: Family<RateLimitLabels, Counter>,
     pub open_streams: Family<FrontLabel, Gauge>,
+    pub agent_open_streams: Family<AgentLabel, Gauge>,
     pub drains: Counter,
     pub drain_cut_streams: Counter,
     pub config_reloads: Family<ResultLabel, Counter>,
@@ -158,6 +159,7 @@ impl Metrics {
         let credits_refunded = Family::default();
         let rate_limited = Family::default();
         let open_streams = Family::default();
+        let agent_open_streams = Family::default();
         let drains = Counter::default();
         let drain_cut_streams = Counter::default();
         let config_reloads = Family::default();
@@ -218,6 +220,11 @@ impl Metrics {
             "Streamed answers open now",
             open_streams.clone(),
         );
+        registry.register(
+            "agent_open_streams",
+            "Streamed answers open now, per agent",
+            agent_open_streams.clone(),
+        );
         registry.register("drains", "Graceful shutdowns begun", drains.clone());
         registry.register(
             "drain_cut_streams",
@@ -252,6 +259,7 @@ impl Metrics {
             credits_refunded,
             rate_limited,
             open_streams,
+            agent_open_streams,
             drains,
             drain_cut_streams,
             config_reloads,

@@ -1443,6 +1443,7 @@ mod tests {
             event_lines: false,
             tools_as_text: false,
             require_key,
+            cors_origins: Vec::new(),
         }
     }
 

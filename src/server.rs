@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 
-use crate::admin::{self, http::AdminCtx};
+use crate::admin::{self, console, http::AdminCtx};
 use crate::auth::{self, KeyKind, KeyLimits, NewKeySpec, Scopes};
 use crate::config::{Config, StoreUrl, TlsConfig};
 use crate::metrics::Metrics;
@@ -186,14 +186,22 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             source,
         })?;
         addrs.insert(admin.listen, bound);
-        tracing::info!(%bound, "admin listener");
+        gateway.allow_console(bound);
+        tracing::info!(%bound, console = %format!("http://{bound}/console/"), "admin listener");
         let ctx = Arc::new(AdminCtx::new(
             policy.ledger.clone(),
             admin.token.expose().to_owned(),
         ));
         let stop = CancellationToken::new();
         let mut task = JoinSet::new();
-        task.spawn(admin_loop(listener, ctx, reloader.clone(), stop.clone()));
+        let listeners = Arc::new(addrs.clone());
+        task.spawn(admin_loop(
+            listener,
+            ctx,
+            reloader.clone(),
+            listeners,
+            stop.clone(),
+        ));
         admin_task = Some((task, stop));
     }
     Ok(Running {
@@ -275,6 +283,7 @@ async fn admin_loop(
     listener: TcpListener,
     ctx: Arc<AdminCtx>,
     reloader: Reloader,
+    listeners: Arc<HashMap<SocketAddr, SocketAddr>>,
     stop: CancellationToken,
 ) {
     // Its own drain: admin connections must not hold up (or be cut by) the main drain.
@@ -295,11 +304,13 @@ async fn admin_loop(
         };
         let ctx = ctx.clone();
         let reloader = reloader.clone();
+        let listeners = listeners.clone();
         let watcher = drain.watcher();
         tokio::spawn(async move {
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let ctx = ctx.clone();
                 let reloader = reloader.clone();
+                let listeners = listeners.clone();
                 async move {
                     let (parts, body) = req.into_parts();
                     let response = match parts.uri.path() {
@@ -313,12 +324,24 @@ async fn admin_loop(
                             r
                         }
                         "/metrics" => metrics_response(reloader.gateway().metrics()),
+                        path if console::is_console_path(path) => {
+                            console::asset(&parts.method, path)
+                        }
                         _ => match Limited::new(body, ADMIN_BODY_LIMIT).collect().await {
                             Ok(body) => {
                                 let req = http::Request::from_parts(parts, body.to_bytes());
                                 match req.uri().path() {
                                     "/admin/v1/config" | "/admin/v1/config/reload" => {
                                         config_endpoint(req, &ctx, &reloader).await
+                                    }
+                                    path if console::is_gateway_endpoint(path) => {
+                                        console::endpoint(
+                                            &req,
+                                            &ctx,
+                                            reloader.gateway(),
+                                            &listeners,
+                                        )
+                                        .await
                                     }
                                     _ => admin::http::handle(req, &ctx).await,
                                 }

@@ -1,7 +1,8 @@
 //! The admin HTTP API (`/admin/v1/…`), a plain function from request to response.
 //!
 //! Routes: `POST|GET /admin/v1/keys`, `POST /admin/v1/keys/{id}/revoke`,
-//! `POST|GET /admin/v1/accounts/{id}/credits`, `GET /admin/v1/usage?account=&key=&agent=&since=&until=`.
+//! `GET /admin/v1/accounts`, `POST|GET /admin/v1/accounts/{id}/credits`,
+//! `GET /admin/v1/usage?account=&key=&agent=&since=&until=`, `GET /admin/v1/usage/hourly?account=&hours=`.
 //! Every route needs `Authorization: Bearer <admin_token>` (compared in constant time).
 //! Revoking through a context built on the gateway's own [`Store`] invalidates its key cache at once.
 
@@ -13,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::{key_json, usage_json, AdminError};
 use crate::auth::{self, KeyKind, KeyLimits, KeySpecError, NewKeySpec, Scopes};
-use crate::credits::{CreditError, Ledger};
+use crate::credits::{from_milli, CreditError, Ledger};
 use crate::store::time::{format_rfc3339, parse_rfc3339};
 use crate::store::{now_ms, RevokeOutcome, Store, UsageFilter};
 
@@ -33,7 +34,7 @@ impl AdminCtx {
         }
     }
 
-    fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         self.ledger.store()
     }
 
@@ -102,7 +103,26 @@ fn internal(e: &dyn std::fmt::Display) -> ApiError {
     )
 }
 
-fn respond(status: StatusCode, body: &Value) -> Response<Bytes> {
+/// The admin API's error body.
+pub(crate) fn error_json(code: &str, message: &str) -> Value {
+    json!({ "error": { "code": code, "message": message, "details": null } })
+}
+
+/// 401 with `WWW-Authenticate: Bearer`.
+pub(crate) fn unauthorized() -> Response<Bytes> {
+    let mut resp = error_response(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong admin token",
+    ));
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    resp
+}
+
+pub(crate) fn respond(status: StatusCode, body: &Value) -> Response<Bytes> {
     let mut resp = Response::new(Bytes::from(body.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -122,16 +142,7 @@ fn error_response(e: ApiError) -> Response<Bytes> {
 /// Handles one admin request.
 pub async fn handle(req: Request<Bytes>, ctx: &AdminCtx) -> Response<Bytes> {
     if !ctx.authorized(&req) {
-        let mut resp = error_response(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong admin token",
-        ));
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return resp;
+        return unauthorized();
     }
     match route(&req, ctx).await {
         Ok((status, body)) => respond(status, &body),
@@ -153,13 +164,21 @@ async fn route(req: &Request<Bytes>, ctx: &AdminCtx) -> Result<(StatusCode, Valu
         (["accounts", id, "credits"], &Method::POST) => grant(id, req.body(), ctx).await,
         (["accounts", id, "credits"], &Method::GET) => balance(id, ctx).await,
         (["usage"], &Method::GET) => usage(req, ctx).await,
-        (["keys"] | ["keys", _, "revoke"] | ["accounts", _, "credits"] | ["usage"], _) => {
-            Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{method} is not allowed on {path}"),
-            ))
-        }
+        (["usage", "hourly"], &Method::GET) => usage_hourly(req, ctx).await,
+        (["accounts"], &Method::GET) => accounts(ctx).await,
+        (
+            ["keys"]
+            | ["keys", _, "revoke"]
+            | ["accounts"]
+            | ["accounts", _, "credits"]
+            | ["usage"]
+            | ["usage", "hourly"],
+            _,
+        ) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        )),
         _ => Err(not_found(path)),
     }
 }
@@ -375,6 +394,79 @@ async fn usage(req: &Request<Bytes>, ctx: &AdminCtx) -> Result<(StatusCode, Valu
             "since": since.map(format_rfc3339),
             "until": until.map(format_rfc3339),
         }),
+    ))
+}
+
+/// `GET /admin/v1/accounts`: every account with its balance, credits granted, charged and
+/// held by open reservations.
+async fn accounts(ctx: &AdminCtx) -> Result<(StatusCode, Value), ApiError> {
+    let sums = ctx.store().account_sums().await.map_err(AdminError::from)?;
+    let v: Vec<Value> = sums
+        .iter()
+        .map(|a| {
+            json!({
+                "account": a.account,
+                "balance": from_milli(a.balance),
+                "granted": from_milli(a.granted),
+                "charged": from_milli(a.posted),
+                "pending": from_milli(a.pending),
+            })
+        })
+        .collect();
+    Ok((StatusCode::OK, json!({ "accounts": v })))
+}
+
+/// Longest window of `GET /admin/v1/usage/hourly`, in hours (31 days).
+const MAX_HOURLY_WINDOW: u32 = 744;
+
+/// `GET /admin/v1/usage/hourly?account=&key=&agent=&hours=24`: requests and credits charged
+/// per agent and per hour over the last `hours` (default 24, at most 744), oldest first, each
+/// hour with at least one request one entry per agent.
+async fn usage_hourly(
+    req: &Request<Bytes>,
+    ctx: &AdminCtx,
+) -> Result<(StatusCode, Value), ApiError> {
+    const HOUR_MS: i64 = 3_600_000;
+    let hours = match query_param(req, "hours") {
+        None => 24,
+        Some(h) => match h.parse::<u32>() {
+            Ok(h @ 1..=MAX_HOURLY_WINDOW) => h,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "hours: a whole number from 1 to {MAX_HOURLY_WINDOW}"
+                )))
+            }
+        },
+    };
+    let now = now_ms();
+    // Whole hours: the current one and the `hours - 1` before it.
+    let since = (now / HOUR_MS - i64::from(hours) + 1) * HOUR_MS;
+    let filter = UsageFilter {
+        account: query_param(req, "account"),
+        key_id: query_param(req, "key"),
+        agent_id: query_param(req, "agent"),
+        since: Some(since),
+        until: None,
+    };
+    let buckets = ctx
+        .store()
+        .usage_buckets(filter, HOUR_MS)
+        .await
+        .map_err(AdminError::from)?;
+    let v: Vec<Value> = buckets
+        .iter()
+        .map(|b| {
+            json!({
+                "hour": format_rfc3339(b.start),
+                "agent": b.agent_id,
+                "requests": b.requests,
+                "credits": from_milli(b.charged),
+            })
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        json!({ "hours": hours, "since": format_rfc3339(since), "buckets": v }),
     ))
 }
 

@@ -1,6 +1,7 @@
 //! The operator surface: CLI subcommands and the admin HTTP API, over the same operations.
 
 pub mod cli;
+pub mod console;
 pub mod http;
 
 use serde_json::{json, Value};

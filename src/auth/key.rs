@@ -44,7 +44,7 @@ fn base62_fixed(mut n: u64, width: usize) -> String {
     out.into_iter().map(char::from).collect()
 }
 
-fn random_base62(len: usize) -> String {
+pub(crate) fn random_base62(len: usize) -> String {
     let mut rng = rand::rng();
     (0..len)
         .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))

@@ -21,6 +21,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use subtle::ConstantTimeEq;
 
+pub(crate) use key::random_base62;
 pub use key::{hash_key, parse_key, to_hex, KeyFormatError, ParsedKey, SecretKey, KEY_LEN, PREFIX};
 pub use scopes::{KeyKind, Scopes, UnknownKind, UnknownScope};
 

@@ -112,6 +112,8 @@ pub struct FrontConfig {
     pub tools_as_text: bool,
     /// Clients must send an API key (keys, scopes, credits, per-key limits apply).
     pub require_key: bool,
+    /// Browser origins allowed (CORS), normalised: `scheme://host[:port]` or `*`.
+    pub cors_origins: Vec<String>,
 }
 
 /// `[[agent]]`

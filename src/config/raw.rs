@@ -53,6 +53,9 @@ pub(crate) struct RawServer {
     /// Bearer token of the admin API; required when `admin_listen` is set, at least 16
     /// characters. Use `${ENV}` rather than writing it in the file.
     pub admin_token: Option<Str>,
+    /// Instead of `admin_token`: a file holding it (relative to this file's directory),
+    /// created with a random token when it does not exist yet.
+    pub admin_token_file: Option<Str>,
     /// Seconds given to in-flight requests and streams to finish on shutdown (default 30).
     pub drain_timeout_s: Option<u64>,
     /// Largest request body accepted, in bytes (default 1048576); larger bodies get 413.
@@ -144,6 +147,10 @@ pub(crate) struct RawFront {
     /// no scopes, no credits, no per-key limits (agents' own rate limits still apply). For a
     /// trusted network only; requests run as account `anonymous`.
     pub require_key: Option<bool>,
+    /// Browser origins allowed to call this front (CORS): `scheme://host[:port]` entries, or
+    /// `["*"]` for any (default none: no CORS headers). The console's origin (the admin
+    /// listener's) is always allowed.
+    pub cors_origins: Option<Vec<Str>>,
 }
 
 /// `[[agent]]`

@@ -275,6 +275,7 @@ fn every_key_is_read() {
             event_lines: true,
             tools_as_text: false,
             require_key: true,
+            cors_origins: Vec::new(),
         }
     );
     assert_eq!(fronts[1].listen, addr("0.0.0.0:8444"));
@@ -588,6 +589,53 @@ fn admin_listener_and_token_go_together() {
 }
 
 #[test]
+fn admin_token_file_is_read_or_created() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("data/admin-token.txt");
+    let text = format!(
+        "[server]\nadmin_listen = \"127.0.0.1:9090\"\nadmin_token_file = \"{}\"\n",
+        path.display()
+    );
+    // Created on first use, with a random token; read back (trimmed) from then on.
+    let created = ok(&text).server().admin.clone().expect("admin");
+    let written = std::fs::read_to_string(&path).expect("token file written");
+    assert_eq!(written.trim(), created.token.expose());
+    assert!(created.token.expose().len() >= 16);
+    let again = ok(&text).server().admin.clone().expect("admin");
+    assert_eq!(again.token.expose(), created.token.expose());
+    // A token file with a token too short is refused like `admin_token`.
+    std::fs::write(&path, "short\n").expect("write");
+    assert_eq!(
+        error(&text),
+        "t.toml:3:20: admin_token_file: must be at least 16 characters long"
+    );
+    let both = format!("{text}admin_token = \"${{ADMIN_TOKEN}}\"\n");
+    assert!(error(&both).contains("set either `admin_token` or `admin_token_file`"));
+}
+
+#[test]
+fn cors_origins() {
+    let config = ok("[[front]]\napi = \"agents\"\ncors_origins = [\"HTTPS://App.example.com\", \"http://localhost:3000\"]\n\
+                     [[front]]\napi = \"pharen\"\nprefix = \"/p\"\ncors_origins = [\"*\"]\n\
+                     [[front]]\napi = \"guayaba\"\nprefix = \"/g\"\n");
+    let origins: Vec<&[String]> = config
+        .fronts()
+        .iter()
+        .map(|f| f.cors_origins.as_slice())
+        .collect();
+    assert_eq!(
+        origins[0],
+        ["https://app.example.com", "http://localhost:3000"]
+    );
+    assert_eq!(origins[1], ["*"]);
+    assert!(origins[2].is_empty());
+    // Every bad entry is named.
+    let bad = errors("[[front]]\napi = \"agents\"\ncors_origins = [\"app.example.com\", \"https://a.example/\"]\n");
+    assert_eq!(bad.len(), 2, "{bad:#?}");
+    assert!(bad[0].starts_with("t.toml:3:17: cors_origins: `app.example.com` is not an origin"));
+}
+
+#[test]
 fn numbers_out_of_range() {
     let text = format!(
         "{AGENT}credits_per_message = -1\nmax_usage_credits = nan\nrate_per_second = 0\n\
@@ -769,7 +817,10 @@ fn embedded_default_parses() {
     let team = config.teams().first().expect("a team");
     assert_eq!(team.members.len(), 3);
     assert!(team.summarizer.is_some());
-    assert!(config.server().admin.is_none());
+    // The console is on in the quick start, its token in a file beside the store.
+    let admin = config.server().admin.as_ref().expect("admin listener");
+    assert_eq!(admin.listen, addr("127.0.0.1:9090"));
+    assert!(admin.token.expose().len() >= 16);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::formats::Format;
-use crate::fronts::Api;
+use crate::fronts::{cors, Api};
 use crate::limits::default_burst;
 
 use super::defaults;
@@ -249,19 +249,32 @@ impl Validator<'_> {
         raw: &RawServer,
         main_listen: Option<SocketAddr>,
     ) -> Option<Option<AdminConfig>> {
-        match (&raw.admin_listen, &raw.admin_token) {
+        let token_value = match (&raw.admin_token, &raw.admin_token_file) {
+            (Some(_), Some(file)) => {
+                return self.fail(
+                    file.span(),
+                    "admin_token_file",
+                    "set either `admin_token` or `admin_token_file`, not both",
+                )
+            }
+            (token, file) => token
+                .as_ref()
+                .map(|t| (t, false))
+                .or(file.as_ref().map(|f| (f, true))),
+        };
+        match (&raw.admin_listen, token_value) {
             (None, None) => Some(None),
-            (None, Some(token)) => self.fail(
+            (None, Some((token, file))) => self.fail(
                 token.span(),
-                "admin_token",
+                if file { "admin_token_file" } else { "admin_token" },
                 "is set but `admin_listen` is not (the admin API is off)",
             ),
             (Some(listen), None) => self.fail(
                 listen.span(),
                 "admin_listen",
-                "needs `admin_token` (use `${ENV}` to keep it out of the file)",
+                "needs `admin_token` (use `${ENV}` to keep it out of the file) or `admin_token_file`",
             ),
-            (Some(listen_value), Some(token_value)) => {
+            (Some(listen_value), Some((token_value, file))) => {
                 let listen = self.addr("admin_listen", listen_value).and_then(|listen| {
                     if Some(listen) == main_listen {
                         self.fail(
@@ -273,7 +286,16 @@ impl Validator<'_> {
                         Some(listen)
                     }
                 });
-                let token = self.checked("admin_token", token_value, admin_token);
+                let token = if file {
+                    let path = self.path("admin_token_file", token_value);
+                    path.and_then(|path| {
+                        self.checked("admin_token_file", token_value, |_| {
+                            read_or_create_token(&path).and_then(admin_token)
+                        })
+                    })
+                } else {
+                    self.checked("admin_token", token_value, admin_token)
+                };
                 Some(Some(AdminConfig {
                     listen: listen?,
                     token: token?,
@@ -405,6 +427,14 @@ impl Validator<'_> {
             format,
             Format::TextDone,
         );
+        let cors_origins: Option<Vec<String>> = raw
+            .cors_origins
+            .iter()
+            .flatten()
+            .map(|v| self.checked("cors_origins", v, |t| cors::normalize_origin(&t)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect();
         let span = raw
             .prefix
             .as_ref()
@@ -418,6 +448,7 @@ impl Validator<'_> {
                 event_lines: event_lines?,
                 tools_as_text: tools_as_text?,
                 require_key: raw.require_key.unwrap_or(true),
+                cors_origins: cors_origins?,
             },
             span,
         })
@@ -768,6 +799,41 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|_| {
         format!("`{text}` is not an IP:PORT address (like 127.0.0.1:8080 or [::]:8080)")
     })
+}
+
+/// The admin token kept in `path`: read (trimmed), or, when the file does not exist, a new
+/// random token written there (mode 0600 on Unix), as the quick start's console needs one.
+fn read_or_create_token(path: &Path) -> Result<String, String> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    if path.exists() {
+        return read(path);
+    }
+    let token = crate::auth::random_base62(32);
+    // Written whole to a file of our own, then linked into place: another process starting
+    // at the same moment never reads a half-written file, and one of the two tokens wins.
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(&tmp)?, format!("{token}\n").as_bytes())?;
+        std::fs::hard_link(&tmp, path)
+    };
+    let written = write();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok(token),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(path),
+        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+    }
 }
 
 fn admin_token(text: String) -> Result<Secret, String> {

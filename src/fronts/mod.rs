@@ -68,6 +68,7 @@ impl<'de> serde::Deserialize<'de> for Api {
     }
 }
 
+pub mod cors;
 mod request;
 mod routes;
 

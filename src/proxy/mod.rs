@@ -36,6 +36,7 @@ use tracing::Instrument;
 
 use crate::config::{AgentConfig, Config, FrontConfig, Upstream};
 use crate::formats::{Aggregate, DecodeError, Decoder, EncodeOptions, Format, SyncContext};
+use crate::fronts::cors::{ConsoleOrigin, Cors};
 use crate::fronts::{self, Api, ApiError, ChatRequest};
 use crate::metrics::{
     FrontAgent, FrontLabel, Metrics, RateLimitLabels, RequestLabels, UpstreamLabels,
@@ -217,6 +218,8 @@ pub struct Gateway {
     streams_end: CancellationToken,
     /// Set when a shutdown begins: `/readyz` answers 503 from then on.
     draining: AtomicBool,
+    /// The admin listener's address, once bound: the console there may call the fronts (CORS).
+    console: std::sync::OnceLock<ConsoleOrigin>,
 }
 
 /// Per-request facts carried through the pipeline and into the log line.
@@ -290,6 +293,7 @@ impl Gateway {
             metrics,
             streams_end,
             draining: AtomicBool::new(false),
+            console: std::sync::OnceLock::new(),
         }
     }
 
@@ -317,8 +321,38 @@ impl Gateway {
         &self.policy
     }
 
-    /// Serves one request that arrived on the listener configured as `listen`.
+    /// Allows the console served at `admin` (the admin listener's bound address) to call the
+    /// fronts from the browser (CORS). Set once, when the admin listener is bound.
+    pub fn allow_console(&self, admin: SocketAddr) {
+        let _ = self.console.set(ConsoleOrigin(admin));
+    }
+
+    /// Serves one request that arrived on the listener configured as `listen`: CORS (SPEC §11)
+    /// around the front's answer — a preflight from an allowed origin is answered here, before
+    /// any key check, and every answer to an allowed origin carries the CORS headers.
     pub async fn handle(
+        self: Arc<Self>,
+        listen: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Response<GatewayBody> {
+        let cors = {
+            let snap = self.snapshot.load();
+            let origins = front_for(&snap.config, listen, req.uri().path())
+                .map_or(&[][..], |(front, _)| front.cors_origins.as_slice());
+            Cors::new(origins, self.console.get().copied(), req.headers())
+        };
+        if let Some(headers) = cors.preflight(req.method(), req.headers()) {
+            let mut r = Response::new(GatewayBody::Full(None));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            *r.headers_mut() = headers;
+            return r;
+        }
+        let mut response = self.route(listen, req).await;
+        cors.apply(response.headers_mut());
+        response
+    }
+
+    async fn route(
         self: Arc<Self>,
         listen: SocketAddr,
         req: Request<Incoming>,
@@ -643,6 +677,13 @@ impl Gateway {
                 front: api.as_str(),
             });
             open_streams.inc();
+            let agent_streams =
+                metrics
+                    .agent_open_streams
+                    .get_or_create_owned(&crate::metrics::AgentLabel {
+                        agent: agent.label.clone(),
+                    });
+            agent_streams.inc();
             let keepalive = admission.reservation.as_ref().map(|reservation| {
                 let store = self.policy.store.clone();
                 let id = reservation.request_id().to_owned();
@@ -673,6 +714,7 @@ impl Gateway {
                 }
                 let charged = admission.settle(end.meter.final_charge());
                 open_streams.dec();
+                agent_streams.dec();
                 let m = &metrics;
                 Metrics::observe(
                     &m.stream_duration.get_or_create(&stream_labels),

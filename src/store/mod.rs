@@ -288,6 +288,16 @@ pub struct UsageRow {
     pub pending: i64,
 }
 
+/// Requests and posted charges of one agent in one time bucket (amounts in millicredits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageBucket {
+    /// Start of the bucket: a multiple of the bucket length since the Unix epoch.
+    pub start: UnixMs,
+    pub agent_id: String,
+    pub requests: i64,
+    pub charged: i64,
+}
+
 /// One reservation as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReservationRecord {
@@ -922,6 +932,29 @@ impl Store {
                         pg_conversations::inbox(&c, &account, &agent_id, after.as_ref(), limit)
                             .await
                     }
+                })
+                .await
+            }
+        }
+    }
+
+    /// Usage matching `f` per agent and per `bucket_ms`-long bucket (by the request's start),
+    /// oldest first; buckets without requests are left out.
+    pub async fn usage_buckets(
+        &self,
+        f: UsageFilter,
+        bucket_ms: i64,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        let bucket_ms = bucket_ms.max(1);
+        match &self.inner.backend {
+            Backend::Sqlite(s) => {
+                s.read(move |c| sqlite::usage_buckets(c, &f, bucket_ms))
+                    .await
+            }
+            Backend::Postgres(p) => {
+                p.read(move |c| {
+                    let f = f.clone();
+                    async move { postgres::usage_buckets(&c, &f, bucket_ms).await }
                 })
                 .await
             }

@@ -35,7 +35,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::{
     pg_schema, AccountSums, IdemClaim, IdemCompletion, IdemOutcome, KeyRecord, Msg, NewGrant,
     NewReservation, ReservationRecord, ReserveOutcome, RevokeOutcome, SettleOutcome, SettleRequest,
-    StoreError, StoreEvent, StoredResponse, UsageFilter, UsageRow, WriteOp, WriteQueue,
+    StoreError, StoreEvent, StoredResponse, UsageBucket, UsageFilter, UsageRow, WriteOp,
+    WriteQueue,
 };
 
 /// The NOTIFY channel every replica listens on.
@@ -1238,6 +1239,64 @@ pub(crate) async fn usage(c: &Object, f: &UsageFilter) -> Result<Vec<UsageRow>, 
                 requests: col(r, 3)?,
                 charged: col(r, 4)?,
                 pending: col(r, 5)?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn usage_buckets(
+    c: &Object,
+    f: &UsageFilter,
+    bucket_ms: i64,
+) -> Result<Vec<UsageBucket>, StoreError> {
+    // As `usage`: lease batches count with their number of requests.
+    let mut sql = String::from(
+        "SELECT (created_at / $1) * $1 AS bucket, agent_id, SUM(requests)::BIGINT,
+                SUM(charged)::BIGINT
+         FROM (
+             SELECT account, key_id, agent_id, 1 AS requests,
+                    CASE WHEN state = 'posted' THEN charged ELSE 0 END AS charged, created_at
+             FROM reservations
+             UNION ALL
+             SELECT account, key_id, agent_id, requests, charged, created_at
+             FROM lease_usage
+         ) u WHERE 1 = 1",
+    );
+    let mut texts: Vec<(&str, String)> = Vec::new();
+    let mut times: Vec<(&str, i64)> = Vec::new();
+    if let Some(a) = &f.account {
+        texts.push(("account =", a.clone()));
+    }
+    if let Some(k) = &f.key_id {
+        texts.push(("key_id =", k.clone()));
+    }
+    if let Some(g) = &f.agent_id {
+        texts.push(("agent_id =", g.clone()));
+    }
+    if let Some(s) = f.since {
+        times.push(("created_at >=", s));
+    }
+    if let Some(u) = f.until {
+        times.push(("created_at <", u));
+    }
+    let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&bucket_ms];
+    for (clause, v) in &texts {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} ${}", args.len()));
+    }
+    for (clause, v) in &times {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} ${}", args.len()));
+    }
+    sql.push_str(" GROUP BY bucket, agent_id ORDER BY bucket, agent_id");
+    let rows = c.query(&sql, &args).await.map_err(pg_err)?;
+    rows.iter()
+        .map(|r| {
+            Ok(UsageBucket {
+                start: col(r, 0)?,
+                agent_id: col(r, 1)?,
+                requests: col(r, 2)?,
+                charged: col(r, 3)?,
             })
         })
         .collect()

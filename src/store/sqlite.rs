@@ -17,7 +17,7 @@ use super::schema;
 use super::{
     AccountSums, IdemClaim, IdemCompletion, IdemOutcome, KeyRecord, Msg, NewGrant, NewReservation,
     ReservationRecord, ReserveOutcome, RevokeOutcome, SettleOutcome, SettleRequest, StoreError,
-    StoredResponse, UsageFilter, UsageRow, WriteOp, WriteQueue,
+    StoredResponse, UsageBucket, UsageFilter, UsageRow, WriteOp, WriteQueue,
 };
 
 /// `PRAGMA synchronous` in WAL mode.
@@ -836,6 +836,51 @@ pub(crate) fn usage(c: &Connection, f: &UsageFilter) -> Result<Vec<UsageRow>, St
                 requests: r.get(3)?,
                 charged: r.get(4)?,
                 pending: r.get(5)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub(crate) fn usage_buckets(
+    c: &Connection,
+    f: &UsageFilter,
+    bucket_ms: i64,
+) -> Result<Vec<UsageBucket>, StoreError> {
+    let mut sql = String::from(
+        "SELECT (created_at / ?1) * ?1 AS bucket, agent_id, COUNT(*),
+                COALESCE(SUM(CASE WHEN state = 'posted' THEN charged ELSE 0 END), 0)
+         FROM reservations WHERE 1 = 1",
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![bucket_ms.into()];
+    let mut push = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    };
+    if let Some(a) = &f.account {
+        push(&mut sql, "account =", a.clone().into());
+    }
+    if let Some(k) = &f.key_id {
+        push(&mut sql, "key_id =", k.clone().into());
+    }
+    if let Some(g) = &f.agent_id {
+        push(&mut sql, "agent_id =", g.clone().into());
+    }
+    if let Some(s) = f.since {
+        push(&mut sql, "created_at >=", s.into());
+    }
+    if let Some(u) = f.until {
+        push(&mut sql, "created_at <", u.into());
+    }
+    sql.push_str(" GROUP BY bucket, agent_id ORDER BY bucket, agent_id");
+    let mut stmt = c.prepare(&sql)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            Ok(UsageBucket {
+                start: r.get(0)?,
+                agent_id: r.get(1)?,
+                requests: r.get(2)?,
+                charged: r.get(3)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
