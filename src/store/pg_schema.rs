@@ -129,6 +129,11 @@ CREATE TABLE messages (
 CREATE INDEX messages_inbox ON messages (account, agent_id, read_at, created_at, id);
 "#,
     ),
+    // An answer kept only up to `[server] max_answer_bytes` is marked.
+    (
+        3,
+        "ALTER TABLE messages ADD COLUMN truncated BOOLEAN NOT NULL DEFAULT FALSE;",
+    ),
 ];
 
 /// The newest schema version this binary knows.
