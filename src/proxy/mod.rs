@@ -688,7 +688,7 @@ impl Gateway {
                     )
                     .with_details(serde_json::json!({
                         "max_answer_bytes": max_answer,
-                        "usage": { "credits": charged },
+                        "usage": { "credits": history::credits_json(charged) },
                     })));
                 }
             };
