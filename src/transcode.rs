@@ -214,3 +214,64 @@ pub fn encode_all<'a>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UI: &[u8] = b"data: {\"type\":\"start\"}\n\n\
+        data: {\"type\":\"text-start\",\"id\":\"t\"}\n\n\
+        data: {\"type\":\"text-delta\",\"id\":\"t\",\"delta\":\"hi\"}\n\n\
+        data: {\"type\":\"text-end\",\"id\":\"t\"}\n\n\
+        data: {\"type\":\"finish\"}\n\n\
+        data: [DONE]\n\n";
+
+    /// `UI` fed in two pieces cut at `split`, then its end, with the finish held.
+    fn held_at(split: usize) -> (Transcoder, BytesMut) {
+        let mut t = Transcoder::new(
+            Format::UiMessage,
+            Format::UiMessage,
+            EncodeOptions::default(),
+            (),
+        );
+        t.hold_finish();
+        let mut out = BytesMut::new();
+        t.feed(&UI[..split], &mut out);
+        t.feed(&UI[split..], &mut out);
+        t.finish(&mut out);
+        (t, out)
+    }
+
+    #[test]
+    fn a_held_finish_is_written_on_release_or_replaced_by_an_error_end_at_every_split() {
+        for split in 0..=UI.len() {
+            let (mut t, mut out) = held_at(split);
+            assert!(t.holds_finish() && t.is_done(), "split {split}");
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert!(text.contains("\"delta\":\"hi\""), "split {split}: {text}");
+            assert!(
+                !text.contains("finish") && !text.contains("[DONE]"),
+                "split {split}: {text}"
+            );
+            t.release_finish(&mut out);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert!(
+                text.contains("\"type\":\"finish\"") && text.ends_with("data: [DONE]\n\n"),
+                "split {split}: {text}"
+            );
+            assert!(!t.holds_finish() && t.is_done());
+
+            let (mut t, mut out) = held_at(split);
+            t.fail("not durable", &mut out);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert!(
+                text.contains("\"type\":\"error\"")
+                    && text.contains("not durable")
+                    && !text.contains("finish")
+                    && text.ends_with("data: [DONE]\n\n"),
+                "split {split}: {text}"
+            );
+            assert!(!t.holds_finish() && t.is_done());
+        }
+    }
+}

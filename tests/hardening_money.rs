@@ -222,32 +222,31 @@ async fn read_until(r: &mut reqwest::Response, needle: &str) -> String {
 /// The store's directory is moved away for a few seconds mid-stream (every write fails: the
 /// file at the store's path is gone). A stream that completes meanwhile is not told `finish`
 /// (its exchange could not be recorded): it gets an error event and the format's end, and is
-/// charged nothing. A client that left meanwhile owes base cost plus output: that settlement
-/// is retried until the store is back, and lands with that charge (not recovery's base cost,
-/// and not lost).
+/// charged nothing. A client that left meanwhile owes the base cost: that settlement is
+/// retried until the store is back and lands (it used to be dropped after a few attempts,
+/// leaving the reservation to recovery once `reservation_timeout_s` has passed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settlements_survive_a_store_outage_and_unrecorded_answers_end_in_an_error() {
     let backend = Gated::spawn(GATED_HEAD, GATED_TAIL).await;
+    let endless = MockUpstream::write_forever().spawn().await;
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
-    let id = agent_id(3);
+    let (id, endless_id) = (agent_id(3), agent_id(13));
+    let pricing = "credits_per_message = 1\nmax_usage_credits = 10";
     let toml = format!(
         "{}\n[store]\nurl = \"sqlite://{}\"\n",
         config(
             "",
-            &[agent(
-                &id,
-                &backend.url(),
-                Api::Chatbase,
-                // 1 base + 1 per 10 characters: the 10 characters seen cost 1.
-                "credits_per_message = 1\nmax_usage_credits = 10\ncredits_per_1k_output_chars = 100",
-            )],
+            &[
+                agent(&id, &backend.url(), Api::Chatbase, pricing),
+                agent(&endless_id, &endless.url(), Api::Chatbase, pricing),
+            ],
         ),
         data.join("agentgate.db").display()
     );
     let gw = spawn_gateway(&toml).await;
     let c = client();
-    let mut leaving = chat_req(&c, &gw, Api::Chatbase, &id, true, "outage-left")
+    let mut leaving = chat_req(&c, &gw, Api::Chatbase, &endless_id, true, "outage-left")
         .send()
         .await
         .expect("stream");
@@ -259,7 +258,7 @@ async fn settlements_survive_a_store_outage_and_unrecorded_answers_end_in_an_err
         (leaving.status().as_u16(), finishing.status().as_u16()),
         (200, 200)
     );
-    read_until(&mut leaving, "0123456789").await;
+    read_until(&mut leaving, "xxxx").await;
     let mut body = read_until(&mut finishing, "0123456789").await;
 
     // The outage: the store's path names nothing.
@@ -292,7 +291,7 @@ async fn settlements_survive_a_store_outage_and_unrecorded_answers_end_in_an_err
 
     std::fs::rename(&away, &data).expect("bring the store back");
     let left = settled(store_of(&gw), "outage-left").await;
-    assert_eq!((left.state.as_str(), left.charged), ("posted", Some(2000)));
+    assert_eq!((left.state.as_str(), left.charged), ("posted", Some(1000)));
     let finished = settled(store_of(&gw), "outage-finished").await;
     assert_eq!(
         (finished.state.as_str(), finished.charged),

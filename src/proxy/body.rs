@@ -354,6 +354,11 @@ impl TranscodeBody {
 
 impl Drop for TranscodeBody {
     fn drop(&mut self) {
+        if self.transcoder.holds_finish() {
+            // The client left before it was told the answer finished: it is charged as a
+            // client that left mid-stream, for what it was sent.
+            self.transcoder.meter_mut().withdraw_finish();
+        }
         if let Some(on_end) = self.on_end.take() {
             let failure = self
                 .failure
