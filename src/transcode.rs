@@ -35,6 +35,9 @@ pub struct Transcoder<M: Meter = ()> {
     encoder: Encoder,
     meter: M,
     error: Option<DecodeError>,
+    /// Set by [`Transcoder::hold_finish`]: a finish is kept here instead of being written.
+    hold: bool,
+    held: Option<Event<'static>>,
 }
 
 impl<M: Meter> Transcoder<M> {
@@ -55,12 +58,33 @@ impl<M: Meter> Transcoder<M> {
             encoder: Encoder::new(to, options),
             meter,
             error: None,
+            hold: false,
+            held: None,
+        }
+    }
+
+    /// Keeps a successful finish (after the meter saw it) instead of writing it, until
+    /// [`release_finish`](Self::release_finish) writes it or [`fail`](Self::fail) replaces it
+    /// with an error end (e.g. the answer must be durable before the client hears it ended).
+    pub fn hold_finish(&mut self) {
+        self.hold = true;
+    }
+
+    /// True while a finish is held: the input is complete and nothing more is read.
+    pub fn holds_finish(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Writes the held finish (and the format's end).
+    pub fn release_finish(&mut self, out: &mut BytesMut) {
+        if let Some(finish) = self.held.take() {
+            self.encoder.encode(&finish, out);
         }
     }
 
     /// Transcodes one chunk of upstream bytes, appending client bytes to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
-        if self.encoder.is_done() {
+        if self.is_done() {
             return;
         }
         let Transcoder {
@@ -68,21 +92,31 @@ impl<M: Meter> Transcoder<M> {
             decoder,
             encoder,
             meter,
+            hold,
+            held,
             ..
         } = self;
         let result = parser.feed::<DecodeError, _>(chunk, |sse| {
-            if encoder.is_done() {
+            if encoder.is_done() || held.is_some() {
                 return Ok(());
             }
             decoder.decode(&sse, &mut |mut event| {
-                if encoder.is_done() {
+                if encoder.is_done() || held.is_some() {
                     return;
                 }
                 let flow = meter.on_event(&mut event);
+                if *hold && matches!(event, Event::Finish { .. }) {
+                    *held = Some(event.into_owned());
+                    return;
+                }
                 encoder.encode(&event, out);
                 if let Flow::Stop(mut last) = flow {
                     let _ = meter.on_event(&mut last);
-                    encoder.encode(&last, out);
+                    if *hold && matches!(last, Event::Finish { .. }) {
+                        *held = Some(last);
+                    } else {
+                        encoder.encode(&last, out);
+                    }
                 }
             })
         });
@@ -93,7 +127,7 @@ impl<M: Meter> Transcoder<M> {
 
     /// The upstream stream ended. Ends the output properly whatever state it was in.
     pub fn finish(&mut self, out: &mut BytesMut) {
-        if self.encoder.is_done() {
+        if self.is_done() {
             return;
         }
         if let Err(e) = self.decoder.end() {
@@ -103,6 +137,7 @@ impl<M: Meter> Transcoder<M> {
 
     /// Ends the output with an error event (e.g. an upstream timeout or reset).
     pub fn fail(&mut self, message: &str, out: &mut BytesMut) {
+        self.held = None;
         if self.encoder.is_done() {
             return;
         }
@@ -115,7 +150,7 @@ impl<M: Meter> Transcoder<M> {
 
     /// Ends the output with `event` (a terminal event), after letting the meter see it.
     pub fn end_with(&mut self, mut event: Event<'_>, out: &mut BytesMut) {
-        if self.encoder.is_done() {
+        if self.is_done() {
             return;
         }
         let _ = self.meter.on_event(&mut event);
@@ -128,9 +163,10 @@ impl<M: Meter> Transcoder<M> {
         self.fail(&message, out);
     }
 
-    /// True once the output has ended; the upstream need not be read any further.
+    /// True once the output has ended (or its finish is held); the upstream need not be read
+    /// any further.
     pub fn is_done(&self) -> bool {
-        self.encoder.is_done()
+        self.encoder.is_done() || self.held.is_some()
     }
 
     /// The decode error that ended the stream, if one did.
@@ -177,4 +213,65 @@ pub fn encode_all<'a>(
         encoder.encode(e, &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UI: &[u8] = b"data: {\"type\":\"start\"}\n\n\
+        data: {\"type\":\"text-start\",\"id\":\"t\"}\n\n\
+        data: {\"type\":\"text-delta\",\"id\":\"t\",\"delta\":\"hi\"}\n\n\
+        data: {\"type\":\"text-end\",\"id\":\"t\"}\n\n\
+        data: {\"type\":\"finish\"}\n\n\
+        data: [DONE]\n\n";
+
+    /// `UI` fed in two pieces cut at `split`, then its end, with the finish held.
+    fn held_at(split: usize) -> (Transcoder, BytesMut) {
+        let mut t = Transcoder::new(
+            Format::UiMessage,
+            Format::UiMessage,
+            EncodeOptions::default(),
+            (),
+        );
+        t.hold_finish();
+        let mut out = BytesMut::new();
+        t.feed(&UI[..split], &mut out);
+        t.feed(&UI[split..], &mut out);
+        t.finish(&mut out);
+        (t, out)
+    }
+
+    #[test]
+    fn a_held_finish_is_written_on_release_or_replaced_by_an_error_end_at_every_split() {
+        for split in 0..=UI.len() {
+            let (mut t, mut out) = held_at(split);
+            assert!(t.holds_finish() && t.is_done(), "split {split}");
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert!(text.contains("\"delta\":\"hi\""), "split {split}: {text}");
+            assert!(
+                !text.contains("finish") && !text.contains("[DONE]"),
+                "split {split}: {text}"
+            );
+            t.release_finish(&mut out);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert!(
+                text.contains("\"type\":\"finish\"") && text.ends_with("data: [DONE]\n\n"),
+                "split {split}: {text}"
+            );
+            assert!(!t.holds_finish() && t.is_done());
+
+            let (mut t, mut out) = held_at(split);
+            t.fail("not durable", &mut out);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert!(
+                text.contains("\"type\":\"error\"")
+                    && text.contains("not durable")
+                    && !text.contains("finish")
+                    && text.ends_with("data: [DONE]\n\n"),
+                "split {split}: {text}"
+            );
+            assert!(!t.holds_finish() && t.is_done());
+        }
+    }
 }

@@ -17,6 +17,7 @@ fn message(id: String, content: String) -> NewMessage {
         tool_calls: None,
         credits: None,
         created_at: now_ms(),
+        truncated: false,
     }
 }
 

@@ -8,6 +8,8 @@ pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALH
 pub const DRAIN_TIMEOUT_S: u64 = 30;
 /// `[server] max_body_bytes` (1 MiB).
 pub const MAX_BODY_BYTES: u64 = 1 << 20;
+/// `[server] max_answer_bytes` (8 MiB).
+pub const MAX_ANSWER_BYTES: u64 = 8 << 20;
 /// Shortest `[server] admin_token` accepted, in characters.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 

@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Largest request body accepted (413 past it).
     pub max_body_bytes: usize,
+    /// Largest answer kept whole: a sync answer past it is 502; a stream's transcript is cut.
+    pub max_answer_bytes: usize,
     pub log_format: LogFormat,
     /// TLS for the main listener and every front listener.
     pub tls: Option<TlsConfig>,

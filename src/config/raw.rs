@@ -60,6 +60,9 @@ pub(crate) struct RawServer {
     pub drain_timeout_s: Option<u64>,
     /// Largest request body accepted, in bytes (default 1048576); larger bodies get 413.
     pub max_body_bytes: Option<Spanned<u64>>,
+    /// Largest answer kept whole, in bytes (default 8388608): a sync answer past it is 502, a
+    /// stream goes on but its transcript is cut there and marked truncated.
+    pub max_answer_bytes: Option<Spanned<u64>>,
     /// Log output: `"text"` (default) or `"json"`.
     pub log_format: Option<RawLogFormat>,
     /// TLS for the main listener and every front listener (optional).

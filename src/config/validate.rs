@@ -224,6 +224,11 @@ impl Validator<'_> {
     fn server(&mut self, raw: &RawServer, listen: Option<SocketAddr>) -> Option<ServerConfig> {
         let admin = self.admin(raw, listen);
         let max_body_bytes = self.max_body_bytes(raw.max_body_bytes.as_ref());
+        let max_answer_bytes = self.byte_limit(
+            "max_answer_bytes",
+            raw.max_answer_bytes.as_ref(),
+            defaults::MAX_ANSWER_BYTES,
+        );
         let tls = match &raw.tls {
             Some(tls) => self.tls(tls).map(Some),
             None => Some(None),
@@ -235,6 +240,7 @@ impl Validator<'_> {
                 raw.drain_timeout_s.unwrap_or(defaults::DRAIN_TIMEOUT_S),
             ),
             max_body_bytes: max_body_bytes?,
+            max_answer_bytes: max_answer_bytes?,
             log_format: match raw.log_format {
                 Some(RawLogFormat::Json) => LogFormat::Json,
                 Some(RawLogFormat::Text) | None => LogFormat::Text,
@@ -312,6 +318,23 @@ impl Validator<'_> {
             Ok(0) => self.fail(v.span(), "max_body_bytes", "must be greater than 0"),
             Ok(n) => Some(n),
             Err(_) => self.fail(v.span(), "max_body_bytes", "is too large for this machine"),
+        }
+    }
+
+    /// A size in bytes, > 0 and addressable here.
+    fn byte_limit(
+        &mut self,
+        name: &str,
+        value: Option<&Spanned<u64>>,
+        default: u64,
+    ) -> Option<usize> {
+        let Some(v) = value else {
+            return usize::try_from(default).ok();
+        };
+        match usize::try_from(*v.get_ref()) {
+            Ok(0) => self.fail(v.span(), name, "must be greater than 0"),
+            Ok(n) => Some(n),
+            Err(_) => self.fail(v.span(), name, "is too large for this machine"),
         }
     }
 

@@ -38,6 +38,16 @@ use crate::store::{
 /// Millicredits per credit: amounts are integers internally, f64 credits at the API edge.
 pub const MILLI: i64 = 1000;
 
+/// The most credits one grant may add (CLI `credits grant`, admin API).
+pub const MAX_GRANT_CREDITS: f64 = 1e12;
+
+/// The most credits an account may hold: a grant past it is refused (far below where the
+/// ledger's integer millicredits would overflow).
+pub const MAX_BALANCE_CREDITS: f64 = 1e15;
+
+/// [`MAX_BALANCE_CREDITS`] in millicredits, as the store checks it.
+pub const MAX_BALANCE_MILLI: i64 = 1_000_000_000_000_000_000;
+
 /// Credits to millicredits, rounded; NaN is 0 and out-of-range values saturate.
 pub fn to_milli(credits: f64) -> i64 {
     if credits.is_nan() {
@@ -370,7 +380,14 @@ impl Ledger {
         memo: Option<&str>,
     ) -> Result<f64, CreditError> {
         if !credits.is_finite() || to_milli(credits) <= 0 {
-            return Err(CreditError::InvalidAmount("grant must be positive"));
+            return Err(CreditError::InvalidAmount(
+                "grant must be a finite number of credits > 0",
+            ));
+        }
+        if credits > MAX_GRANT_CREDITS {
+            return Err(CreditError::InvalidAmount(
+                "grant must be at most 1e12 credits (MAX_GRANT_CREDITS)",
+            ));
         }
         let grant = NewGrant {
             account: account.to_owned(),
@@ -388,8 +405,11 @@ impl Ledger {
             let _ = tx.send(r);
         });
         self.inner.queue.submit(WriteOp::Grant(grant, done))?;
-        let balance = rx.await.map_err(|_| StoreError::Closed)??;
-        Ok(from_milli(balance))
+        match rx.await.map_err(|_| StoreError::Closed)? {
+            Ok(balance) => Ok(from_milli(balance)),
+            Err(StoreError::Limit(what)) => Err(CreditError::InvalidAmount(what)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The committed balance (0 for an unknown account).

@@ -49,18 +49,18 @@ pub struct StreamEnd<'a> {
 
 pub type EndHook = Box<dyn FnOnce(StreamEnd<'_>) + Send>;
 
-/// Runs once when an answer has completed (its finish is encoded but not yet sent). The end of
-/// the stream is held back until the receiver it returns resolves, e.g. until the exchange is
-/// durable in the store: a client is never told an answer is complete before that.
-pub type CommitHook =
-    Box<dyn FnOnce(&GatewayMeter) -> Option<tokio::sync::oneshot::Receiver<()>> + Send>;
+/// Runs once when an answer has completed (its finish is held back, not yet encoded). The
+/// finish is sent once the receiver it returns resolves `Ok`, e.g. once the exchange is durable
+/// in the store: a client is never told an answer is complete before that. `Err` (or a dropped
+/// sender) ends the stream with an error event and the format's end instead.
+pub type CommitHook = Box<dyn FnOnce(&GatewayMeter) -> Option<CommitWait> + Send>;
 
-/// Called at most once per interval while a stream is live (e.g. to extend its credit
-/// reservation so that recovery does not take it for abandoned).
-pub struct KeepAlive {
-    pub every: Duration,
-    pub hook: Box<dyn FnMut() + Send>,
-}
+/// Resolves when a completed answer's exchange is durable (`Ok`) or cannot be made so (`Err`).
+pub type CommitWait = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
+/// How long a completed answer waits for its exchange to become durable before it is ended
+/// with an error instead (the store retries for longer; the client is not kept waiting).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct TranscodeBody {
     upstream: Option<Incoming>,
@@ -77,12 +77,10 @@ pub struct TranscodeBody {
     /// Turns yielded since the upstream last delivered data.
     yields: u8,
     on_end: Option<EndHook>,
-    keepalive: Option<KeepAlive>,
-    next_keepalive: Instant,
     /// A copy of the output, kept for an idempotent replay (bounded).
     capture: Option<BytesMut>,
     commit: Option<CommitHook>,
-    committing: Option<tokio::sync::oneshot::Receiver<()>>,
+    committing: Option<(CommitWait, Pin<Box<Sleep>>)>,
     first_byte: Option<Instant>,
     busy: Duration,
 }
@@ -94,7 +92,6 @@ impl TranscodeBody {
         idle_timeout: Duration,
         shutdown: CancellationToken,
         on_end: EndHook,
-        keepalive: Option<KeepAlive>,
     ) -> Self {
         let now = Instant::now();
         TranscodeBody {
@@ -113,8 +110,6 @@ impl TranscodeBody {
             failure: None,
             yields: 0,
             on_end: Some(on_end),
-            next_keepalive: now + keepalive.as_ref().map_or(Duration::MAX / 4, |k| k.every),
-            keepalive,
             capture: None,
             commit: None,
             committing: None,
@@ -123,8 +118,9 @@ impl TranscodeBody {
         }
     }
 
-    /// Holds the end of a completed answer until `hook`'s receiver resolves.
+    /// Holds the finish of a completed answer until `hook`'s receiver resolves.
     pub fn commit_before_end(mut self, hook: CommitHook) -> Self {
+        self.transcoder.hold_finish();
         self.commit = Some(hook);
         self
     }
@@ -133,6 +129,14 @@ impl TranscodeBody {
     pub fn capture_output(mut self) -> Self {
         self.capture = Some(BytesMut::new());
         self
+    }
+
+    /// A completed answer whose exchange is not durable: the client gets an error event and
+    /// the format's end instead of the finish, and is charged nothing for it.
+    fn not_durable(&mut self, message: String) {
+        tracing::error!(error = %message, "answer ended with an error: not durable");
+        self.transcoder.meter_mut().withdraw_finish();
+        self.fail(message);
     }
 
     fn fail(&mut self, message: String) {
@@ -224,19 +228,40 @@ impl TranscodeBody {
             if this.ended {
                 return Poll::Ready(None);
             }
-            if this.transcoder.is_done() {
+            if this.transcoder.holds_finish() {
+                // The answer is complete: its finish waits for the exchange to be durable.
                 if let Some(hook) = this.commit.take() {
                     let meter = this.transcoder.meter();
-                    if meter.finished() && this.failure.is_none() {
-                        this.committing = hook(meter);
-                    }
+                    this.committing = match hook(meter) {
+                        Some(wait) => Some((wait, Box::pin(tokio::time::sleep(COMMIT_TIMEOUT)))),
+                        None => {
+                            this.not_durable("the answer could not be recorded".into());
+                            continue;
+                        }
+                    };
                 }
-                if let Some(wait) = this.committing.as_mut() {
-                    if Pin::new(wait).poll(cx).is_pending() {
-                        return Poll::Pending;
+                let Some((wait, timer)) = this.committing.as_mut() else {
+                    this.not_durable("the answer could not be recorded".into());
+                    continue;
+                };
+                let outcome = match Pin::new(wait).poll(cx) {
+                    Poll::Ready(Ok(r)) => r,
+                    Poll::Ready(Err(_)) => Err("the store stopped".into()),
+                    Poll::Pending if timer.as_mut().poll(cx).is_ready() => {
+                        Err("the store did not confirm it in time".into())
                     }
-                    this.committing = None;
+                    // What came before the finish need not wait.
+                    Poll::Pending if !this.out.is_empty() => return this.frame(),
+                    Poll::Pending => return Poll::Pending,
+                };
+                this.committing = None;
+                match outcome {
+                    Ok(()) => this.transcoder.release_finish(&mut this.out),
+                    Err(e) => this.not_durable(format!("the answer could not be recorded: {e}")),
                 }
+                continue;
+            }
+            if this.transcoder.is_done() {
                 if !this.out.is_empty() {
                     return this.frame();
                 }
@@ -259,12 +284,6 @@ impl TranscodeBody {
                     if let Some(data) = frame.data_ref() {
                         this.last_activity = Instant::now();
                         this.yields = 0;
-                        if this.last_activity >= this.next_keepalive {
-                            if let Some(k) = this.keepalive.as_mut() {
-                                (k.hook)();
-                                this.next_keepalive = this.last_activity + k.every;
-                            }
-                        }
                         this.transcoder.feed(data, &mut this.out);
                         if let Some(e) = this.transcoder.error() {
                             this.failure.get_or_insert_with(|| e.to_string());
@@ -335,6 +354,11 @@ impl TranscodeBody {
 
 impl Drop for TranscodeBody {
     fn drop(&mut self) {
+        if self.transcoder.holds_finish() {
+            // The client left before it was told the answer finished: it is charged as a
+            // client that left mid-stream, for what it was sent.
+            self.transcoder.meter_mut().withdraw_finish();
+        }
         if let Some(on_end) = self.on_end.take() {
             let failure = self
                 .failure

@@ -165,7 +165,7 @@ pub struct Pending {
 
 impl Pending {
     /// For a stream: when the answer has completed, queues its exchange and hands back what
-    /// resolves once it is durable (the stream's end waits for it).
+    /// resolves once it is durable, or with the reason it cannot be (the stream's end waits).
     pub fn commit_hook(self, store: Store) -> CommitHook {
         Box::new(move |meter| {
             let exchange = self.exchange(meter, crate::store::now_ms())?;
@@ -173,10 +173,10 @@ impl Pending {
             let op = WriteOp::Conversation(
                 ConversationWrite::Record(Box::new(exchange)),
                 Box::new(move |r| {
-                    if let Err(e) = r {
+                    let _ = tx.send(r.map(drop).map_err(|e| {
                         tracing::error!(error = %e, "exchange not recorded");
-                    }
-                    let _ = tx.send(());
+                        e.to_string()
+                    }));
                 }),
             );
             match store.submit(op) {
@@ -223,6 +223,7 @@ impl Pending {
                     tool_calls: None,
                     credits: None,
                     created_at: self.started_at,
+                    truncated: false,
                 });
                 let assistant = NewMessage {
                     id: ids.message_id.clone(),
@@ -230,6 +231,7 @@ impl Pending {
                     tool_calls,
                     credits: Some(to_milli(meter.final_charge())),
                     created_at: now.max(self.started_at),
+                    truncated: meter.transcript_truncated(),
                 };
                 (user, Some(assistant))
             }

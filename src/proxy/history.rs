@@ -502,6 +502,9 @@ fn message_json(m: &MessageRecord) -> Value {
             v["usage"] = json!({ "credits": credits_json(from_milli(c)) });
         }
         v["read"] = json!(m.read_at.is_some());
+        if m.truncated {
+            v["truncated"] = json!(true);
+        }
     }
     v
 }

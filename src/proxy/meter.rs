@@ -35,6 +35,30 @@ pub struct GatewayMeter {
     charged: Option<f64>,
     /// The answer as the client gets it, kept when the exchange is to be recorded.
     transcript: Option<Box<Aggregate>>,
+    /// The most answer bytes the transcript keeps (`[server] max_answer_bytes`).
+    transcript_limit: usize,
+    /// Answer bytes in the transcript so far (see [`answer_bytes`]).
+    transcript_bytes: usize,
+    /// The transcript stopped at `transcript_limit`; the stream went on.
+    truncated: bool,
+}
+
+/// Bytes an event adds to a kept answer (its text, tool inputs and outputs), with a fixed
+/// allowance for each tool event so that many tiny ones are counted too.
+pub fn answer_bytes(event: &Event<'_>) -> usize {
+    const TOOL_EVENT: usize = 64;
+    match event {
+        Event::TextDelta { delta, .. } | Event::ReasoningDelta { delta, .. } => delta.len(),
+        Event::ToolInputStart { call_id, name } => TOOL_EVENT + call_id.len() + name.len(),
+        Event::ToolInputAvailable {
+            call_id,
+            name,
+            input,
+        } => TOOL_EVENT + call_id.len() + name.len() + input.get().len(),
+        Event::ToolOutput { call_id, output } => TOOL_EVENT + call_id.len() + output.get().len(),
+        Event::ToolError { call_id, error } => TOOL_EVENT + call_id.len() + error.len(),
+        _ => 0,
+    }
 }
 
 impl GatewayMeter {
@@ -51,13 +75,24 @@ impl GatewayMeter {
             failure: None,
             charged: None,
             transcript: None,
+            transcript_limit: 0,
+            transcript_bytes: 0,
+            truncated: false,
         }
     }
 
-    /// Keeps the answer (text, tool calls and results) for the conversation's transcript.
-    pub fn keep_transcript(mut self) -> Self {
+    /// Keeps the answer (text, tool calls and results) for the conversation's transcript, up
+    /// to `limit` answer bytes: past it the transcript is cut (at an event) and marked
+    /// truncated while the stream goes on, so what is kept stays bounded.
+    pub fn keep_transcript(mut self, limit: usize) -> Self {
         self.transcript = Some(Box::default());
+        self.transcript_limit = limit;
         self
+    }
+
+    /// True when the transcript was cut at its limit.
+    pub fn transcript_truncated(&self) -> bool {
+        self.truncated
     }
 
     /// The answer so far, when [`keep_transcript`](Self::keep_transcript) was asked for.
@@ -83,9 +118,23 @@ impl GatewayMeter {
         from_milli(to_milli(charge))
     }
 
-    /// The final charge if the answer finished, else what was used up to the end.
+    /// What the answer is charged: what the client was shown. A finished answer, the usage in
+    /// its finish; an answer that ended with an error (whatever failed), nothing; an answer the
+    /// client left mid-stream, what it was sent (base cost plus priced output).
     pub fn final_charge(&self) -> f64 {
-        self.charged.unwrap_or_else(|| self.charge())
+        match (self.charged, &self.failure) {
+            (Some(charged), _) => charged,
+            (None, Some(_)) => 0.0,
+            (None, None) => self.charge(),
+        }
+    }
+
+    /// The finish was metered but never reached the client (its exchange could not be made
+    /// durable): the answer is charged as one that failed.
+    pub fn withdraw_finish(&mut self) {
+        self.finished = false;
+        self.charged = None;
+        self.reported = None;
     }
 
     pub fn finished(&self) -> bool {
@@ -147,7 +196,15 @@ impl Meter for GatewayMeter {
     fn on_event(&mut self, event: &mut Event<'_>) -> Flow {
         let flow = self.meter_event(event);
         if let Some(t) = self.transcript.as_mut() {
-            t.push(event);
+            let bytes = answer_bytes(event);
+            if bytes == 0
+                || (!self.truncated && self.transcript_bytes + bytes <= self.transcript_limit)
+            {
+                self.transcript_bytes += bytes;
+                t.push(event);
+            } else {
+                self.truncated = true;
+            }
         }
         flow
     }

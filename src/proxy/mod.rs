@@ -9,7 +9,7 @@ mod meter;
 mod policy;
 mod teams;
 
-pub use body::{KeepAlive, StreamEnd, TranscodeBody};
+pub use body::{StreamEnd, TranscodeBody};
 pub use meter::{GatewayMeter, Ids};
 pub use policy::{Admission, Limiter, Policy};
 
@@ -551,7 +551,9 @@ impl Gateway {
             ));
         }
 
-        // A retry of an answered request is answered again, not run (nor charged) again.
+        // A retry of an answered request is answered again, not run (nor charged) again; but
+        // only to a key that may have made it: the stream scope is checked first.
+        policy::stream_scope(key.as_ref(), chat.stream)?;
         let idem = match parts.headers.get("idempotency-key") {
             None => None,
             Some(value) => {
@@ -638,10 +640,19 @@ impl Gateway {
         // more than was reserved.
         let pricing = admission.pricing(agent.config.credits);
         let meter = GatewayMeter::new(api, ids, pricing);
+        let max_answer = snap.config.server().max_answer_bytes;
         let meter = match agent.config.record {
-            true => meter.keep_transcript(),
+            true => meter.keep_transcript(max_answer),
             false => meter,
         };
+        // The reservation is extended while the request lives, whatever the client's pace.
+        let keepalive = admission.reservation.as_ref().map(|r| {
+            policy::keep_alive(
+                self.policy.store.clone(),
+                r.request_id().to_owned(),
+                snap.config.store().reservation_timeout,
+            )
+        });
         let upstream_format = upstream::stream_format(agent.config.upstream_api);
         let rate_headers = std::mem::take(&mut admission.headers);
         let idem_requested = idem.is_some();
@@ -684,28 +695,11 @@ impl Gateway {
                         agent: agent.label.clone(),
                     });
             agent_streams.inc();
-            let keepalive = admission.reservation.as_ref().map(|reservation| {
-                let store = self.policy.store.clone();
-                let id = reservation.request_id().to_owned();
-                let timeout = snap.config.store().reservation_timeout;
-                KeepAlive {
-                    every: timeout / 3,
-                    hook: Box::new(move || {
-                        let (store, id) = (store.clone(), id.clone());
-                        let expires_at = crate::store::now_ms()
-                            .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
-                        tokio::spawn(async move {
-                            if let Err(e) = store.extend(&id, expires_at).await {
-                                tracing::warn!(reservation = %id, error = %e, "reservation not extended");
-                            }
-                        });
-                    }),
-                }
-            });
             // Runs when the response body is dropped, however the stream ended (finished,
             // failed, client gone): the one place a streamed answer is settled, exactly once
             // (`settle_now` consumes the reservation).
             let on_end = Box::new(move |end: StreamEnd<'_>| {
+                drop(keepalive);
                 // Only an answer the client got whole is kept for replay.
                 if let (Some(guard), Some(bytes)) = (idem, end.captured) {
                     if end.delivered && end.failure.is_none() && end.meter.finished() {
@@ -744,7 +738,6 @@ impl Gateway {
                 agent.config.timeouts.idle,
                 self.streams_end.clone(),
                 on_end,
-                keepalive,
             );
             let body = if capture { body.capture_output() } else { body };
             // The exchange is durable before the client sees the answer's end.
@@ -759,16 +752,45 @@ impl Gateway {
                 upstream_format,
                 meter,
                 agent.config.timeouts.idle,
+                max_answer,
                 &mut ctx.waited,
             )
             .await;
-            // The client gets a 502 and no answer: nothing is charged.
-            let (aggregate, meter) =
-                answer.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", e))?;
-            // The exchange is durable before the client gets the answer.
+            drop(keepalive);
+            let (aggregate, meter) = match answer {
+                Ok(answer) => answer,
+                // The client gets a 502 and no answer: nothing is charged.
+                Err(SyncFailure::Backend(e)) => {
+                    return Err(ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", e))
+                }
+                // Too large to give: charged for what was produced (the 502 shows it).
+                Err(SyncFailure::TooLarge(meter)) => {
+                    let charged = admission.settle(meter.final_charge());
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "answer_too_large",
+                        format!(
+                            "the agent's answer is larger than {max_answer} bytes \
+                             ([server] max_answer_bytes)"
+                        ),
+                    )
+                    .with_details(serde_json::json!({
+                        "max_answer_bytes": max_answer,
+                        "usage": { "credits": history::credits_json(charged) },
+                    })));
+                }
+            };
+            // The exchange is durable before the client gets the answer; if it cannot be
+            // made so, the client gets an error (and is charged nothing), never an answer
+            // that history will not have.
             if let Some(exchange) = pending.exchange(&meter, crate::store::now_ms()) {
                 if let Err(e) = self.policy.store.record_exchange(exchange).await {
                     tracing::error!(error = %e, "exchange not recorded");
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the answer could not be recorded (the conversation store is unavailable)",
+                    ));
                 }
             }
             let charged = admission.settle(meter.final_charge());
@@ -869,6 +891,25 @@ impl Gateway {
             )
             .with_details(serde_json::json!({ "upstream_status": response.status().as_u16() })));
         }
+        // An answer that is not an event stream (e.g. an HTML error page with 200) is a failed
+        // answer before any output, stream or sync alike: 502, nothing charged.
+        if let Some(ct) = response.headers().get(CONTENT_TYPE) {
+            let event_stream = ct.to_str().is_ok_and(|v| {
+                v.trim_start()
+                    .get(..17)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
+            });
+            if !event_stream {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "the agent's backend answered with something other than an event stream",
+                )
+                .with_details(serde_json::json!({
+                    "upstream_content_type": String::from_utf8_lossy(ct.as_bytes()),
+                })));
+            }
+        }
         Ok(response)
     }
 }
@@ -907,42 +948,68 @@ async fn send_upstream(
     }
 }
 
+/// Why a sync answer was not given.
+enum SyncFailure {
+    /// The backend failed (error, timeout, a stream that is not one): nothing is charged.
+    Backend(String),
+    /// The answer passed `[server] max_answer_bytes`; reading stopped there.
+    TooLarge(Box<GatewayMeter>),
+}
+
+impl std::fmt::Display for SyncFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncFailure::Backend(e) => f.write_str(e),
+            SyncFailure::TooLarge(_) => f.write_str("the answer is larger than max_answer_bytes"),
+        }
+    }
+}
+
 /// Reads a whole upstream stream into an answer, for sync requests.
 async fn aggregate(
     body: Incoming,
     format: Format,
     meter: GatewayMeter,
     idle: Duration,
+    limit: usize,
     waited: &mut Duration,
-) -> Result<(Aggregate, GatewayMeter), String> {
-    aggregate_with(body, format, meter, idle, waited, &mut |_| {}).await
+) -> Result<(Aggregate, GatewayMeter), SyncFailure> {
+    aggregate_with(body, format, meter, idle, limit, waited, &mut |_| {}).await
 }
 
-/// [`aggregate`], showing each event (after metering) to `on_event` as it arrives.
+/// [`aggregate`], showing each event (after metering) to `on_event` as it arrives. At most
+/// `limit` answer bytes are gathered: past them reading stops ([`SyncFailure::TooLarge`]).
 async fn aggregate_with(
     mut body: Incoming,
     format: Format,
     mut meter: GatewayMeter,
     idle: Duration,
+    limit: usize,
     waited: &mut Duration,
     on_event: &mut (dyn FnMut(&crate::formats::Event<'_>) + Send),
-) -> Result<(Aggregate, GatewayMeter), String> {
+) -> Result<(Aggregate, GatewayMeter), SyncFailure> {
     let mut parser = sse::Parser::default();
     let mut decoder = Decoder::new(format);
     let mut aggregate = Aggregate::default();
+    let mut bytes = 0usize;
+    let mut too_large = false;
     loop {
         let reading = Instant::now();
         let frame = tokio::time::timeout(idle, body.frame()).await;
         *waited += reading.elapsed();
         let frame = match frame {
             Err(_) => {
-                return Err(format!(
+                return Err(SyncFailure::Backend(format!(
                     "upstream sent nothing for {} s",
                     idle.as_secs_f64()
-                ))
+                )))
             }
             Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(format!("upstream connection failed: {e}")),
+            Ok(Some(Err(e))) => {
+                return Err(SyncFailure::Backend(format!(
+                    "upstream connection failed: {e}"
+                )))
+            }
             Ok(Some(Ok(frame))) => frame,
         };
         let Some(data) = frame.data_ref() else {
@@ -951,21 +1018,36 @@ async fn aggregate_with(
         parser
             .feed::<DecodeError, _>(data, |e| {
                 decoder.decode(&e, &mut |mut ev| {
+                    if too_large {
+                        return;
+                    }
+                    bytes += meter::answer_bytes(&ev);
+                    if bytes > limit {
+                        too_large = true;
+                        return;
+                    }
                     let _ = meter.on_event(&mut ev);
                     on_event(&ev);
                     aggregate.push(&ev);
                 })
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SyncFailure::Backend(e.to_string()))?;
+        if too_large {
+            return Err(SyncFailure::TooLarge(Box::new(meter)));
+        }
         if aggregate.finished || aggregate.error.is_some() {
             break;
         }
     }
     if !aggregate.finished && aggregate.error.is_none() {
-        decoder.end().map_err(|e| e.to_string())?;
+        decoder
+            .end()
+            .map_err(|e| SyncFailure::Backend(e.to_string()))?;
     }
     if let Some(e) = &aggregate.error {
-        return Err(format!("the agent's backend failed: {e}"));
+        return Err(SyncFailure::Backend(format!(
+            "the agent's backend failed: {e}"
+        )));
     }
     Ok((aggregate, meter))
 }
@@ -1022,9 +1104,10 @@ fn no_agent() -> Arc<str> {
         .clone()
 }
 
-/// 200 when the store answers, 503 with the reason when not.
+/// 200 when the store commits a write within 2 s (and, for SQLite, the file at its path is
+/// still the one it opened), 503 with the reason when not.
 async fn readiness(policy: &Policy) -> (StatusCode, Bytes) {
-    match tokio::time::timeout(Duration::from_secs(2), policy.store.pending_count()).await {
+    match tokio::time::timeout(Duration::from_secs(2), policy.store.probe()).await {
         Ok(Ok(_)) => (
             StatusCode::OK,
             Bytes::from_static(b"{\"status\":\"ok\",\"checks\":{\"config\":\"ok\",\"store\":\"ok\"}}"),

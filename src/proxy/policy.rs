@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, StatusCode};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::auth::{AuthError, Authenticator, KeyInfo, Scopes};
 use crate::config::{AgentConfig, AgentCredits, Config, Rate, ReserveMode, StoreUrl};
@@ -191,13 +192,7 @@ impl Policy {
         let Some(key) = key else {
             return self.admit_open(agent, stream).await;
         };
-        if stream && !key.has_scope(Scopes::AGENTS_STREAM) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this API key does not allow streaming (agents:stream scope)",
-            ));
-        }
+        stream_scope(Some(&key), stream)?;
         let limits = key.limits();
         let key_quota =
             RateQuota::from_parts(limits.rate_per_second, limits.rate_burst).or(self.key_rate);
@@ -383,6 +378,49 @@ impl Drop for Admission {
     fn drop(&mut self) {
         self.settle_with(|r| r.meter().get().unwrap_or(0.0));
     }
+}
+
+/// Keeps a live request's reservation from being taken for abandoned by recovery: extends it
+/// every third of `timeout` on a timer (whatever the client's reading pace or the backend's)
+/// until the returned guard is dropped with the request.
+pub fn keep_alive(store: Store, id: String, timeout: Duration) -> DropGuard {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let every = (timeout / 3).max(MIN_RECOVERY_INTERVAL);
+    let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopped.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let expires_at = crate::store::now_ms().saturating_add(timeout_ms);
+            tokio::select! {
+                _ = stopped.cancelled() => return,
+                r = tokio::time::timeout(every, store.extend(&id, expires_at)) => match r {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(request_id = %id, error = %e, "reservation not extended")
+                    }
+                    Err(_) => tracing::warn!(request_id = %id, "reservation not extended in time"),
+                },
+            }
+        }
+    });
+    stop.drop_guard()
+}
+
+/// A stream needs a key with `agents:stream` (403). Checked by [`Policy::admit`], and before
+/// an idempotent replay, which must pass the checks a fresh request would.
+pub fn stream_scope(key: Option<&KeyInfo>, stream: bool) -> Result<(), ApiError> {
+    if stream && key.is_some_and(|k| !k.has_scope(Scopes::AGENTS_STREAM)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this API key does not allow streaming (agents:stream scope)",
+        ));
+    }
+    Ok(())
 }
 
 /// Which limit refused a request answered 429 by [`Policy::admit`]: `key`, `agent` or

@@ -512,6 +512,7 @@ async fn ask(
         format,
         meter,
         idle,
+        snap.config.server().max_answer_bytes,
         waited,
         &mut |e| {
             if let Event::TextDelta { delta, .. } = e {
@@ -520,7 +521,7 @@ async fn ask(
         },
     )
     .await
-    .map_err(|e| ("bad_gateway".to_owned(), e))?;
+    .map_err(|e| ("bad_gateway".to_owned(), e.to_string()))?;
     let charged = admission.settle(meter.final_charge());
     Ok((answer.text, charged))
 }

@@ -49,6 +49,8 @@ pub struct MessageRecord {
     pub credits: Option<i64>,
     pub created_at: UnixMs,
     pub read_at: Option<UnixMs>,
+    /// The answer was kept only up to `[server] max_answer_bytes`.
+    pub truncated: bool,
 }
 
 /// A message to append.
@@ -59,6 +61,8 @@ pub struct NewMessage {
     pub tool_calls: Option<String>,
     pub credits: Option<i64>,
     pub created_at: UnixMs,
+    /// The answer was kept only up to `[server] max_answer_bytes`.
+    pub truncated: bool,
 }
 
 /// A completed exchange: the conversation (opened if new, its backend id updated if revealed)
@@ -152,7 +156,7 @@ fn conversation_row(r: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, seq, role, content, tool_calls, credits, created_at, read_at";
+    "id, conversation_id, seq, role, content, tool_calls, credits, created_at, read_at, truncated";
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     Ok(MessageRecord {
@@ -165,6 +169,7 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         credits: r.get(6)?,
         created_at: r.get(7)?,
         read_at: r.get(8)?,
+        truncated: r.get::<_, i64>(9)? != 0,
     })
 }
 
@@ -310,8 +315,8 @@ fn record(c: &Connection, x: &Exchange) -> Result<(), StoreError> {
     let mut insert = c.prepare_cached(
         "INSERT INTO messages
              (id, account, agent_id, conversation_id, seq, role, content, tool_calls, credits,
-              created_at, read_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)",
+              created_at, read_at, truncated)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11)",
     )?;
     for (message, role) in messages {
         let Some(m) = message else { continue };
@@ -326,7 +331,8 @@ fn record(c: &Connection, x: &Exchange) -> Result<(), StoreError> {
             m.content,
             m.tool_calls,
             m.credits,
-            m.created_at
+            m.created_at,
+            i64::from(m.truncated)
         ])?;
     }
     Ok(())

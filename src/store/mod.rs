@@ -59,6 +59,13 @@ pub enum StoreError {
     Batch(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The SQLite file at the store's path is no longer the one it opened (deleted or
+    /// replaced): writes would go to an unlinked file, so none is made.
+    #[error("the store file {0} was deleted or replaced since it was opened")]
+    Replaced(String),
+    /// The op would pass a limit (e.g. a balance above the maximum); nothing was written.
+    #[error("{0}")]
+    Limit(&'static str),
     #[error("blocking task failed: {0}")]
     Task(String),
 }
@@ -207,7 +214,8 @@ pub struct IdemCompletion {
 /// A write for the writer. Each carries the callback to run once its batch has committed.
 pub enum WriteOp {
     Reserve(NewReservation, Done<ReserveOutcome>),
-    /// `None`: fire-and-forget. Never dropped: retried until it commits while the process lives.
+    /// Never dropped: retried (with a bounded backoff) until it commits while the process
+    /// lives; its callback (`None`: fire-and-forget) hears of it once it has.
     Settle(SettleRequest, Option<Done<SettleOutcome>>),
     Extend {
         id: String,
@@ -233,14 +241,18 @@ pub enum WriteOp {
     Conversation(ConversationWrite, Done<ConversationOutcome>),
     /// Completes once everything queued before it has committed.
     Flush(Done<()>),
+    /// A real (tiny) write, committed like any other: `/readyz` asks whether the store can
+    /// write.
+    Probe(Done<()>),
 }
 
 impl WriteOp {
-    /// Fire-and-forget ops have nobody to report failure to, so they must be retried, never lost.
-    pub(crate) fn is_fire_and_forget(&self) -> bool {
+    /// Ops retried until they commit, never failed: settlements (money must never be lost,
+    /// whoever waits for them) and the fire-and-forget ops that have nobody to report to.
+    pub(crate) fn is_retried_until_committed(&self) -> bool {
         matches!(
             self,
-            WriteOp::Settle(_, None)
+            WriteOp::Settle(..)
                 | WriteOp::Extend { done: None, .. }
                 | WriteOp::IdemAbort { done: None, .. }
         )
@@ -607,6 +619,12 @@ impl Store {
     /// Waits until every write queued before this call has committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.call(WriteOp::Flush).await
+    }
+
+    /// Commits a tiny write (and, for SQLite, checks that the file at the path is still the
+    /// one opened): whether the store can take writes now.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        self.call(WriteOp::Probe).await
     }
 
     // ---- credit leases (PostgreSQL) ------------------------------------------------------

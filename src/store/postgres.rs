@@ -444,13 +444,9 @@ async fn exec(sh: &Shared, op: WriteOp) {
     match op {
         WriteOp::Reserve(r, done) => done(reserve_retrying(sh, &r).await),
         WriteOp::Settle(s, done) => {
-            let mode = if done.is_none() {
-                Retry::Forever
-            } else {
-                Retry::Idempotent
-            };
+            // Money is never dropped: retried until it lands, whoever waits for it.
             let s = &s;
-            let r = attempt(sh, mode, |c| async move { settle(&c, s).await }).await;
+            let r = attempt(sh, Retry::Forever, |c| async move { settle(&c, s).await }).await;
             match done {
                 Some(done) => done(r),
                 None => {
@@ -568,8 +564,21 @@ async fn exec(sh: &Shared, op: WriteOp) {
             )
         }
         WriteOp::Flush(done) => done(Ok(())),
+        WriteOp::Probe(done) => done(
+            attempt(sh, Retry::Idempotent, |c| async move {
+                c.execute(PROBE_SQL, &[&super::now_ms()])
+                    .await
+                    .map_err(pg_err)
+                    .map(drop)
+            })
+            .await,
+        ),
     }
 }
+
+/// `/readyz`'s write: one counter row, overwritten.
+const PROBE_SQL: &str = "INSERT INTO counters (name, value) VALUES ('ready_probe', $1)
+     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value";
 
 // ---- writes ---------------------------------------------------------------------------------
 
@@ -705,6 +714,10 @@ async fn grant(mut c: Object, g: &NewGrant) -> Result<i64, StoreError> {
         .await
         .map_err(pg_err)?;
     let balance: i64 = col(&row, 0)?;
+    if balance > crate::credits::MAX_BALANCE_MILLI {
+        // Dropping the transaction rolls the grant back.
+        return Err(StoreError::Limit(super::sqlite::BALANCE_LIMIT));
+    }
     tx.execute(
         "INSERT INTO grants (id, account, amount, memo, created_at) VALUES ($1, $2, $3, $4, $5)",
         &[

@@ -115,6 +115,11 @@ CREATE INDEX messages_inbox ON messages (account, agent_id, read_at, created_at,
     ),
     // chatbase `userId`, fixed when a conversation is opened (SPEC §11).
     (4, "ALTER TABLE conversations ADD COLUMN user_id TEXT;"),
+    // An answer kept only up to `[server] max_answer_bytes` is marked.
+    (
+        5,
+        "ALTER TABLE messages ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;",
+    ),
 ];
 
 /// The newest schema version this binary knows.

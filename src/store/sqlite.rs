@@ -120,6 +120,7 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         configure(&conn, &opts)?;
         migrate(&conn)?;
+        let file = StoreFile::opened(path)?;
         let reads = Arc::new(ReadPool {
             path: path.to_path_buf(),
             opts: opts.clone(),
@@ -132,7 +133,7 @@ impl SqliteStore {
         let max_batch = opts.max_batch.max(1);
         let writer = std::thread::Builder::new()
             .name("agentgate-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch))
+            .spawn(move || writer_loop(conn, rx, max_batch, file))
             .map_err(|e| StoreError::Task(e.to_string()))?;
         Ok(SqliteStore {
             tx: Some(tx),
@@ -212,12 +213,58 @@ impl ReadPool {
 
 // ---- the writer ---------------------------------------------------------------------------
 
+/// The file a store opened, so that a path that no longer names it (the file or its directory
+/// deleted, another file moved there) is noticed instead of writing into an unlinked file.
+struct StoreFile {
+    path: PathBuf,
+    /// Device and inode of the file opened (Unix; elsewhere not checked).
+    id: Option<(u64, u64)>,
+}
+
+impl StoreFile {
+    fn opened(path: &Path) -> Result<StoreFile, StoreError> {
+        Ok(StoreFile {
+            path: path.to_path_buf(),
+            id: file_id(path).map_err(|e| StoreError::Task(format!("{}: {e}", path.display())))?,
+        })
+    }
+
+    /// Fails when the path no longer names the file opened.
+    fn check(&self) -> Result<(), StoreError> {
+        let Some(opened) = self.id else {
+            return Ok(());
+        };
+        match file_id(&self.path) {
+            Ok(Some(now)) if now == opened => Ok(()),
+            _ => Err(StoreError::Replaced(self.path.display().to_string())),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn file_id(path: &Path) -> std::io::Result<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok(Some((m.dev(), m.ino())))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &Path) -> std::io::Result<Option<(u64, u64)>> {
+    Ok(None)
+}
+
+/// Pause before a batch that failed every attempt is tried again: doubled each round, at most
+/// [`RETRY_MAX`], back to [`RETRY_MIN`] after a commit.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Group commit: block for the first op, take whatever else is queued (up to `max_batch`),
 /// commit it as one transaction, answer every op, repeat. After `Shutdown` (or when every
 /// sender is gone) it drains what is left and stops.
-fn writer_loop(conn: Connection, rx: Receiver<Msg>, max_batch: usize) {
+fn writer_loop(conn: Connection, rx: Receiver<Msg>, max_batch: usize, file: StoreFile) {
     let mut retry: Vec<WriteOp> = Vec::new();
     let mut stopping = false;
+    let mut backoff = RETRY_MIN;
     loop {
         let mut batch = std::mem::take(&mut retry);
         if batch.is_empty() && !stopping {
@@ -240,8 +287,10 @@ fn writer_loop(conn: Connection, rx: Receiver<Msg>, max_batch: usize) {
         if batch.is_empty() {
             return; // stopping, and nothing left
         }
-        retry = run_batch(&conn, batch);
-        if !retry.is_empty() {
+        retry = run_batch(&conn, &file, batch);
+        if retry.is_empty() {
+            backoff = RETRY_MIN;
+        } else {
             if stopping {
                 tracing::error!(
                     ops = retry.len(),
@@ -249,7 +298,13 @@ fn writer_loop(conn: Connection, rx: Receiver<Msg>, max_batch: usize) {
                 );
                 return;
             }
-            std::thread::sleep(Duration::from_millis(200));
+            tracing::error!(
+                ops = retry.len(),
+                retry_in_ms = backoff.as_millis() as u64,
+                "settlements not yet durable; retrying"
+            );
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(RETRY_MAX);
         }
     }
 }
@@ -266,13 +321,14 @@ enum Outcome {
     Conversation(super::ConversationOutcome),
 }
 
-/// Commits one batch, retrying transient failures. Returns fire-and-forget ops that could not
-/// be committed; the loop retries them (they must never be lost while the process lives).
-fn run_batch(conn: &Connection, ops: Vec<WriteOp>) -> Vec<WriteOp> {
+/// Commits one batch, retrying transient failures. Returns the ops that could not be committed
+/// and must not be failed (settlements, fire-and-forget ops); the loop retries them (they must
+/// never be lost while the process lives).
+fn run_batch(conn: &Connection, file: &StoreFile, ops: Vec<WriteOp>) -> Vec<WriteOp> {
     const ATTEMPTS: u32 = 6;
     let mut last_err = String::new();
     for attempt in 0..ATTEMPTS {
-        match try_batch(conn, &ops) {
+        match file.check().and_then(|()| try_batch(conn, &ops)) {
             Ok(outcomes) => {
                 for (op, out) in ops.into_iter().zip(outcomes) {
                     finish(op, out);
@@ -289,20 +345,17 @@ fn run_batch(conn: &Connection, ops: Vec<WriteOp>) -> Vec<WriteOp> {
     }
     let mut keep = Vec::new();
     for op in ops {
-        if op.is_fire_and_forget() {
+        if op.is_retried_until_committed() {
             keep.push(op);
         } else {
             finish(op, Err(StoreError::Batch(last_err.clone())));
         }
     }
-    if !keep.is_empty() {
-        tracing::error!(ops = keep.len(), error = %last_err, "settlements not yet durable; retrying");
-    }
     keep
 }
 
 fn is_constraint(e: &StoreError) -> bool {
-    matches!(e, StoreError::Duplicate(_))
+    matches!(e, StoreError::Duplicate(_) | StoreError::Limit(_))
         || matches!(e, StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
             if f.code == ErrorCode::ConstraintViolation)
 }
@@ -374,10 +427,12 @@ fn finish(op: WriteOp, out: Result<Outcome, StoreError>) {
             Outcome::Balance(b) => Ok(b),
             _ => mismatch(),
         })),
-        WriteOp::InsertKey(_, done) | WriteOp::Flush(done) => done(out.and_then(|o| match o {
-            Outcome::Unit => Ok(()),
-            _ => mismatch(),
-        })),
+        WriteOp::InsertKey(_, done) | WriteOp::Flush(done) | WriteOp::Probe(done) => {
+            done(out.and_then(|o| match o {
+                Outcome::Unit => Ok(()),
+                _ => mismatch(),
+            }))
+        }
         WriteOp::RevokeKey { done, .. } => done(out.and_then(|o| match o {
             Outcome::Revoke(r) => Ok(r),
             _ => mismatch(),
@@ -446,6 +501,14 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Outcome, StoreError> {
             super::conversations::apply(conn, w).map(Outcome::Conversation)
         }
         WriteOp::Flush(_) => Ok(Outcome::Unit),
+        WriteOp::Probe(_) => {
+            conn.prepare_cached(
+                "INSERT INTO counters (name, value) VALUES ('ready_probe', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![super::now_ms()])?;
+            Ok(Outcome::Unit)
+        }
     }
 }
 
@@ -525,6 +588,11 @@ fn settle(conn: &Connection, s: &SettleRequest) -> Result<SettleOutcome, StoreEr
 
 fn grant(conn: &Connection, g: &NewGrant) -> Result<i64, StoreError> {
     ensure_account(conn, &g.account, g.now)?;
+    // Checked before the update: past i64, SQLite would turn the balance into a REAL.
+    let before = account_balance(conn, &g.account)?.unwrap_or(0);
+    if before.saturating_add(g.amount) > crate::credits::MAX_BALANCE_MILLI {
+        return Err(StoreError::Limit(BALANCE_LIMIT));
+    }
     let balance: i64 = conn
         .prepare_cached(
             "UPDATE accounts SET balance = balance + ?1 WHERE id = ?2 RETURNING balance",
@@ -542,6 +610,10 @@ fn grant(conn: &Connection, g: &NewGrant) -> Result<i64, StoreError> {
     ])?;
     Ok(balance)
 }
+
+/// Why a grant past [`crate::credits::MAX_BALANCE_CREDITS`] is refused.
+pub(crate) const BALANCE_LIMIT: &str =
+    "the balance would exceed 1e15 credits (MAX_BALANCE_CREDITS)";
 
 fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), StoreError> {
     ensure_account(conn, &k.account, k.created_at)?;
