@@ -604,7 +604,8 @@ async fn a_key_revoked_through_one_replica_is_refused_by_the_others_within_a_sec
 /// offer ~1,000 requests per second spread over the three replicas for three seconds. GCRA
 /// admits at most `burst + rate × t` in any window of `t` seconds, so each one-second bucket
 /// (by the time the answer arrived) may hold at most 100 + 10 (burst) + 10 (the spread of
-/// response latencies across bucket edges): the documented margin.
+/// response latencies across bucket edges): the documented margin. The lower bounds are taken
+/// from what was actually offered, which a loaded machine may keep far below ~1,000/s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_limit_of_100_per_second_holds_across_three_replicas() {
     let Some(fleet) = Fleet::start(FleetSpec {
@@ -684,9 +685,31 @@ async fn a_fleet_limit_of_100_per_second_holds_across_three_replicas() {
             "second {s}: {n} admitted, more than 100 + margin"
         );
     }
-    // The limit was the bottleneck: many refused, and the allowance was used.
-    assert!(limited.load(Ordering::Relaxed) > admitted.len());
-    assert!(admitted.len() as f64 >= 0.8 * 100.0 * elapsed.min(secs as f64));
+    // Judged against what this machine actually offered (a loaded one may offer far less
+    // than the ~1,000/s meant): up to the allowance, what was offered got through...
+    let limited = limited.load(Ordering::Relaxed);
+    assert_eq!(
+        admitted.len() + limited,
+        offered,
+        "every request answered 200 or 429"
+    );
+    let allowance = 100.0 * elapsed + 10.0;
+    let admitted_n = admitted.len() as f64;
+    assert!(
+        admitted_n >= 0.5 * (offered as f64).min(allowance),
+        "{admitted_n} admitted of {offered} offered (allowance {allowance:.0})"
+    );
+    // ...and where it clearly exceeded the limit, the limit was the bottleneck: requests were
+    // refused and the allowance was used.
+    if offered as f64 > 1.5 * allowance {
+        assert!(limited > 0, "{offered} offered, none refused");
+        assert!(
+            admitted_n >= 0.8 * 100.0 * elapsed.min(secs as f64),
+            "{admitted_n} admitted of {offered} offered in {elapsed:.1} s"
+        );
+    } else {
+        eprintln!("fleet limit: the machine offered less than 1.5x the limit; upper bound checked");
+    }
     fleet.cleanup_redis().await;
 }
 

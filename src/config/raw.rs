@@ -55,6 +55,18 @@ pub(crate) struct RawServer {
     pub drain_timeout_s: Option<u64>,
     /// Largest request body accepted, in bytes (default 1048576); larger bodies get 413.
     pub max_body_bytes: Option<Spanned<u64>>,
+    /// Seconds a new connection gets to send its first request's headers (TLS handshake and
+    /// HTTP/2 preface included; default 10); a silent or half-open connection is closed.
+    pub header_read_timeout_s: Option<Spanned<u64>>,
+    /// Seconds a connection may stay open with no request in flight (HTTP/1.1 keep-alive and
+    /// HTTP/2; default 60); it is then closed gracefully.
+    pub idle_timeout_s: Option<Spanned<u64>>,
+    /// Seconds a client gets to send a request body once its headers are in (default 30);
+    /// slower bodies get 408.
+    pub body_read_timeout_s: Option<Spanned<u64>>,
+    /// Open connections accepted on the main and front listeners together (default 10000);
+    /// beyond it new connections are closed at once. The admin listener is not counted.
+    pub max_connections: Option<Spanned<u64>>,
     /// Log output: `"text"` (default) or `"json"`.
     pub log_format: Option<RawLogFormat>,
     /// TLS for the main listener and every front listener (optional).
