@@ -2,6 +2,7 @@
 //! `h2`/`http/1.1`), and graceful shutdown with a drain timeout.
 
 mod conn;
+mod parse_errors;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use conn::{Activity, ConnLimits, Throttled, Tracked};
+use parse_errors::ErrorBodies;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -316,7 +318,8 @@ async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationTok
             };
             let result = match &ctx.tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let conn =
+                        builder.serve_connection(TokioIo::new(ErrorBodies::new(stream)), svc);
                     conn::supervise(conn, &activity, ctx.limits, accepted, &ctx.drain).await
                 }
                 Some(acceptor) => {
@@ -326,7 +329,8 @@ async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationTok
                     );
                     match handshake.await {
                         Ok(Ok(tls_stream)) => {
-                            let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
+                            let conn = builder
+                                .serve_connection(TokioIo::new(ErrorBodies::new(tls_stream)), svc);
                             conn::supervise(conn, &activity, ctx.limits, accepted, &ctx.drain).await
                         }
                         Ok(Err(e)) => {
@@ -449,7 +453,7 @@ async fn admin_loop(
                     )
                 }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let conn = builder.serve_connection(TokioIo::new(ErrorBodies::new(stream)), svc);
             let _ = conn::supervise(conn, &activity, limits, accepted, &drain).await;
         });
     }

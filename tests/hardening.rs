@@ -120,10 +120,20 @@ async fn idle_connections_are_closed() {
     let mut frame = vec![0, 0, block.len() as u8, 0x01, 0x05, 0, 0, 0, 1];
     frame.extend_from_slice(block);
     raw_req.write_all(&frame).await.expect("write headers");
-    let got = closed_by_peer(&mut raw_req)
-        .await
-        .unwrap_or_else(|e| panic!("idle HTTP/2 connection {e}"));
-    // A GOAWAY frame (type 7, no flags, stream 0) came before the close.
+    // The answer, then — idle — a GOAWAY frame (type 7, no flags, stream 0): the graceful
+    // close begins (a client that acks hyper's PING then sees the connection closed).
+    let deadline = tokio::time::Instant::now() + CLOSE_PATIENCE;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(6).any(|w| w == [0x07, 0x00, 0, 0, 0, 0]) {
+        match tokio::time::timeout_at(deadline, raw_req.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            Ok(_) => break, // closed: fine too, if a GOAWAY came first
+            Err(_) => {
+                panic!("no GOAWAY on an idle HTTP/2 connection after {CLOSE_PATIENCE:?}: {got:?}")
+            }
+        }
+    }
     assert!(
         got.windows(6).any(|w| w == [0x07, 0x00, 0, 0, 0, 0]),
         "GOAWAY expected: {got:?}"
@@ -217,7 +227,7 @@ async fn the_gateway_answers_while_many_silent_connections_are_open() {
     let dir = tempfile::tempdir().expect("dir");
     let toml = format!(
         "[server]\nlisten = \"{LOOPBACK}\"\nadmin_listen = \"{ADMIN_LISTEN}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
-         max_connections = {}\nheader_read_timeout_s = 120\n\
+         log_format = \"json\"\nmax_connections = {}\nheader_read_timeout_s = 120\n\
          [store]\nurl = \"sqlite://{}\"\n\
          [[front]]\napi = \"agents\"\nprefix = \"/agents\"\nrequire_key = false\n{}",
         n + 100,
@@ -329,7 +339,7 @@ fn process_config(
     agent_extra: &str,
 ) -> std::path::PathBuf {
     let toml = format!(
-        "[server]\nlisten = \"{LOOPBACK}\"\n{server_extra}\n\
+        "[server]\nlisten = \"{LOOPBACK}\"\nlog_format = \"json\"\n{server_extra}\n\
          [store]\nurl = \"sqlite://{}\"\n\
          [[front]]\napi = \"agents\"\nprefix = \"/agents\"\nrequire_key = false\n{}",
         dir.join("agentgate.db").display(),
@@ -492,6 +502,43 @@ async fn chat_routes_percent_decode_the_agent_id() {
             "{front:?} {path}: {}",
             r.text().await.unwrap_or_default()
         );
+    }
+}
+
+/// hyper's own answers to requests it cannot parse (400) or whose head is too large (431)
+/// carry the fronts' JSON error body, on the main and the admin listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_and_oversized_heads_get_a_json_error_body() {
+    let (gw, admin) = gateway("", &[]).await;
+    let too_many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let cases = [
+        (
+            "GET / HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nhost: x\r\n{too_many}\r\n"),
+            431,
+            "request_header_fields_too_large",
+        ),
+    ];
+    for addr in [gw.addr, admin] {
+        for (request, status, code) in &cases {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(request.as_bytes()).await.expect("write");
+            let got = closed_by_peer(&mut s)
+                .await
+                .unwrap_or_else(|e| panic!("{addr} {status}: {e}"));
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+            let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+            assert!(head.contains("content-type: application/json"), "{head}");
+            let v: Value = serde_json::from_str(body)
+                .unwrap_or_else(|e| panic!("{addr} {status}: body not JSON ({e}): {text}"));
+            assert_eq!(v["error"]["code"], *code, "{v}");
+            assert!(v["error"]["message"].is_string() && v["error"]["details"].is_object());
+        }
     }
 }
 
