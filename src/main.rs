@@ -33,6 +33,10 @@ enum Command {
         /// Config file. When the default is absent, the embedded quick-start config is used.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Main listener `IP:PORT`, instead of the config's `[server] listen` (fronts served
+        /// there move with it); e.g. `0.0.0.0:8080` in a container.
+        #[arg(long, env = "AGENTGATE_LISTEN")]
+        listen: Option<SocketAddr>,
     },
     /// Validate a config file: every error names the file, line and reason.
     Check {
@@ -77,10 +81,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve { config, listen } => {
             let config_path = config;
             let config = match load_config(&config_path) {
-                Ok(c) => c,
+                Ok(c) => match listen {
+                    Some(listen) => c.with_listen(listen),
+                    None => c,
+                },
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
@@ -89,7 +96,7 @@ fn main() -> ExitCode {
             let _telemetry = init_tracing(config.server().log_format);
             // The embedded quick start has no file to reload.
             let path = config_path.exists().then_some(config_path);
-            runtime().block_on(serve(config, path))
+            runtime().block_on(serve(config, path, listen))
         }
         Command::Keys(args) => admin_exit(runtime().block_on(agentgate::admin::cli::run_keys(
             args,
@@ -182,7 +189,12 @@ fn admin_exit(result: Result<(), agentgate::admin::AdminError>) -> ExitCode {
     }
 }
 
-async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
+async fn serve(config: Config, path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
+    // Every connection is a file descriptor: use all the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
     let watch = config.server().watch_config;
     let running = match agentgate::server::start(config).await {
         Ok(r) => r,
@@ -192,6 +204,9 @@ async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
         }
     };
     let stop = tokio_util::sync::CancellationToken::new();
+    if let Some(listen) = listen {
+        running.reloader.set_listen_override(listen);
+    }
     if let Some(path) = path {
         let path = std::path::absolute(&path).unwrap_or(path);
         running.reloader.set_path(path);

@@ -53,6 +53,8 @@ struct Inner {
     status: Mutex<Status>,
     /// The file `serve` read, when it read one.
     path: Mutex<Option<PathBuf>>,
+    /// `serve --listen`: replaces `[server] listen` of every config read.
+    listen: Mutex<Option<SocketAddr>>,
 }
 
 #[derive(Default)]
@@ -93,6 +95,7 @@ impl Reloader {
                 health: Mutex::new(CancellationToken::new()),
                 status: Mutex::new(Status::default()),
                 path: Mutex::new(None),
+                listen: Mutex::new(None),
             }),
         };
         reloader.installed();
@@ -112,6 +115,11 @@ impl Reloader {
     pub fn set_path(&self, path: PathBuf) {
         lock(&self.inner.status).sha256 = read_if_present(&path).map(|t| sha256_hex(&t));
         *lock(&self.inner.path) = Some(path);
+    }
+
+    /// Replaces `[server] listen` of the configs reloaded from now on (`serve --listen`).
+    pub fn set_listen_override(&self, listen: SocketAddr) {
+        *lock(&self.inner.listen) = Some(listen);
     }
 
     pub fn path(&self) -> Option<PathBuf> {
@@ -152,8 +160,13 @@ impl Reloader {
         // The hash of the text read just before it is parsed (a write in between is seen by the
         // next reload or file change).
         let sha256 = read_if_present(&path).map(|t| sha256_hex(&t));
+        let listen = *lock(&self.inner.listen);
         match Config::load(&path) {
             Ok(config) => {
+                let config = match listen {
+                    Some(listen) => config.with_listen(listen),
+                    None => config,
+                };
                 self.apply(config, trigger).await?;
                 let sha256 = sha256.unwrap_or_default();
                 lock(&self.inner.status).sha256 = Some(sha256.clone());

@@ -1,6 +1,9 @@
 //! Listeners: the accept loop, hyper-util's auto builder (HTTP/1.1 and h2c, or TLS with ALPN
 //! `h2`/`http/1.1`), and graceful shutdown with a drain timeout.
 
+mod conn;
+mod parse_errors;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,11 +13,15 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use conn::{Activity, ConnLimits, Throttled, Tracked};
+use parse_errors::ErrorBodies;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -25,6 +32,10 @@ use crate::config::{Config, StoreUrl, TlsConfig};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Policy};
 use crate::reload::Reloader;
+
+/// After the drain timeout, how long the ended streams and requests get to write their last
+/// bytes before the process may exit.
+const END_FLUSH: Duration = Duration::from_secs(1);
 
 /// Largest admin API request body.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
@@ -53,7 +64,10 @@ pub struct Running {
     stop_accepting: CancellationToken,
     streams_end: CancellationToken,
     tasks: JoinSet<()>,
-    drain: Arc<GracefulShutdown>,
+    /// The connections of the main and front listeners.
+    conns: TaskTracker,
+    /// Asks every connection to close once its request in flight is answered.
+    drain: CancellationToken,
     /// The admin listener serves on through the drain (metrics, `/readyz` saying "draining").
     /// (A `JoinSet`, so that dropping `Running` without a shutdown stops it too.)
     admin: Option<(JoinSet<()>, CancellationToken)>,
@@ -82,20 +96,16 @@ impl Running {
         self.reloader.gateway().set_draining();
         self.stop_accepting.cancel();
         while self.tasks.join_next().await.is_some() {}
-        // The accept loops have ended, so this is the last handle.
-        let Ok(drain) = Arc::try_unwrap(self.drain) else {
-            self.streams_end.cancel();
-            release_leases(&self.policy).await;
-            stop_admin(self.admin).await;
-            return;
-        };
-        let drained = tokio::time::timeout(drain_timeout, drain.shutdown()).await;
+        self.conns.close();
+        self.drain.cancel();
+        let drained = tokio::time::timeout(drain_timeout, self.conns.wait()).await;
         if drained.is_err() {
             metrics.drain_cut_streams.inc();
-            tracing::warn!("drain timeout passed; ending the open streams");
+            tracing::warn!("drain timeout passed; ending the open streams and requests");
+            // Streams write their terminal events, sync requests answer 503: give them a
+            // moment to be written.
             self.streams_end.cancel();
-            // The streams now write their terminal events; give them a moment to flush.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = tokio::time::timeout(END_FLUSH, self.conns.wait()).await;
         }
         release_leases(&self.policy).await;
         stop_admin(self.admin).await;
@@ -147,7 +157,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         None => None,
     };
     let stop_accepting = CancellationToken::new();
-    let drain = Arc::new(GracefulShutdown::new());
+    let drain = CancellationToken::new();
+    let conns = TaskTracker::new();
+    // One cap over the main and front listeners; the admin listener stays reachable.
+    let open = Arc::new(Semaphore::new(config.server().max_connections));
+    let limits = ConnLimits::of(config.server());
     let mut tasks = JoinSet::new();
     let mut addrs = HashMap::new();
     let mut admin_task = None;
@@ -166,10 +180,16 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         tracing::info!(%bound, tls = tls.is_some(), "listening");
         tasks.spawn(accept_loop(
             listener,
-            listen,
-            gateway.clone(),
-            tls.clone(),
-            drain.clone(),
+            Listener {
+                listen,
+                gateway: gateway.clone(),
+                tls: tls.clone(),
+                limits,
+                open: open.clone(),
+                conns: conns.clone(),
+                drain: drain.clone(),
+                streams_end: streams_end.clone(),
+            },
             stop_accepting.clone(),
         ));
     }
@@ -200,6 +220,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             ctx,
             reloader.clone(),
             listeners,
+            limits,
             stop.clone(),
         ));
         admin_task = Some((task, stop));
@@ -211,26 +232,41 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         stop_accepting,
         streams_end,
         tasks,
+        conns,
         drain,
         admin: admin_task,
     })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What the connections of one listener share.
+struct Listener {
     listen: SocketAddr,
     gateway: Arc<Gateway>,
     tls: Option<TlsAcceptor>,
-    drain: Arc<GracefulShutdown>,
-    stop: CancellationToken,
-) {
+    limits: ConnLimits,
+    /// Permits for open connections (`[server] max_connections`).
+    open: Arc<Semaphore>,
+    conns: TaskTracker,
+    drain: CancellationToken,
+    /// Fires when the drain timeout has passed.
+    streams_end: CancellationToken,
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationToken) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(hyper_util::rt::TokioTimer::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // Runs while a kept-alive connection waits for its next request's headers.
+        .header_read_timeout(ctx.limits.idle);
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
+    let ctx = Arc::new(ctx);
+    let mut errors = Throttled::default();
+    let mut refused = Throttled::default();
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -238,43 +274,98 @@ async fn accept_loop(
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: back off rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
+                    errors.log(|suppressed| {
+                        tracing::warn!(listen = %ctx.listen, error = %e, suppressed, "accept failed");
+                    });
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        let builder = builder.clone();
-        let watcher = drain.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(gateway.handle(listen, req).await) }
+        let accepted = tokio::time::Instant::now();
+        // Over the cap: closed at once, before any byte is read.
+        let Ok(permit) = ctx.open.clone().try_acquire_owned() else {
+            refused.log(|suppressed| {
+                tracing::warn!(listen = %ctx.listen, %peer, suppressed, "max_connections reached; connection closed");
             });
-            let result = match tls {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
+        let ctx = ctx.clone();
+        let conns = ctx.conns.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let activity = Activity::new();
+            let svc = {
+                let activity = activity.clone();
+                let gateway = ctx.gateway.clone();
+                let listen = ctx.listen;
+                let streams_end = ctx.streams_end.clone();
+                service_fn(move |req| {
+                    let in_flight = activity.request();
+                    let gateway = gateway.clone();
+                    let streams_end = streams_end.clone();
+                    async move {
+                        // A request still unanswered when the drain timeout passes (a sync chat,
+                        // a stream whose backend has not answered) gets a 503 rather than a cut
+                        // connection. Answers already started end in their own format.
+                        let response = tokio::select! {
+                            response = gateway.handle(listen, req) => response,
+                            _ = streams_end.cancelled() => shutting_down(),
+                        };
+                        Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                    }
+                })
+            };
+            let result = match &ctx.tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    watcher.watch(conn.into_owned()).await
+                    let conn =
+                        builder.serve_connection(TokioIo::new(ErrorBodies::new(stream)), svc);
+                    conn::supervise(conn, &activity, ctx.limits, accepted, &ctx.drain).await
                 }
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls_stream) => {
-                        let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
-                        watcher.watch(conn.into_owned()).await
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout_at(
+                        accepted + ctx.limits.header_read,
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder
+                                .serve_connection(TokioIo::new(ErrorBodies::new(tls_stream)), svc);
+                            conn::supervise(conn, &activity, ctx.limits, accepted, &ctx.drain).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+}
+
+/// 503 to a request the drain timeout cut short, in the fronts' error shape.
+fn shutting_down() -> http::Response<crate::proxy::GatewayBody> {
+    let error = crate::fronts::ApiError::new(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "the gateway is shutting down; retry the request",
+    )
+    .with_header(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    crate::proxy::error_response(&error)
 }
 
 /// The admin listener: `/metrics` and `/healthz`, `/readyz` (no token), the config status
@@ -284,33 +375,59 @@ async fn admin_loop(
     ctx: Arc<AdminCtx>,
     reloader: Reloader,
     listeners: Arc<HashMap<SocketAddr, SocketAddr>>,
+    limits: ConnLimits,
     stop: CancellationToken,
 ) {
     // Its own drain: admin connections must not hold up (or be cut by) the main drain.
-    let drain = GracefulShutdown::new();
+    let drain = CancellationToken::new();
+    let conns = TaskTracker::new();
+    let mut errors = Throttled::default();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.idle);
+    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+    let builder = Arc::new(builder);
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), drain.shutdown()).await;
+                conns.close();
+                drain.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(1), conns.wait()).await;
                 return;
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
-                Err(_) => {
+                Err(e) => {
+                    errors.log(|suppressed| {
+                        tracing::warn!(error = %e, suppressed, "admin listener: accept failed");
+                    });
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        let accepted = tokio::time::Instant::now();
         let ctx = ctx.clone();
         let reloader = reloader.clone();
         let listeners = listeners.clone();
-        let watcher = drain.watcher();
-        tokio::spawn(async move {
+        let drain = drain.clone();
+        let builder = builder.clone();
+        conns.spawn(async move {
+            let activity = Activity::new();
+            let tracker = activity.clone();
+            let body_timeout = reloader
+                .gateway()
+                .snapshot()
+                .config()
+                .server()
+                .body_read_timeout;
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let ctx = ctx.clone();
                 let reloader = reloader.clone();
                 let listeners = listeners.clone();
+                let in_flight = tracker.request();
                 async move {
                     let (parts, body) = req.into_parts();
                     let response = match parts.uri.path() {
@@ -327,9 +444,9 @@ async fn admin_loop(
                         path if console::is_console_path(path) => {
                             console::asset(&parts.method, path)
                         }
-                        _ => match Limited::new(body, ADMIN_BODY_LIMIT).collect().await {
+                        _ => match read_admin_body(body, body_timeout).await {
                             Ok(body) => {
-                                let req = http::Request::from_parts(parts, body.to_bytes());
+                                let req = http::Request::from_parts(parts, body);
                                 match req.uri().path() {
                                     "/admin/v1/config" | "/admin/v1/config/reload" => {
                                         config_endpoint(req, &ctx, &reloader).await
@@ -346,22 +463,63 @@ async fn admin_loop(
                                     _ => admin::http::handle(req, &ctx).await,
                                 }
                             }
-                            Err(_) => {
-                                let mut r = http::Response::new(Bytes::from_static(
-                                    b"{\"error\":{\"code\":\"bad_request\",\"message\":\"unreadable or too large body\",\"details\":{}}}",
-                                ));
-                                *r.status_mut() = http::StatusCode::BAD_REQUEST;
-                                r
-                            }
+                            Err(refused) => refused.response(),
                         },
                     };
-                    Ok::<_, Infallible>(response.map(Full::new))
+                    Ok::<_, Infallible>(
+                        response.map(|body| Tracked::new(Full::new(body), in_flight)),
+                    )
                 }
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            let _ = watcher.watch(conn.into_owned()).await;
+            let conn = builder.serve_connection(TokioIo::new(ErrorBodies::new(stream)), svc);
+            let _ = conn::supervise(conn, &activity, limits, accepted, &drain).await;
         });
+    }
+}
+
+/// Why an admin request body was not read.
+#[derive(Debug, thiserror::Error)]
+enum AdminBodyError {
+    #[error("request body larger than {ADMIN_BODY_LIMIT} bytes")]
+    TooLarge,
+    #[error("the request body did not arrive within {} s", .0.as_secs())]
+    Timeout(Duration),
+    #[error("cannot read the request body: {0}")]
+    Unreadable(String),
+}
+
+impl AdminBodyError {
+    fn response(&self) -> http::Response<Bytes> {
+        let (status, code) = match self {
+            AdminBodyError::TooLarge => (http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            AdminBodyError::Timeout(_) => (http::StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            AdminBodyError::Unreadable(_) => (http::StatusCode::BAD_REQUEST, "bad_request"),
+        };
+        let body = serde_json::json!({
+            "error": {"code": code, "message": self.to_string(), "details": {}}
+        });
+        let mut r = http::Response::new(Bytes::from(body.to_string()));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+}
+
+/// An admin request body: at most [`ADMIN_BODY_LIMIT`] bytes, within `timeout`.
+async fn read_admin_body(
+    body: hyper::body::Incoming,
+    timeout: Duration,
+) -> Result<Bytes, AdminBodyError> {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, ADMIN_BODY_LIMIT).collect())
+        .await
+        .map_err(|_| AdminBodyError::Timeout(timeout))?;
+    match collected {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(AdminBodyError::TooLarge),
+        Err(e) => Err(AdminBodyError::Unreadable(e.to_string())),
     }
 }
 
@@ -463,7 +621,7 @@ async fn bootstrap_demo_key(policy: &Policy, config: &Config) {
     {
         tracing::warn!(error = %e, "could not grant the demo credits");
     }
-    match std::fs::write(&path, format!("{}\n", created.expose())) {
+    match write_private(&path, &format!("{}\n", created.expose())) {
         Ok(()) => tracing::info!(
             path = %path.display(),
             "created a demo master key (account `demo`, 1000 credits): export KEY=$(cat {})",
@@ -471,6 +629,16 @@ async fn bootstrap_demo_key(policy: &Policy, config: &Config) {
         ),
         Err(e) => tracing::warn!(error = %e, "could not write the demo key file"),
     }
+}
+
+/// Writes a new file readable by its owner only (0600): it holds a secret.
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
 }
 
 fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ServerError> {

@@ -5,7 +5,8 @@
 //! It must be accepted (`ok`), end with `[DONE]` (`done`), and the assembled message's text
 //! parts must be the text the input carries. Both with and without `event:` lines.
 //!
-//! Needs `node` and `npm ci --prefix tests/js`; without them the test says so and passes.
+//! Needs `node`; `tests/js` is installed with `npm` on first use. Without them the test says
+//! so and passes, except under `CI=true`, where it fails.
 
 mod common;
 
@@ -22,26 +23,16 @@ use serde_json::Value;
 
 use common::{bad_inputs, expected_text_parts, fixtures, PARTIAL};
 
-/// The harness script, or `None` (with the reason printed) when it cannot run here.
+/// The harness script, or `None` (with the reason printed) when it cannot run here; `npm ci`
+/// runs on first use, and under `CI=true` a missing `node`/`npm` fails the test.
 fn harness() -> Option<PathBuf> {
-    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    let node = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !node.is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED: `node` is not on PATH; the AI SDK check needs it");
-        return None;
+    match common::node::node_harness() {
+        Ok(js) => Some(js.join("check-ui-stream.mjs")),
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            None
+        }
     }
-    if !js.join("node_modules/ai").is_dir() {
-        eprintln!(
-            "SKIPPED: {} is missing; run `npm ci --prefix tests/js`",
-            js.join("node_modules").display()
-        );
-        return None;
-    }
-    Some(js.join("check-ui-stream.mjs"))
 }
 
 /// One body for the SDK and what the assembled message must hold.
@@ -309,4 +300,51 @@ fn the_check_rejects_what_the_ai_sdk_rejects() {
         tools: 0,
     };
     assert!(check(&script, &case).is_err());
+}
+
+/// `cargo test` alone installs the harness: from a copy of `tests/js` without
+/// `node_modules`, three callers at once (as test binaries starting together) get it
+/// installed once and working — the SDK then parses a stream.
+#[test]
+fn the_harness_installs_itself_once_for_concurrent_callers() {
+    if !common::node::runs("node") || !common::node::runs("npm") {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI is set and node or npm is missing"
+        );
+        eprintln!("SKIPPED: node or npm is not on PATH");
+        return;
+    }
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    let copy = tempfile::tempdir().expect("temp dir");
+    for file in [
+        "package.json",
+        "package-lock.json",
+        "check-ui-stream.mjs",
+        "lib.mjs",
+    ] {
+        std::fs::copy(js.join(file), copy.path().join(file)).expect("copy tests/js");
+    }
+    assert!(!copy.path().join("node_modules").exists());
+    let results: Vec<_> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| common::node::prepare(copy.path())))
+            .collect();
+        calls
+            .into_iter()
+            .map(|c| c.join().expect("no panic"))
+            .collect()
+    });
+    for result in results {
+        assert_eq!(result.as_deref(), Ok(copy.path()));
+    }
+    assert!(!copy.path().join(".npm-install.lock").exists(), "lock left");
+    let case = Case {
+        name: "installed copy".into(),
+        body: b"data: {\"type\":\"start\"}\n\ndata: {\"type\":\"text-start\",\"id\":\"t\"}\n\ndata: {\"type\":\"text-delta\",\"id\":\"t\",\"delta\":\"hi\"}\n\ndata: {\"type\":\"text-end\",\"id\":\"t\"}\n\ndata: {\"type\":\"finish\"}\n\ndata: [DONE]\n\n".to_vec(),
+        texts: vec!["hi".into()],
+        error: None,
+        tools: 0,
+    };
+    check(&copy.path().join("check-ui-stream.mjs"), &case).expect("the installed SDK parses");
 }

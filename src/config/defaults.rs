@@ -10,6 +10,14 @@ pub const DRAIN_TIMEOUT_S: u64 = 30;
 pub const MAX_BODY_BYTES: u64 = 1 << 20;
 /// `[server] max_answer_bytes` (8 MiB).
 pub const MAX_ANSWER_BYTES: u64 = 8 << 20;
+/// `[server] header_read_timeout_s`.
+pub const HEADER_READ_TIMEOUT_S: u64 = 10;
+/// `[server] idle_timeout_s`.
+pub const IDLE_TIMEOUT_S: u64 = 60;
+/// `[server] body_read_timeout_s`.
+pub const BODY_READ_TIMEOUT_S: u64 = 30;
+/// `[server] max_connections`.
+pub const MAX_CONNECTIONS: u64 = 10_000;
 /// Shortest `[server] admin_token` accepted, in characters.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 

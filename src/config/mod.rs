@@ -172,6 +172,16 @@ impl Config {
         self.team_index.get(id).and_then(|&i| self.teams.get(i))
     }
 
+    /// This config with `[server] listen` replaced by `listen` (`serve --listen`): the fronts
+    /// served on the old main listener move with it.
+    pub fn with_listen(mut self, listen: SocketAddr) -> Config {
+        let old = std::mem::replace(&mut self.server.listen, listen);
+        for front in self.fronts.iter_mut().filter(|f| f.listen == old) {
+            front.listen = listen;
+        }
+        self
+    }
+
     /// Every client listener: `[server] listen` first, then each other front listener once,
     /// in file order. (The admin listener is [`ServerConfig::admin`].)
     pub fn listeners(&self) -> Vec<SocketAddr> {

@@ -22,6 +22,14 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest answer kept whole: a sync answer past it is 502; a stream's transcript is cut.
     pub max_answer_bytes: usize,
+    /// Time a new connection gets to send its first request's headers.
+    pub header_read_timeout: Duration,
+    /// Time a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// Time a request body may take to arrive.
+    pub body_read_timeout: Duration,
+    /// Open connections on the main and front listeners together.
+    pub max_connections: usize,
     pub log_format: LogFormat,
     /// TLS for the main listener and every front listener.
     pub tls: Option<TlsConfig>,

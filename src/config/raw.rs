@@ -63,6 +63,18 @@ pub(crate) struct RawServer {
     /// Largest answer kept whole, in bytes (default 8388608): a sync answer past it is 502, a
     /// stream goes on but its transcript is cut there and marked truncated.
     pub max_answer_bytes: Option<Spanned<u64>>,
+    /// Seconds a new connection gets to send its first request's headers (TLS handshake and
+    /// HTTP/2 preface included; default 10); a silent or half-open connection is closed.
+    pub header_read_timeout_s: Option<Spanned<u64>>,
+    /// Seconds a connection may stay open with no request in flight (HTTP/1.1 keep-alive and
+    /// HTTP/2; default 60); it is then closed gracefully.
+    pub idle_timeout_s: Option<Spanned<u64>>,
+    /// Seconds a client gets to send a request body once its headers are in (default 30);
+    /// slower bodies get 408.
+    pub body_read_timeout_s: Option<Spanned<u64>>,
+    /// Open connections accepted on the main and front listeners together (default 10000);
+    /// beyond it new connections are closed at once. The admin listener is not counted.
+    pub max_connections: Option<Spanned<u64>>,
     /// Log output: `"text"` (default) or `"json"`.
     pub log_format: Option<RawLogFormat>,
     /// TLS for the main listener and every front listener (optional).

@@ -851,3 +851,53 @@ fn health_interval_and_watch_config() {
         "t.toml:6:22: health_interval_ms: must be greater than 0"
     );
 }
+
+#[test]
+fn connection_bounds_have_defaults_and_are_checked() {
+    let server = ok("").server().clone();
+    assert_eq!(server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(server.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(server.max_connections, 10_000);
+    let set = ok("[server]\nheader_read_timeout_s = 2\nidle_timeout_s = 3\nbody_read_timeout_s = 4\nmax_connections = 5\n");
+    let server = set.server();
+    assert_eq!(
+        (
+            server.header_read_timeout,
+            server.idle_timeout,
+            server.body_read_timeout,
+            server.max_connections
+        ),
+        (
+            Duration::from_secs(2),
+            Duration::from_secs(3),
+            Duration::from_secs(4),
+            5
+        )
+    );
+    assert_eq!(
+        errors(
+            "[server]\nheader_read_timeout_s = 0\nidle_timeout_s = 90000\nmax_connections = 0\n"
+        ),
+        [
+            "t.toml:2:25: header_read_timeout_s: must be at least 1",
+            "t.toml:3:18: idle_timeout_s: must be at most 86400",
+            "t.toml:4:19: max_connections: must be at least 1",
+        ]
+    );
+}
+
+#[test]
+fn with_listen_moves_the_main_listener_and_its_fronts() {
+    let config = ok(&format!(
+        "[server]\nlisten = \"127.0.0.1:8080\"\n[[front]]\napi = \"agents\"\n\
+         [[front]]\napi = \"pharen\"\nprefix = \"/p\"\nlisten = \"127.0.0.1:9000\"\n{AGENT}"
+    ))
+    .with_listen(addr("0.0.0.0:8080"));
+    assert_eq!(config.server().listen, addr("0.0.0.0:8080"));
+    assert_eq!(
+        config.listeners(),
+        [addr("0.0.0.0:8080"), addr("127.0.0.1:9000")]
+    );
+    assert_eq!(config.fronts_on(addr("0.0.0.0:8080")).count(), 1);
+}

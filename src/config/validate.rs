@@ -229,6 +229,22 @@ impl Validator<'_> {
             raw.max_answer_bytes.as_ref(),
             defaults::MAX_ANSWER_BYTES,
         );
+        let header_read_timeout = self.positive_s(
+            "header_read_timeout_s",
+            raw.header_read_timeout_s.as_ref(),
+            defaults::HEADER_READ_TIMEOUT_S,
+        );
+        let idle_timeout = self.positive_s(
+            "idle_timeout_s",
+            raw.idle_timeout_s.as_ref(),
+            defaults::IDLE_TIMEOUT_S,
+        );
+        let body_read_timeout = self.positive_s(
+            "body_read_timeout_s",
+            raw.body_read_timeout_s.as_ref(),
+            defaults::BODY_READ_TIMEOUT_S,
+        );
+        let max_connections = self.max_connections(raw.max_connections.as_ref());
         let tls = match &raw.tls {
             Some(tls) => self.tls(tls).map(Some),
             None => Some(None),
@@ -241,6 +257,10 @@ impl Validator<'_> {
             ),
             max_body_bytes: max_body_bytes?,
             max_answer_bytes: max_answer_bytes?,
+            header_read_timeout: header_read_timeout?,
+            idle_timeout: idle_timeout?,
+            body_read_timeout: body_read_timeout?,
+            max_connections: max_connections?,
             log_format: match raw.log_format {
                 Some(RawLogFormat::Json) => LogFormat::Json,
                 Some(RawLogFormat::Text) | None => LogFormat::Text,
@@ -335,6 +355,33 @@ impl Validator<'_> {
             Ok(0) => self.fail(v.span(), name, "must be greater than 0"),
             Ok(n) => Some(n),
             Err(_) => self.fail(v.span(), name, "is too large for this machine"),
+        }
+    }
+
+    /// A timeout in whole seconds, at least 1 (and at most a day).
+    fn positive_s(
+        &mut self,
+        key: &'static str,
+        value: Option<&Spanned<u64>>,
+        default: u64,
+    ) -> Option<Duration> {
+        match value.map(|v| (v, *v.get_ref())) {
+            None => Some(Duration::from_secs(default)),
+            Some((v, 0)) => self.fail(v.span(), key, "must be at least 1"),
+            Some((v, n)) if n > 86_400 => self.fail(v.span(), key, "must be at most 86400"),
+            Some((_, n)) => Some(Duration::from_secs(n)),
+        }
+    }
+
+    fn max_connections(&mut self, value: Option<&Spanned<u64>>) -> Option<usize> {
+        let Some(v) = value else {
+            return usize::try_from(defaults::MAX_CONNECTIONS).ok();
+        };
+        match usize::try_from(*v.get_ref()) {
+            Ok(0) => self.fail(v.span(), "max_connections", "must be at least 1"),
+            // Above the semaphore's own bound.
+            Ok(n) if n <= tokio::sync::Semaphore::MAX_PERMITS => Some(n),
+            _ => self.fail(v.span(), "max_connections", "is too large"),
         }
     }
 

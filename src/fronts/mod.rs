@@ -92,9 +92,11 @@ pub struct ChatRoute {
 
 /// Matches `path` (already stripped of the front's prefix) against `api`'s chat path.
 pub fn match_chat(api: Api, path: &str) -> Option<ChatRoute> {
+    // Percent-decoded, as the other routes' ids.
     let route = |id: &str, stream_path| {
-        (!id.is_empty() && !id.contains('/')).then(|| ChatRoute {
-            agent_id: id.to_owned(),
+        (!id.contains('/')).then_some(())?;
+        Some(ChatRoute {
+            agent_id: routes::segment(id)?,
             stream_path,
         })
     };

@@ -39,7 +39,7 @@ impl Route {
 }
 
 /// One path segment, percent-decoded; `None` if empty or not UTF-8.
-fn segment(s: &str) -> Option<String> {
+pub(crate) fn segment(s: &str) -> Option<String> {
     let decoded = percent_encoding::percent_decode_str(s).decode_utf8().ok()?;
     (!decoded.is_empty() && !decoded.contains('/')).then(|| decoded.into_owned())
 }

@@ -119,15 +119,7 @@ impl Gateway {
         let (parts, body) = req.into_parts();
         let body = match method {
             Method::GET | Method::DELETE => Bytes::new(),
-            _ => {
-                read_body(
-                    api,
-                    body,
-                    &parts.headers,
-                    snap.config.server().max_body_bytes,
-                )
-                .await?
-            }
+            _ => read_body(api, body, &parts.headers, snap.config.server()).await?,
         };
         let store = &self.policy.store;
         let account = caller.account.as_str();

@@ -529,13 +529,7 @@ impl Gateway {
             .is_some_and(|v| v.contains("text/event-stream"));
         let (parts, body) = req.into_parts();
         let reading = Instant::now();
-        let body = read_body(
-            api,
-            body,
-            &parts.headers,
-            snap.config.server().max_body_bytes,
-        )
-        .await?;
+        let body = read_body(api, body, &parts.headers, snap.config.server()).await?;
         ctx.waited += reading.elapsed();
         let mut chat = fronts::parse_chat(api, &body, wants_sse, route.stream_path)?;
         // chatbase continues after a tool result without a message (seed 002); only a chatbase
@@ -875,6 +869,12 @@ impl Gateway {
                         "gateway_timeout",
                         "connecting to the agent's backend timed out",
                     )
+                } else if head_too_large(&e) {
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        "the agent's backend answered with response headers too large to accept",
+                    )
                 } else {
                     ApiError::new(
                         StatusCode::BAD_GATEWAY,
@@ -963,6 +963,21 @@ impl std::fmt::Display for SyncFailure {
             SyncFailure::TooLarge(_) => f.write_str("the answer is larger than max_answer_bytes"),
         }
     }
+}
+
+/// Whether the backend's answer failed because its head (status line and headers) was larger
+/// than hyper accepts.
+fn head_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(e) = source {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse_too_large)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Reads a whole upstream stream into an answer, for sync requests.
@@ -1056,8 +1071,9 @@ async fn read_body(
     api: Api,
     body: Incoming,
     headers: &http::HeaderMap,
-    max: usize,
+    server: &crate::config::ServerConfig,
 ) -> Result<Bytes, ApiError> {
+    let max = server.max_body_bytes;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -1072,7 +1088,18 @@ async fn read_body(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    match http_body_util::Limited::new(body, max).collect().await {
+    let reading = http_body_util::Limited::new(body, max).collect();
+    let Ok(collected) = tokio::time::timeout(server.body_read_timeout, reading).await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                server.body_read_timeout.as_secs()
+            ),
+        ));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::invalid(

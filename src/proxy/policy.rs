@@ -89,7 +89,13 @@ impl Policy {
         let url = match &config.store().url {
             StoreUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
+                    // The store holds key hashes and the ledger: owner only (0700).
+                    let mut builder = std::fs::DirBuilder::new();
+                    builder.recursive(true);
+                    #[cfg(unix)]
+                    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                    builder
+                        .create(dir)
                         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 }
                 format!("sqlite://{}", path.display())

@@ -99,13 +99,7 @@ impl Gateway {
                 )
             })?;
         let (parts, body) = req.into_parts();
-        let body = read_body(
-            api,
-            body,
-            &parts.headers,
-            snap.config.server().max_body_bytes,
-        )
-        .await?;
+        let body = read_body(api, body, &parts.headers, snap.config.server()).await?;
         let b: TeamBody = serde_json::from_slice(&body)
             .map_err(|e| ApiError::invalid(api, format!("malformed JSON body: {e}")))?;
         let message = match b.message {

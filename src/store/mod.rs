@@ -68,6 +68,12 @@ pub enum StoreError {
     Limit(&'static str),
     #[error("blocking task failed: {0}")]
     Task(String),
+    /// The store file could not be created.
+    #[error("cannot create {path}: {source}")]
+    Create {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A completion callback, run by the writer after its batch committed (or failed). It must be

@@ -117,6 +117,7 @@ pub(crate) struct SqliteStore {
 
 impl SqliteStore {
     pub(crate) fn open(path: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        create_private(path)?;
         let conn = Connection::open(path)?;
         configure(&conn, &opts)?;
         migrate(&conn)?;
@@ -162,6 +163,23 @@ impl SqliteStore {
             out
         })
         .await
+    }
+}
+
+/// Creates the store file readable by its owner only (0600) when it does not exist yet; SQLite
+/// gives its `-wal` and `-shm` files the same mode. An existing file is left as it is.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

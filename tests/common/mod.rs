@@ -1,6 +1,8 @@
 //! Shared by the integration tests: the stream fixtures and what each one carries.
 #![allow(dead_code)] // each test binary uses a part
 
+pub mod node;
+
 use std::path::{Path, PathBuf};
 
 use agentgate::formats::Format;

@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+#[path = "../common/node.rs"]
+mod node;
 pub mod process;
 
 pub const LOOPBACK: &str = "127.0.0.1:0";
@@ -509,17 +511,9 @@ pub async fn assert_error(response: reqwest::Response, status: u16) -> Value {
 
 // ---------------------------------------------------------------------------- AI SDK harness --
 
-/// Where the Node harness lives, if it can run here; otherwise why not (printed as a skip).
-pub fn node_harness() -> Result<std::path::PathBuf, String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    if !dir.join("node_modules/ai").exists() {
-        return Err("tests/js/node_modules missing (run `npm ci --prefix tests/js`)".into());
-    }
-    match std::process::Command::new("node").arg("--version").output() {
-        Ok(o) if o.status.success() => Ok(dir),
-        _ => Err("node not found".into()),
-    }
-}
+/// Where the Node harness lives, installed on first use; why not when it cannot run here
+/// (printed as a skip; a failure under `CI=true`).
+pub use node::node_harness;
 
 /// Runs `check-ui-stream.mjs` on a ui-message body: the AI SDK's own parser must accept it.
 /// Returns its JSON verdict, or `None` (after printing why) when the harness cannot run.
