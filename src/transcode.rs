@@ -5,6 +5,7 @@
 //! format, then that format's proper end.
 
 use bytes::BytesMut;
+use serde_json::value::RawValue;
 
 use crate::formats::{DecodeError, Decoder, EncodeOptions, Encoder, Event, Format};
 use crate::sse::{self, SseError};
@@ -17,14 +18,15 @@ pub enum Flow {
 }
 
 /// Sees every canonical event between decoder and encoder, and may rewrite it. This is the
-/// one point where usage is metered, whatever the two formats are.
+/// one point where usage is metered, whatever the two formats are. `chunk` is the ui-message
+/// chunk the event was read from, when the upstream speaks ui-message.
 pub trait Meter {
-    fn on_event(&mut self, event: &mut Event<'_>) -> Flow;
+    fn on_event(&mut self, event: &mut Event<'_>, chunk: Option<&RawValue>) -> Flow;
 }
 
 /// No metering.
 impl Meter for () {
-    fn on_event(&mut self, _: &mut Event<'_>) -> Flow {
+    fn on_event(&mut self, _: &mut Event<'_>, _: Option<&RawValue>) -> Flow {
         Flow::Continue
     }
 }
@@ -74,14 +76,14 @@ impl<M: Meter> Transcoder<M> {
             if encoder.is_done() {
                 return Ok(());
             }
-            decoder.decode(&sse, &mut |mut event| {
+            decoder.decode_chunks(&sse, &mut |mut event, chunk| {
                 if encoder.is_done() {
                     return;
                 }
-                let flow = meter.on_event(&mut event);
-                encoder.encode(&event, out);
+                let flow = meter.on_event(&mut event, chunk);
+                encoder.encode_chunk(&event, chunk, out);
                 if let Flow::Stop(mut last) = flow {
-                    let _ = meter.on_event(&mut last);
+                    let _ = meter.on_event(&mut last, None);
                     encoder.encode(&last, out);
                 }
             })
@@ -109,7 +111,7 @@ impl<M: Meter> Transcoder<M> {
         let mut event = Event::Error {
             message: message.into(),
         };
-        let _ = self.meter.on_event(&mut event);
+        let _ = self.meter.on_event(&mut event, None);
         self.encoder.encode(&event, out);
     }
 
@@ -118,7 +120,7 @@ impl<M: Meter> Transcoder<M> {
         if self.encoder.is_done() {
             return;
         }
-        let _ = self.meter.on_event(&mut event);
+        let _ = self.meter.on_event(&mut event, None);
         self.encoder.encode(&event, out);
     }
 

@@ -145,6 +145,7 @@ impl Pending {
                     tool_calls: None,
                     credits: None,
                     created_at: self.started_at,
+                    parts: Some(json!([{ "type": "text", "text": m }]).to_string()),
                 });
                 let assistant = NewMessage {
                     id: ids.message_id.clone(),
@@ -152,6 +153,9 @@ impl Pending {
                     tool_calls,
                     credits: Some(to_milli(meter.final_charge())),
                     created_at: now.max(self.started_at),
+                    parts: meter
+                        .parts()
+                        .and_then(|p| serde_json::to_string(p.parts()).ok()),
                 };
                 (user, Some(assistant))
             }

@@ -4,10 +4,11 @@
 
 use serde::Deserialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::config::AgentCredits;
 use crate::credits::{from_milli, to_milli};
-use crate::formats::{Aggregate, Event, FinishReason, Json, Usage};
+use crate::formats::{Aggregate, Event, FinishReason, Json, UiParts, Usage};
 use crate::fronts::Api;
 use crate::transcode::{Flow, Meter};
 
@@ -34,7 +35,7 @@ pub struct GatewayMeter {
     failure: Option<String>,
     charged: Option<f64>,
     /// The answer as the client gets it, kept when the exchange is to be recorded.
-    transcript: Option<Box<Aggregate>>,
+    transcript: Option<Box<(Aggregate, UiParts)>>,
 }
 
 impl GatewayMeter {
@@ -62,7 +63,12 @@ impl GatewayMeter {
 
     /// The answer so far, when [`keep_transcript`](Self::keep_transcript) was asked for.
     pub fn transcript(&self) -> Option<&Aggregate> {
-        self.transcript.as_deref()
+        self.transcript.as_deref().map(|(answer, _)| answer)
+    }
+
+    /// The answer's parts in the AI SDK `UIMessage` form, with the transcript.
+    pub fn parts(&self) -> Option<&UiParts> {
+        self.transcript.as_deref().map(|(_, parts)| parts)
     }
 
     pub fn ids(&self) -> &Ids {
@@ -143,11 +149,35 @@ impl GatewayMeter {
     }
 }
 
+/// `ours` written over `theirs` when both are objects; else whichever there is (ours first).
+/// Without keys of ours (the agents and guayaba fronts), `theirs` passes as it is.
+fn merge_metadata(theirs: Option<Json<'_>>, ours: Option<Json<'static>>) -> Option<Json<'static>> {
+    use serde_json::{Map, Value};
+    let Some(theirs) = theirs else {
+        return ours;
+    };
+    let Some(ours) = ours else {
+        return Some(theirs.into_owned());
+    };
+    let parse = |raw: &Json<'_>| serde_json::from_str::<Map<String, Value>>(raw.get()).ok();
+    match (parse(&theirs), parse(&ours)) {
+        (Some(mut merged), Some(ours)) => {
+            // The backend's own conversation id is agentgate's to map, never the client's.
+            merged.remove("conversationId");
+            merged.remove("conversation_id");
+            merged.extend(ours);
+            Some(Json::from_value(&merged))
+        }
+        _ => Some(ours),
+    }
+}
+
 impl Meter for GatewayMeter {
-    fn on_event(&mut self, event: &mut Event<'_>) -> Flow {
+    fn on_event(&mut self, event: &mut Event<'_>, chunk: Option<&RawValue>) -> Flow {
         let flow = self.meter_event(event);
-        if let Some(t) = self.transcript.as_mut() {
-            t.push(event);
+        if let Some((answer, parts)) = self.transcript.as_deref_mut() {
+            answer.push(event);
+            parts.push(event, chunk);
         }
         flow
     }
@@ -211,10 +241,16 @@ impl GatewayMeter {
                 self.charged = Some(charged);
                 self.finished = true;
                 *usage = Some(Usage { credits: charged });
-                *metadata = self.finish_metadata(charged);
+                // agentgate's keys over the backend's, which are kept (SPEC §8).
+                *metadata = merge_metadata(metadata.take(), self.finish_metadata(charged));
             }
             Event::Error { message } => self.failure = Some(message.to_string()),
-            Event::Abort { .. } => self.failure = Some("aborted".into()),
+            // An abort ends the answer with what was said: charged and recorded as such
+            // (SPEC §8).
+            Event::Abort { .. } => {
+                self.charged = Some(self.charge());
+                self.finished = true;
+            }
             _ => {}
         }
         Flow::Continue

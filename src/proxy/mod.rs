@@ -833,8 +833,8 @@ async fn aggregate_with(
         };
         parser
             .feed::<DecodeError, _>(data, |e| {
-                decoder.decode(&e, &mut |mut ev| {
-                    let _ = meter.on_event(&mut ev);
+                decoder.decode_chunks(&e, &mut |mut ev, chunk| {
+                    let _ = meter.on_event(&mut ev, chunk);
                     on_event(&ev);
                     aggregate.push(&ev);
                 })

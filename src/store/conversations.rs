@@ -47,6 +47,9 @@ pub struct MessageRecord {
     pub credits: Option<i64>,
     pub created_at: UnixMs,
     pub read_at: Option<UnixMs>,
+    /// The message's parts in the AI SDK `UIMessage` form, as a JSON array (migration 3;
+    /// rows written before it hold their text as one text part).
+    pub parts: Option<String>,
 }
 
 /// A message to append.
@@ -57,6 +60,8 @@ pub struct NewMessage {
     pub tool_calls: Option<String>,
     pub credits: Option<i64>,
     pub created_at: UnixMs,
+    /// The AI SDK `UIMessage` parts, as a JSON array.
+    pub parts: Option<String>,
 }
 
 /// A completed exchange: the conversation (opened if new, its backend id updated if revealed)
@@ -147,7 +152,7 @@ fn conversation_row(r: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, seq, role, content, tool_calls, credits, created_at, read_at";
+    "id, conversation_id, seq, role, content, tool_calls, credits, created_at, read_at, parts";
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     Ok(MessageRecord {
@@ -160,6 +165,7 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         credits: r.get(6)?,
         created_at: r.get(7)?,
         read_at: r.get(8)?,
+        parts: r.get(9)?,
     })
 }
 
@@ -303,8 +309,8 @@ fn record(c: &Connection, x: &Exchange) -> Result<(), StoreError> {
     let mut insert = c.prepare_cached(
         "INSERT INTO messages
              (id, account, agent_id, conversation_id, seq, role, content, tool_calls, credits,
-              created_at, read_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)",
+              created_at, read_at, parts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11)",
     )?;
     for (message, role) in messages {
         let Some(m) = message else { continue };
@@ -319,7 +325,8 @@ fn record(c: &Connection, x: &Exchange) -> Result<(), StoreError> {
             m.content,
             m.tool_calls,
             m.credits,
-            m.created_at
+            m.created_at,
+            m.parts
         ])?;
     }
     Ok(())

@@ -32,7 +32,7 @@ fn conversation_row(r: &Row) -> Result<ConversationRecord, StoreError> {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, seq, role, content, tool_calls, credits, created_at, read_at";
+    "id, conversation_id, seq, role, content, tool_calls, credits, created_at, read_at, parts";
 
 fn message_row(r: &Row) -> Result<MessageRecord, StoreError> {
     Ok(MessageRecord {
@@ -45,6 +45,7 @@ fn message_row(r: &Row) -> Result<MessageRecord, StoreError> {
         credits: col(r, 6)?,
         created_at: col(r, 7)?,
         read_at: col(r, 8)?,
+        parts: col(r, 9)?,
     })
 }
 
@@ -201,8 +202,8 @@ async fn record(tx: &tokio_postgres::Transaction<'_>, x: &Exchange) -> Result<()
         .prepare(
             "INSERT INTO messages
                  (id, account, agent_id, conversation_id, seq, role, content, tool_calls, credits,
-                  created_at, read_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)",
+                  created_at, read_at, parts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11)",
         )
         .await
         .map_err(pg_err)?;
@@ -222,6 +223,7 @@ async fn record(tx: &tokio_postgres::Transaction<'_>, x: &Exchange) -> Result<()
                 &m.tool_calls,
                 &m.credits,
                 &m.created_at,
+                &m.parts,
             ],
         )
         .await

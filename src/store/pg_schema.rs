@@ -129,6 +129,16 @@ CREATE TABLE messages (
 CREATE INDEX messages_inbox ON messages (account, agent_id, read_at, created_at, id);
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE messages ADD COLUMN parts TEXT;
+UPDATE messages SET parts = CASE
+    WHEN content = '' THEN '[]'
+    ELSE jsonb_build_array(jsonb_build_object('type', 'text', 'text', content))::text
+END;
+"#,
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -71,6 +71,8 @@ pub fn expected_text_parts(case: &str) -> &'static [&'static str] {
             "Let me look that up.\n\n",
             "The install guide says: run `agentgate serve` with a config file.",
         ],
+        // The reset step's text ("DISCARDED draft") is not a part.
+        "parts" => &["Here is what I found.", " Two sources."],
         "utf8" => &["Café crème, s'il vous plaît. 日本語のテキスト。👋🏽 👩\u{200d}👩\u{200d}👧\u{200d}👦 🏳\u{fe0f}\u{200d}🌈 ✓ Ünïcödé 😀"],
         other => panic!("no expected text for case {other}"),
     }
