@@ -185,6 +185,13 @@ impl SessionDeltaDecoder {
 
     /// A `delta`: emits what `text` adds to the text seen so far.
     fn delta<F: FnMut(Event<'_>)>(&mut self, text: &str, emit: &mut F) -> Result<(), DecodeError> {
+        if text.len() < self.seen.len() && self.seen.starts_with(text) {
+            // The text taken back (an agentgate `reset-step`, SPEC §8): this format has no
+            // steps, so the answer restarts with the text it keeps.
+            self.close_text(emit);
+            emit(Event::ResetStep);
+            self.seen.clear();
+        }
         let Some(suffix) = text.strip_prefix(self.seen.as_str()) else {
             return Err(DecodeError::Protocol(
                 "`delta` text does not extend the text seen so far".into(),
@@ -383,8 +390,15 @@ impl SessionDeltaEncoder {
                 },
             ),
             Event::StepStart => self.step_start = self.text.len(),
-            // The next `delta` carries the text without the reset step's (SPEC §8).
-            Event::ResetStep => self.text.truncate(self.step_start),
+            // A `delta` with the text taken back to before the reset step (SPEC §8).
+            Event::ResetStep => {
+                if self.step_start < self.text.len() {
+                    self.text.truncate(self.step_start);
+                    sse::write_event_with(out, Some("delta"), |out| {
+                        fast::write_fields(out, "delta", &[("text", &self.text)])
+                    });
+                }
+            }
             Event::Finish { reason, usage, .. } => self.done(out, *usage, *reason),
             Event::Error { message } => {
                 sse::write_json_event(out, Some("error"), &Out::Error { message });

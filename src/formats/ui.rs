@@ -473,10 +473,19 @@ impl UiEncoder {
                 &generated
             }
         };
-        let upstream =
-            chunk.and_then(|raw| serde_json::from_str::<Map<String, Value>>(raw.get()).ok());
+        let upstream = chunk.and_then(|raw| {
+            let map = serde_json::from_str::<Map<String, Value>>(raw.get()).ok()?;
+            Some((raw, map))
+        });
         match upstream {
-            Some(mut map) => {
+            // As it came when it needs nothing.
+            Some((raw, map))
+                if map.get("type") == Some(&Value::from("start"))
+                    && map.contains_key("messageId") =>
+            {
+                self.put_raw(out, "start", raw)
+            }
+            Some((_, mut map)) => {
                 // Seed 002's `message-start` is the AI SDK's `start`.
                 map.insert("type".into(), Value::from("start"));
                 map.entry("messageId")
@@ -768,7 +777,7 @@ fn is_start(ty: CowStr<'_>) -> bool {
 }
 
 /// The object `raw` with the fields of `typed` written over it; `None` when `raw` is not an
-/// object.
+/// object or has no field `typed` lacks.
 fn with_fields_of<T: Serialize>(
     raw: &RawValue,
     typed: &T,
@@ -778,6 +787,10 @@ fn with_fields_of<T: Serialize>(
     let Ok(Value::Object(fields)) = serde_json::to_value(typed) else {
         return None;
     };
+    // Nothing of the upstream's own to keep: the typed form says it all.
+    if map.keys().all(|k| fields.contains_key(k)) {
+        return None;
+    }
     map.extend(fields);
     Some(map)
 }
@@ -820,7 +833,8 @@ mod tests {
                 id: None,
                 retry: None,
             };
-            d.decode(&sse, &mut |e, _| got.push(e.into_owned())).unwrap();
+            d.decode(&sse, &mut |e, _| got.push(e.into_owned()))
+                .unwrap();
         }
         assert!(
             matches!(&got[1], Event::ToolInputAvailable { input, .. } if input.get() == "null")
