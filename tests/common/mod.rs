@@ -133,14 +133,8 @@ pub fn bad_inputs() -> Vec<BadInput> {
             MAX,
             "malformed JSON",
         ),
-        case(
-            "unknown-type",
-            Format::UiMessage,
-            UI_HEAD,
-            "data: {\"type\":\"text-delta-v2\",\"id\":\"t1\",\"delta\":\"x\"}\n\n",
-            MAX,
-            "unknown event type `text-delta-v2`",
-        ),
+        // An unknown ui-message chunk type is not bad input: it passes on (SPEC §8,
+        // tests/ui_chunks.rs).
         case(
             "unknown-type",
             Format::SessionDelta,
