@@ -149,27 +149,24 @@ impl GatewayMeter {
     }
 }
 
-/// `ours` written over `theirs` when both are objects; else whichever there is (ours first).
-/// Without keys of ours (the agents and guayaba fronts), `theirs` passes as it is.
+/// The backend's finish metadata with agentgate's keys (`ours`) written over it; the backend's
+/// other keys are kept (SPEC §8), but for its own conversation id, which agentgate maps and the
+/// client never sees. Metadata that is not an object cannot be merged: ours wins.
 fn merge_metadata(theirs: Option<Json<'_>>, ours: Option<Json<'static>>) -> Option<Json<'static>> {
     use serde_json::{Map, Value};
     let Some(theirs) = theirs else {
         return ours;
     };
-    let Some(ours) = ours else {
-        return Some(theirs.into_owned());
+    let object = |raw: &Json<'_>| serde_json::from_str::<Map<String, Value>>(raw.get()).ok();
+    let Some(mut merged) = object(&theirs) else {
+        return ours.or_else(|| Some(theirs.into_owned()));
     };
-    let parse = |raw: &Json<'_>| serde_json::from_str::<Map<String, Value>>(raw.get()).ok();
-    match (parse(&theirs), parse(&ours)) {
-        (Some(mut merged), Some(ours)) => {
-            // The backend's own conversation id is agentgate's to map, never the client's.
-            merged.remove("conversationId");
-            merged.remove("conversation_id");
-            merged.extend(ours);
-            Some(Json::from_value(&merged))
-        }
-        _ => Some(ours),
+    merged.remove("conversationId");
+    merged.remove("conversation_id");
+    if let Some(ours) = ours.as_ref().and_then(object) {
+        merged.extend(ours);
     }
+    Some(Json::from_value(&merged))
 }
 
 impl Meter for GatewayMeter {
