@@ -1,7 +1,8 @@
 //! `agentgate demo-agent`: an echo backend speaking any of the four chat APIs.
 //!
 //! It streams its answer word by word with small pauses, calls a `get_weather` tool when the
-//! message asks about the weather, remembers the turns of each conversation, and reports
+//! message asks about the weather, sends a `source-url` and a `data-demo` part (ui-message
+//! backends) when it asks for "sources", remembers the turns of each conversation, and reports
 //! `usage.credits` on its finish. It is the quick start's backend and the tests' reference.
 
 use std::convert::Infallible;
@@ -23,7 +24,9 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::formats::{Aggregate, EncodeOptions, Encoder, Event, FinishReason, Json, SyncContext};
+use crate::formats::{
+    Aggregate, EncodeOptions, Encoder, Event, FinishReason, Format, Json, SyncContext,
+};
 use crate::fronts::Api;
 
 /// A running demo backend.
@@ -211,6 +214,22 @@ pub fn answer(api: Api, message: &str, conversation: &str, turn: u32) -> Vec<Eve
         events.push(Event::StepStart);
         text = format!("The weather in {city} is sunny, 21 °C. {text}");
         credits = 2.0;
+    }
+    if message.to_lowercase().contains("sources") && api.default_format() == Format::UiMessage {
+        // What a RAG backend on the AI SDK sends: a source and a data part (SPEC §8).
+        events.push(Event::Part {
+            ty: "source-url".into(),
+            chunk: Json::from_value(&json!({
+                "type": "source-url", "sourceId": "demo-source-1",
+                "url": "https://example.com/agentgate", "title": "agentgate demo source"
+            })),
+        });
+        events.push(Event::Part {
+            ty: "data-demo".into(),
+            chunk: Json::from_value(&json!({
+                "type": "data-demo", "id": "demo-data-1", "data": { "turn": turn, "words": message.split_whitespace().count() }
+            })),
+        });
     }
     for word in text.split_inclusive(' ') {
         events.push(Event::TextDelta {

@@ -884,12 +884,17 @@ fn message_record_schema() -> (String, Value) {
         json!({
             "type": "object",
             "description": "A stored message of a conversation.",
-            "required": ["id", "conversation_id", "role", "content", "created_at"],
+            "required": ["id", "conversation_id", "role", "content", "created_at", "parts"],
             "properties": {
                 "id": { "type": "string" },
                 "conversation_id": { "type": "string" },
                 "role": { "type": "string", "examples": ["user", "assistant"] },
                 "content": { "type": "string" },
+                "parts": {
+                    "type": "array",
+                    "items": { "type": "object", "required": ["type"] },
+                    "description": "The message's parts in the AI SDK `UIMessage` form (text, reasoning, tool-<name>, sources, file, data-*, step-start), as `readUIMessageStream` assembles them."
+                },
                 "created_at": { "type": "string", "format": "date-time" },
                 "tool_calls": { "description": "The tool calls of an assistant message, as stored." },
                 "usage": credits_only_schema(),

@@ -5,6 +5,7 @@
 //! format, then that format's proper end.
 
 use bytes::BytesMut;
+use serde_json::value::RawValue;
 
 use crate::formats::{DecodeError, Decoder, EncodeOptions, Encoder, Event, Format};
 use crate::sse::{self, SseError};
@@ -17,14 +18,15 @@ pub enum Flow {
 }
 
 /// Sees every canonical event between decoder and encoder, and may rewrite it. This is the
-/// one point where usage is metered, whatever the two formats are.
+/// one point where usage is metered, whatever the two formats are. `chunk` is the ui-message
+/// chunk the event was read from, when the upstream speaks ui-message.
 pub trait Meter {
-    fn on_event(&mut self, event: &mut Event<'_>) -> Flow;
+    fn on_event(&mut self, event: &mut Event<'_>, chunk: Option<&RawValue>) -> Flow;
 }
 
 /// No metering.
 impl Meter for () {
-    fn on_event(&mut self, _: &mut Event<'_>) -> Flow {
+    fn on_event(&mut self, _: &mut Event<'_>, _: Option<&RawValue>) -> Flow {
         Flow::Continue
     }
 }
@@ -37,7 +39,7 @@ pub struct Transcoder<M: Meter = ()> {
     error: Option<DecodeError>,
     /// Set by [`Transcoder::hold_finish`]: a finish is kept here instead of being written.
     hold: bool,
-    held: Option<Event<'static>>,
+    held: Option<(Event<'static>, Option<Box<RawValue>>)>,
 }
 
 impl<M: Meter> Transcoder<M> {
@@ -77,8 +79,8 @@ impl<M: Meter> Transcoder<M> {
 
     /// Writes the held finish (and the format's end).
     pub fn release_finish(&mut self, out: &mut BytesMut) {
-        if let Some(finish) = self.held.take() {
-            self.encoder.encode(&finish, out);
+        if let Some((finish, chunk)) = self.held.take() {
+            self.encoder.encode_chunk(&finish, chunk.as_deref(), out);
         }
     }
 
@@ -100,20 +102,20 @@ impl<M: Meter> Transcoder<M> {
             if encoder.is_done() || held.is_some() {
                 return Ok(());
             }
-            decoder.decode(&sse, &mut |mut event| {
+            decoder.decode_chunks(&sse, &mut |mut event, chunk| {
                 if encoder.is_done() || held.is_some() {
                     return;
                 }
-                let flow = meter.on_event(&mut event);
+                let flow = meter.on_event(&mut event, chunk);
                 if *hold && matches!(event, Event::Finish { .. }) {
-                    *held = Some(event.into_owned());
+                    *held = Some((event.into_owned(), chunk.map(RawValue::to_owned)));
                     return;
                 }
-                encoder.encode(&event, out);
+                encoder.encode_chunk(&event, chunk, out);
                 if let Flow::Stop(mut last) = flow {
-                    let _ = meter.on_event(&mut last);
+                    let _ = meter.on_event(&mut last, None);
                     if *hold && matches!(last, Event::Finish { .. }) {
-                        *held = Some(last);
+                        *held = Some((last, None));
                     } else {
                         encoder.encode(&last, out);
                     }
@@ -144,7 +146,7 @@ impl<M: Meter> Transcoder<M> {
         let mut event = Event::Error {
             message: message.into(),
         };
-        let _ = self.meter.on_event(&mut event);
+        let _ = self.meter.on_event(&mut event, None);
         self.encoder.encode(&event, out);
     }
 
@@ -153,7 +155,7 @@ impl<M: Meter> Transcoder<M> {
         if self.is_done() {
             return;
         }
-        let _ = self.meter.on_event(&mut event);
+        let _ = self.meter.on_event(&mut event, None);
         self.encoder.encode(&event, out);
     }
 

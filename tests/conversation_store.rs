@@ -18,6 +18,7 @@ fn message(id: String, content: String) -> NewMessage {
         credits: None,
         created_at: now_ms(),
         truncated: false,
+        parts: None,
     }
 }
 
@@ -296,3 +297,62 @@ async fn user_id_is_set_when_a_conversation_opens(backend: Backend) {
     assert_eq!(row.user_id, None);
 }
 on_both_stores!(user_id_immutable, user_id_is_set_when_a_conversation_opens);
+
+/// A message's AI SDK parts are stored as given and read back; rows written before migration 6
+/// get their text as one `text` part when it runs (undone here on the raw database, then run
+/// again by a new handle).
+async fn parts_are_kept_and_old_rows_migrate(backend: Backend) {
+    let Some(fx) = fixture_on(backend, LedgerConfig::default()).await else {
+        return;
+    };
+    let parts = r#"[{"type":"step-start"},{"type":"text","text":"answer","state":"done"},{"type":"data-x","id":"d","data":{"n":[1,null]}}]"#;
+    let mut x = exchange("p1", 1);
+    if let Some(answer) = x.assistant.as_mut() {
+        answer.parts = Some(parts.to_owned());
+    }
+    fx.store.record_exchange(x).await.expect("recorded");
+    let newest_first = fx
+        .store
+        .history("acct", "agent", "p1", None, 10)
+        .await
+        .expect("history");
+    assert_eq!(newest_first[0].parts.as_deref(), Some(parts));
+    assert_eq!(newest_first[1].parts, None);
+
+    let undo =
+        "ALTER TABLE messages DROP COLUMN parts; DELETE FROM schema_version WHERE version = 6;";
+    match backend {
+        Backend::Sqlite => rusqlite::Connection::open(fx.path())
+            .expect("open")
+            .execute_batch(undo)
+            .expect("migration 6 undone"),
+        Backend::Postgres => {
+            let (client, conn) = tokio_postgres::connect(&fx.store_url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            client
+                .batch_execute(undo)
+                .await
+                .expect("migration 6 undone");
+        }
+    }
+    let migrated = fx
+        .second_handle()
+        .await
+        .history("acct", "agent", "p1", None, 10)
+        .await
+        .expect("history");
+    let parts_of = |i: usize| -> serde_json::Value {
+        serde_json::from_str(migrated[i].parts.as_deref().expect("parts set")).expect("JSON")
+    };
+    assert_eq!(
+        parts_of(0),
+        serde_json::json!([{ "type": "text", "text": "answer 1 — 日本語" }])
+    );
+    assert_eq!(
+        parts_of(1),
+        serde_json::json!([{ "type": "text", "text": "question 1 — naïve 👩‍👩‍👧" }])
+    );
+}
+on_both_stores!(message_parts, parts_are_kept_and_old_rows_migrate);

@@ -163,13 +163,14 @@ impl Read for Trickle<'_> {
     }
 }
 
-/// `agentgate transcode --to json:<api>` on the tool and UTF-8 fixtures, whole and trickled.
+/// `agentgate transcode --to json:<api>` on the tool, UTF-8 and parts fixtures, whole and
+/// trickled.
 #[test]
 fn sync_bodies_match_their_golden() {
     let mut failures = Vec::new();
     for f in fixtures()
         .into_iter()
-        .filter(|f| f.case == "tool" || f.case == "utf8")
+        .filter(|f| ["tool", "utf8", "parts"].contains(&f.case.as_str()))
     {
         for api in Api::ALL {
             let mut whole = Vec::new();

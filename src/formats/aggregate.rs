@@ -25,9 +25,12 @@ pub struct Aggregate {
     pub tool_calls: Vec<ToolCall>,
     pub credits: Option<f64>,
     pub finish_reason: Option<FinishReason>,
-    /// Set when the answer ended in an error or abort instead of a finish.
+    /// Set when the answer ended in an error instead of a finish.
     pub error: Option<String>,
+    /// The answer ended: a finish, or an abort (SPEC §8: what was said is the answer).
     pub finished: bool,
+    /// Lengths of `text`, `reasoning` and `tool_calls` when the current step started.
+    step: (usize, usize, usize),
 }
 
 /// Identifiers the gateway owns and puts into a sync body; `None` falls back to the stream's.
@@ -83,9 +86,33 @@ impl Aggregate {
                 self.credits = usage.map(|u| u.credits);
                 self.finished = true;
             }
+            Event::ToolInputError {
+                call_id,
+                name,
+                input,
+                error,
+            } => {
+                let call = self.tool(call_id);
+                call.name = name.to_string();
+                call.input = serde_json::from_str(input.get()).unwrap_or(Value::Null);
+                call.error = Some(error.to_string());
+            }
+            Event::ToolDenied { call_id } => {
+                self.tool(call_id).error = Some("denied".into());
+            }
+            Event::StepStart => {
+                self.step = (self.text.len(), self.reasoning.len(), self.tool_calls.len());
+            }
+            Event::ResetStep => {
+                let (text, reasoning, tools) = self.step;
+                self.text.truncate(text);
+                self.reasoning.truncate(reasoning);
+                self.tool_calls.truncate(tools);
+            }
             Event::Error { message } => self.error = Some(message.to_string()),
-            Event::Abort { reason } => {
-                self.error = Some(reason.as_deref().unwrap_or("aborted").to_string())
+            Event::Abort { .. } => {
+                self.finish_reason = Some(FinishReason::Interrupted);
+                self.finished = true;
             }
             _ => {}
         }

@@ -93,12 +93,36 @@ pub enum Event<'a> {
         call_id: Str<'a>,
         output: Json<'a>,
     },
+    /// The tool's execution failed (ui-message `tool-output-error`).
     ToolError {
         call_id: Str<'a>,
         error: Str<'a>,
     },
+    /// The tool's input could not be read or validated (ui-message `tool-input-error`).
+    ToolInputError {
+        call_id: Str<'a>,
+        name: Str<'a>,
+        input: Json<'a>,
+        error: Str<'a>,
+    },
+    /// The user denied the tool's execution (ui-message `tool-output-denied`).
+    ToolDenied {
+        call_id: Str<'a>,
+    },
     StepStart,
     StepFinish,
+    /// Discards the text, reasoning and tool calls of the current step (since the last
+    /// `StepStart`); ui-message `reset-step` (SPEC §8).
+    ResetStep,
+    /// A ui-message chunk with no event of its own, kept whole as its JSON object: `data-*`,
+    /// sources, files, tool approvals, `custom`, `steering-message`, and types this version
+    /// does not know. Only ui-message (and the transcript's parts) carry it; the other formats
+    /// leave it out.
+    Part {
+        /// The chunk's `type`.
+        ty: Str<'a>,
+        chunk: Json<'a>,
+    },
     Metadata {
         metadata: Json<'a>,
     },
@@ -181,8 +205,27 @@ impl Event<'_> {
                 call_id: s(call_id),
                 error: s(error),
             },
+            Event::ToolInputError {
+                call_id,
+                name,
+                input,
+                error,
+            } => Event::ToolInputError {
+                call_id: s(call_id),
+                name: s(name),
+                input: j(input),
+                error: s(error),
+            },
+            Event::ToolDenied { call_id } => Event::ToolDenied {
+                call_id: s(call_id),
+            },
             Event::StepStart => Event::StepStart,
             Event::StepFinish => Event::StepFinish,
+            Event::ResetStep => Event::ResetStep,
+            Event::Part { ty, chunk } => Event::Part {
+                ty: s(ty),
+                chunk: j(chunk),
+            },
             Event::Metadata { metadata } => Event::Metadata {
                 metadata: j(metadata),
             },

@@ -56,17 +56,20 @@ impl<'de> serde::Deserialize<'de> for Format {
 mod aggregate;
 mod event;
 mod fast;
+mod parts;
 mod session_delta;
 mod text_done;
 mod ui;
 
 pub use aggregate::{Aggregate, SyncContext, ToolCall};
 pub use event::{serialize_credits, CowStr, Event, FinishReason, Json, Str, Usage};
+pub use parts::UiParts;
 pub use session_delta::{SessionDeltaDecoder, SessionDeltaEncoder};
 pub use text_done::{TextDoneDecoder, TextDoneEncoder};
 pub use ui::{UiDecoder, UiEncoder};
 
 use bytes::BytesMut;
+use serde_json::value::RawValue;
 
 use crate::sse::{SseError, SseEvent};
 
@@ -137,10 +140,20 @@ impl Decoder {
         sse: &SseEvent<'_>,
         emit: &mut F,
     ) -> Result<(), DecodeError> {
+        self.decode_chunks(sse, &mut |event, _| emit(event))
+    }
+
+    /// [`decode`](Self::decode), also giving `emit` the ui-message chunk each event was read
+    /// from (its JSON value), which a ui-message encoder writes on unchanged (SPEC §8).
+    pub fn decode_chunks<F: FnMut(Event<'_>, Option<&RawValue>)>(
+        &mut self,
+        sse: &SseEvent<'_>,
+        emit: &mut F,
+    ) -> Result<(), DecodeError> {
         match self {
             Decoder::Ui(d) => d.decode(sse, emit),
-            Decoder::SessionDelta(d) => d.decode(sse, emit),
-            Decoder::TextDone(d) => d.decode(sse, emit),
+            Decoder::SessionDelta(d) => d.decode(sse, &mut |event| emit(event, None)),
+            Decoder::TextDone(d) => d.decode(sse, &mut |event| emit(event, None)),
         }
     }
 
@@ -181,8 +194,18 @@ impl Encoder {
     }
 
     pub fn encode(&mut self, event: &Event<'_>, out: &mut BytesMut) {
+        self.encode_chunk(event, None, out);
+    }
+
+    /// [`encode`](Self::encode) an event read from the ui-message chunk `chunk`.
+    pub fn encode_chunk(
+        &mut self,
+        event: &Event<'_>,
+        chunk: Option<&RawValue>,
+        out: &mut BytesMut,
+    ) {
         match self {
-            Encoder::Ui(e) => e.encode(event, out),
+            Encoder::Ui(e) => e.encode_chunk(event, chunk, out),
             Encoder::SessionDelta(e) => e.encode(event, out),
             Encoder::TextDone(e) => e.encode(event, out),
         }

@@ -32,6 +32,7 @@ struct Wire<'a> {
     output: Option<&'a RawValue>,
     #[serde(borrow)]
     error: Option<CowStr<'a>>,
+    denied: Option<bool>,
     #[serde(borrow)]
     message: Option<CowStr<'a>>,
     usage: Option<WireUsage>,
@@ -128,6 +129,7 @@ impl SessionDeltaDecoder {
                         });
                     }
                     Some("result") => match (wire.error, wire.output) {
+                        _ if wire.denied == Some(true) => emit(Event::ToolDenied { call_id }),
                         (Some(error), _) => emit(Event::ToolError {
                             call_id,
                             error: error.0,
@@ -183,6 +185,13 @@ impl SessionDeltaDecoder {
 
     /// A `delta`: emits what `text` adds to the text seen so far.
     fn delta<F: FnMut(Event<'_>)>(&mut self, text: &str, emit: &mut F) -> Result<(), DecodeError> {
+        if text.len() < self.seen.len() && self.seen.starts_with(text) {
+            // The text taken back (an agentgate `reset-step`, SPEC §8): this format has no
+            // steps, so the answer restarts with the text it keeps.
+            self.close_text(emit);
+            emit(Event::ResetStep);
+            self.seen.clear();
+        }
         let Some(suffix) = text.strip_prefix(self.seen.as_str()) else {
             return Err(DecodeError::Protocol(
                 "`delta` text does not extend the text seen so far".into(),
@@ -251,6 +260,8 @@ enum Out<'a> {
         output: Option<&'a RawValue>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        denied: Option<bool>,
     },
     Done {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -269,6 +280,8 @@ pub struct SessionDeltaEncoder {
     done: bool,
     /// The accumulated answer text: each `delta` event carries all of it.
     text: String,
+    /// The length of `text` when the current step started (`reset-step` goes back to it).
+    step_start: usize,
 }
 
 impl SessionDeltaEncoder {
@@ -349,18 +362,43 @@ impl SessionDeltaEncoder {
                     tool_call_id: call_id,
                     output: Some(output),
                     error: None,
+                    denied: None,
                 },
             ),
-            Event::ToolError { call_id, error } => sse::write_json_event(
+            Event::ToolError { call_id, error } | Event::ToolInputError { call_id, error, .. } => {
+                sse::write_json_event(
+                    out,
+                    Some("tool"),
+                    &Out::ToolResult {
+                        phase: "result",
+                        tool_call_id: call_id,
+                        output: None,
+                        error: Some(error),
+                        denied: None,
+                    },
+                )
+            }
+            Event::ToolDenied { call_id } => sse::write_json_event(
                 out,
                 Some("tool"),
                 &Out::ToolResult {
                     phase: "result",
                     tool_call_id: call_id,
                     output: None,
-                    error: Some(error),
+                    error: None,
+                    denied: Some(true),
                 },
             ),
+            Event::StepStart => self.step_start = self.text.len(),
+            // A `delta` with the text taken back to before the reset step (SPEC §8).
+            Event::ResetStep => {
+                if self.step_start < self.text.len() {
+                    self.text.truncate(self.step_start);
+                    sse::write_event_with(out, Some("delta"), |out| {
+                        fast::write_fields(out, "delta", &[("text", &self.text)])
+                    });
+                }
+            }
             Event::Finish { reason, usage, .. } => self.done(out, *usage, *reason),
             Event::Error { message } => {
                 sse::write_json_event(out, Some("error"), &Out::Error { message });
@@ -368,7 +406,7 @@ impl SessionDeltaEncoder {
             }
             Event::Abort { .. } => self.done(out, None, Some(FinishReason::Interrupted)),
             // What this format cannot carry: part boundaries, reasoning, streamed tool
-            // input, steps, metadata.
+            // input, step ends, metadata, data parts, sources, files, approvals.
             Event::Start { .. }
             | Event::TextStart { .. }
             | Event::TextEnd { .. }
@@ -377,8 +415,8 @@ impl SessionDeltaEncoder {
             | Event::ReasoningEnd { .. }
             | Event::ToolInputStart { .. }
             | Event::ToolInputDelta { .. }
-            | Event::StepStart
             | Event::StepFinish
+            | Event::Part { .. }
             | Event::Metadata { .. } => {}
         }
     }

@@ -60,20 +60,6 @@ fn required_json<'a>(
         .ok_or_else(|| DecodeError::Protocol(format!("`{ty}` chunk without `{field}`")))
 }
 
-/// Chunk types of the AI SDK that carry nothing the canonical events model; skipped.
-const SKIPPED: &[&str] = &[
-    "source-url",
-    "source-document",
-    "file",
-    "reasoning-file",
-    "custom",
-    "reset-step",
-    "steering-message",
-    "tool-approval-request",
-    "tool-approval-response",
-    "tool-output-denied",
-];
-
 #[derive(Debug, Default)]
 pub struct UiDecoder {
     started: bool,
@@ -82,7 +68,10 @@ pub struct UiDecoder {
 }
 
 impl UiDecoder {
-    pub fn decode<F: FnMut(Event<'_>)>(
+    /// Decodes one chunk; `emit` gets each event with the chunk it was read from (its JSON
+    /// value, for lossless ui-message output), or `None` for an event made up here or read
+    /// on the fast path (whose typed form writes the same JSON value).
+    pub fn decode<F: FnMut(Event<'_>, Option<&RawValue>)>(
         &mut self,
         sse: &SseEvent<'_>,
         emit: &mut F,
@@ -94,11 +83,14 @@ impl UiDecoder {
         if data == "[DONE]" {
             if !self.terminal {
                 self.ensure_started(emit);
-                emit(Event::Finish {
-                    reason: None,
-                    usage: None,
-                    metadata: None,
-                });
+                emit(
+                    Event::Finish {
+                        reason: None,
+                        usage: None,
+                        metadata: None,
+                    },
+                    None,
+                );
             }
             self.terminal = true;
             self.done = true;
@@ -116,24 +108,34 @@ impl UiDecoder {
             };
             if let Some(event) = event {
                 self.ensure_started(emit);
-                emit(event);
+                emit(event, None);
                 return Ok(());
             }
         }
-        let chunk: Chunk<'_> = serde_json::from_str(data).map_err(DecodeError::json)?;
+        let raw: &RawValue = serde_json::from_str(data).map_err(DecodeError::json)?;
+        let chunk: Chunk<'_> = serde_json::from_str(raw.get()).map_err(DecodeError::json)?;
         let ty = super::event_type(&chunk.ty, sse)?;
+        // A chunk typed only by its `event:` line (seed 002) is written anew from its event.
+        let raw = chunk.ty.is_some().then_some(raw);
         if ty == "start" || ty == "message-start" {
             if !self.started {
                 self.started = true;
-                emit(Event::Start {
-                    message_id: chunk.message_id.map(|s| s.0),
-                    conversation_id: None,
-                });
+                emit(
+                    Event::Start {
+                        message_id: chunk.message_id.map(|s| s.0),
+                        conversation_id: None,
+                    },
+                    raw,
+                );
             }
             if let Some(metadata) = chunk.message_metadata {
-                emit(Event::Metadata {
-                    metadata: Json::borrowed(metadata),
-                });
+                // Written as part of its `start` chunk (see the encoder).
+                emit(
+                    Event::Metadata {
+                        metadata: Json::borrowed(metadata),
+                    },
+                    raw,
+                );
             }
             return Ok(());
         }
@@ -172,16 +174,26 @@ impl UiDecoder {
                 name: required(chunk.tool_name, ty, "toolName")?,
                 input: required_json(chunk.input, ty, "input")?,
             },
+            "tool-input-error" => Event::ToolInputError {
+                call_id: required(chunk.tool_call_id, ty, "toolCallId")?,
+                name: required(chunk.tool_name, ty, "toolName")?,
+                input: Json::borrowed(chunk.input.unwrap_or(RawValue::NULL)),
+                error: required(chunk.error_text, ty, "errorText")?,
+            },
             "tool-output-available" => Event::ToolOutput {
                 call_id: required(chunk.tool_call_id, ty, "toolCallId")?,
                 output: required_json(chunk.output, ty, "output")?,
             },
-            "tool-output-error" | "tool-input-error" => Event::ToolError {
+            "tool-output-error" => Event::ToolError {
                 call_id: required(chunk.tool_call_id, ty, "toolCallId")?,
                 error: required(chunk.error_text, ty, "errorText")?,
             },
+            "tool-output-denied" => Event::ToolDenied {
+                call_id: required(chunk.tool_call_id, ty, "toolCallId")?,
+            },
             "start-step" => Event::StepStart,
             "finish-step" => Event::StepFinish,
+            "reset-step" => Event::ResetStep,
             "message-metadata" => Event::Metadata {
                 metadata: required_json(chunk.message_metadata, ty, "messageMetadata")?,
             },
@@ -205,10 +217,18 @@ impl UiDecoder {
                     reason: chunk.reason.map(|r| r.0),
                 }
             }
-            t if t.starts_with("data-") || SKIPPED.contains(&t) => return Ok(()),
-            other => return Err(DecodeError::UnknownType(other.to_owned())),
+            // Everything else (data parts, sources, files, approvals, custom, steering
+            // messages, and types newer than this code) passes whole, never an error.
+            _ => match (chunk.ty, raw) {
+                (Some(ty), Some(raw)) => Event::Part {
+                    ty: ty.0,
+                    chunk: Json::borrowed(raw),
+                },
+                // Without a `type` in its JSON there is no faithful way to write it on.
+                _ => return Ok(()),
+            },
         };
-        emit(event);
+        emit(event, raw);
         Ok(())
     }
 
@@ -221,13 +241,16 @@ impl UiDecoder {
         }
     }
 
-    fn ensure_started<F: FnMut(Event<'_>)>(&mut self, emit: &mut F) {
+    fn ensure_started<F: FnMut(Event<'_>, Option<&RawValue>)>(&mut self, emit: &mut F) {
         if !self.started {
             self.started = true;
-            emit(Event::Start {
-                message_id: None,
-                conversation_id: None,
-            });
+            emit(
+                Event::Start {
+                    message_id: None,
+                    conversation_id: None,
+                },
+                None,
+            );
         }
     }
 }
@@ -278,8 +301,18 @@ enum Out<'a> {
         tool_call_id: &'a str,
         error_text: &'a str,
     },
+    ToolInputError {
+        tool_call_id: &'a str,
+        tool_name: &'a str,
+        input: &'a RawValue,
+        error_text: &'a str,
+    },
+    ToolOutputDenied {
+        tool_call_id: &'a str,
+    },
     StartStep,
     FinishStep,
+    ResetStep,
     MessageMetadata {
         message_metadata: &'a RawValue,
     },
@@ -311,8 +344,11 @@ impl Out<'_> {
             Out::ToolInputAvailable { .. } => "tool-input-available",
             Out::ToolOutputAvailable { .. } => "tool-output-available",
             Out::ToolOutputError { .. } => "tool-output-error",
+            Out::ToolInputError { .. } => "tool-input-error",
+            Out::ToolOutputDenied { .. } => "tool-output-denied",
             Out::StartStep => "start-step",
             Out::FinishStep => "finish-step",
+            Out::ResetStep => "reset-step",
             Out::MessageMetadata { .. } => "message-metadata",
             Out::Finish { .. } => "finish",
             Out::Error { .. } => "error",
@@ -416,7 +452,15 @@ impl UiEncoder {
         });
     }
 
-    fn ensure_started(&mut self, out: &mut BytesMut, message_id: Option<&str>) {
+    /// Writes the `start` chunk once: the upstream's own (`chunk`) with `messageId` added
+    /// where it has none, else a new one.
+    fn ensure_started(
+        &mut self,
+        out: &mut BytesMut,
+        message_id: Option<&str>,
+        chunk: Option<&RawValue>,
+    ) {
+        use serde_json::{Map, Value};
         if self.started {
             return;
         }
@@ -429,7 +473,45 @@ impl UiEncoder {
                 &generated
             }
         };
-        self.put(out, &Out::Start { message_id });
+        let upstream = chunk.and_then(|raw| {
+            let map = serde_json::from_str::<Map<String, Value>>(raw.get()).ok()?;
+            Some((raw, map))
+        });
+        match upstream {
+            // As it came when it needs nothing.
+            Some((raw, map))
+                if map.get("type") == Some(&Value::from("start"))
+                    && map.contains_key("messageId") =>
+            {
+                self.put_raw(out, "start", raw)
+            }
+            Some((_, mut map)) => {
+                // Seed 002's `message-start` is the AI SDK's `start`.
+                map.insert("type".into(), Value::from("start"));
+                map.entry("messageId")
+                    .or_insert_with(|| Value::from(message_id));
+                self.put_value(out, "start", &map);
+            }
+            None => self.put(out, &Out::Start { message_id }),
+        }
+    }
+
+    /// `chunk` as it came when there is one, else `typed`.
+    fn put_or(&self, out: &mut BytesMut, chunk: Option<&RawValue>, typed: &Out<'_>) {
+        match chunk {
+            Some(raw) => self.put_raw(out, typed.name(), raw),
+            None => self.put(out, typed),
+        }
+    }
+
+    /// A chunk as it came. Whitespace between its tokens may hold line breaks: `write_event`
+    /// puts each line on a `data:` line of its own, which a client joins back.
+    fn put_raw(&self, out: &mut BytesMut, ty: &str, raw: &RawValue) {
+        sse::write_event(out, self.event_lines.then_some(ty), raw.get());
+    }
+
+    fn put_value<T: Serialize>(&self, out: &mut BytesMut, ty: &str, value: &T) {
+        sse::write_json_event(out, self.event_lines.then_some(ty), value);
     }
 
     fn close_parts(&mut self, out: &mut BytesMut) {
@@ -451,20 +533,31 @@ impl UiEncoder {
     }
 
     pub fn encode(&mut self, event: &Event<'_>, out: &mut BytesMut) {
+        self.encode_chunk(event, None, out);
+    }
+
+    /// Writes `event`; `chunk`, the ui-message chunk it was read from, is written as it came
+    /// (SPEC §8: lossless), but for what agentgate adds to `start` and `finish`.
+    pub fn encode_chunk(
+        &mut self,
+        event: &Event<'_>,
+        chunk: Option<&RawValue>,
+        out: &mut BytesMut,
+    ) {
         if self.done {
             return;
         }
         if let Event::Start { message_id, .. } = event {
-            self.ensure_started(out, message_id.as_deref());
+            self.ensure_started(out, message_id.as_deref(), chunk);
             return;
         }
-        self.ensure_started(out, None);
+        self.ensure_started(out, None, None);
         match event {
             Event::Start { .. } => {}
             Event::TextStart { id } => {
                 if !self.text.contains(id) {
                     self.text.insert(id);
-                    self.put(out, &Out::TextStart { id });
+                    self.put_or(out, chunk, &Out::TextStart { id });
                 }
             }
             Event::TextDelta { id, delta } => {
@@ -472,17 +565,20 @@ impl UiEncoder {
                     self.text.insert(id);
                     self.put(out, &Out::TextStart { id });
                 }
-                self.put_delta(out, "text-delta", id, delta);
+                match chunk {
+                    Some(raw) => self.put_raw(out, "text-delta", raw),
+                    None => self.put_delta(out, "text-delta", id, delta),
+                }
             }
             Event::TextEnd { id } => {
                 if self.text.remove(id) {
-                    self.put(out, &Out::TextEnd { id });
+                    self.put_or(out, chunk, &Out::TextEnd { id });
                 }
             }
             Event::ReasoningStart { id } => {
                 if !self.reasoning.contains(id) {
                     self.reasoning.insert(id);
-                    self.put(out, &Out::ReasoningStart { id });
+                    self.put_or(out, chunk, &Out::ReasoningStart { id });
                 }
             }
             Event::ReasoningDelta { id, delta } => {
@@ -490,18 +586,22 @@ impl UiEncoder {
                     self.reasoning.insert(id);
                     self.put(out, &Out::ReasoningStart { id });
                 }
-                self.put_delta(out, "reasoning-delta", id, delta);
+                match chunk {
+                    Some(raw) => self.put_raw(out, "reasoning-delta", raw),
+                    None => self.put_delta(out, "reasoning-delta", id, delta),
+                }
             }
             Event::ReasoningEnd { id } => {
                 if self.reasoning.remove(id) {
-                    self.put(out, &Out::ReasoningEnd { id });
+                    self.put_or(out, chunk, &Out::ReasoningEnd { id });
                 }
             }
             Event::ToolInputStart { call_id, name } => {
                 if !self.tool_inputs.contains(call_id) {
                     self.tool_inputs.insert(call_id);
-                    self.put(
+                    self.put_or(
                         out,
+                        chunk,
                         &Out::ToolInputStart {
                             tool_call_id: call_id,
                             tool_name: name,
@@ -513,8 +613,9 @@ impl UiEncoder {
                 // A delta needs its start, and a start needs the tool's name: without one, the
                 // complete input still arrives with `tool-input-available`.
                 if self.tool_inputs.contains(call_id) {
-                    self.put(
+                    self.put_or(
                         out,
+                        chunk,
                         &Out::ToolInputDelta {
                             tool_call_id: call_id,
                             input_text_delta: delta,
@@ -528,8 +629,9 @@ impl UiEncoder {
                 input,
             } => {
                 self.tool_inputs.remove(call_id);
-                self.put(
+                self.put_or(
                     out,
+                    chunk,
                     &Out::ToolInputAvailable {
                         tool_call_id: call_id,
                         tool_name: name,
@@ -537,32 +639,74 @@ impl UiEncoder {
                     },
                 );
             }
-            Event::ToolOutput { call_id, output } => self.put(
+            Event::ToolInputError {
+                call_id,
+                name,
+                input,
+                error,
+            } => {
+                self.tool_inputs.remove(call_id);
+                self.put_or(
+                    out,
+                    chunk,
+                    &Out::ToolInputError {
+                        tool_call_id: call_id,
+                        tool_name: name,
+                        input,
+                        error_text: error,
+                    },
+                );
+            }
+            Event::ToolOutput { call_id, output } => self.put_or(
                 out,
+                chunk,
                 &Out::ToolOutputAvailable {
                     tool_call_id: call_id,
                     output,
                 },
             ),
-            Event::ToolError { call_id, error } => self.put(
+            Event::ToolError { call_id, error } => self.put_or(
                 out,
+                chunk,
                 &Out::ToolOutputError {
                     tool_call_id: call_id,
                     error_text: error,
                 },
             ),
-            Event::StepStart => self.put(out, &Out::StartStep),
+            Event::ToolDenied { call_id } => self.put_or(
+                out,
+                chunk,
+                &Out::ToolOutputDenied {
+                    tool_call_id: call_id,
+                },
+            ),
+            Event::StepStart => self.put_or(out, chunk, &Out::StartStep),
             Event::StepFinish => {
                 // The SDK forgets open parts at a step's end: close them first.
                 self.close_parts(out);
-                self.put(out, &Out::FinishStep);
+                self.put_or(out, chunk, &Out::FinishStep);
             }
-            Event::Metadata { metadata } => self.put(
-                out,
-                &Out::MessageMetadata {
-                    message_metadata: metadata,
-                },
-            ),
+            Event::ResetStep => {
+                // The SDK forgets the step's open parts with it.
+                self.text.drain().for_each(drop);
+                self.reasoning.drain().for_each(drop);
+                self.tool_inputs.drain().for_each(drop);
+                self.put_or(out, chunk, &Out::ResetStep);
+            }
+            Event::Part { ty, chunk: part } => self.put_raw(out, ty, part),
+            Event::Metadata { metadata } => {
+                // Metadata read from a `start` chunk went out with that chunk.
+                if chunk.is_some_and(|raw| chunk_type(raw).is_some_and(is_start)) {
+                    return;
+                }
+                self.put_or(
+                    out,
+                    chunk,
+                    &Out::MessageMetadata {
+                        message_metadata: metadata,
+                    },
+                )
+            }
             Event::Finish {
                 reason,
                 usage,
@@ -581,19 +725,22 @@ impl UiEncoder {
                     (None, None, Some(usage)) => Some(Metadata::Usage { usage: *usage }),
                     (None, None, None) => None,
                 };
-                self.put(
-                    out,
-                    &Out::Finish {
-                        finish_reason: *reason,
-                        message_metadata,
-                    },
-                );
+                let finish = Out::Finish {
+                    finish_reason: *reason,
+                    message_metadata,
+                };
+                // The upstream's own fields are kept; agentgate's are written over them.
+                match chunk.and_then(|raw| with_fields_of(raw, &finish)) {
+                    Some(map) => self.put_value(out, "finish", &map),
+                    None => self.put(out, &finish),
+                }
                 self.end(out);
             }
             Event::Error { message } => {
                 self.close_parts(out);
-                self.put(
+                self.put_or(
                     out,
+                    chunk,
                     &Out::Error {
                         error_text: message,
                     },
@@ -602,8 +749,9 @@ impl UiEncoder {
             }
             Event::Abort { reason } => {
                 self.close_parts(out);
-                self.put(
+                self.put_or(
                     out,
+                    chunk,
                     &Out::Abort {
                         reason: reason.as_deref(),
                     },
@@ -612,6 +760,39 @@ impl UiEncoder {
             }
         }
     }
+}
+
+/// The `type` of a chunk, if it is an object with a string `type`.
+fn chunk_type(raw: &RawValue) -> Option<CowStr<'_>> {
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        #[serde(borrow, rename = "type")]
+        ty: Option<CowStr<'a>>,
+    }
+    serde_json::from_str::<Typed<'_>>(raw.get()).ok()?.ty
+}
+
+fn is_start(ty: CowStr<'_>) -> bool {
+    ty.0 == "start" || ty.0 == "message-start"
+}
+
+/// The object `raw` with the fields of `typed` written over it; `None` when `raw` is not an
+/// object or has no field `typed` lacks.
+fn with_fields_of<T: Serialize>(
+    raw: &RawValue,
+    typed: &T,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use serde_json::{Map, Value};
+    let mut map: Map<String, Value> = serde_json::from_str(raw.get()).ok()?;
+    let Ok(Value::Object(fields)) = serde_json::to_value(typed) else {
+        return None;
+    };
+    // Nothing of the upstream's own to keep: the typed form says it all.
+    if map.keys().all(|k| fields.contains_key(k)) {
+        return None;
+    }
+    map.extend(fields);
+    Some(map)
 }
 
 #[cfg(test)]
@@ -652,7 +833,8 @@ mod tests {
                 id: None,
                 retry: None,
             };
-            d.decode(&sse, &mut |e| got.push(e.into_owned())).unwrap();
+            d.decode(&sse, &mut |e, _| got.push(e.into_owned()))
+                .unwrap();
         }
         assert!(
             matches!(&got[1], Event::ToolInputAvailable { input, .. } if input.get() == "null")
@@ -664,7 +846,7 @@ mod tests {
             id: None,
             retry: None,
         };
-        assert!(d.decode(&sse, &mut |_| {}).is_err());
+        assert!(d.decode(&sse, &mut |_, _| {}).is_err());
     }
 
     #[test]

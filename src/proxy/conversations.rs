@@ -224,6 +224,7 @@ impl Pending {
                     credits: None,
                     created_at: self.started_at,
                     truncated: false,
+                    parts: Some(json!([{ "type": "text", "text": m }]).to_string()),
                 });
                 let assistant = NewMessage {
                     id: ids.message_id.clone(),
@@ -232,6 +233,9 @@ impl Pending {
                     credits: Some(to_milli(meter.final_charge())),
                     created_at: now.max(self.started_at),
                     truncated: meter.transcript_truncated(),
+                    parts: meter
+                        .parts()
+                        .and_then(|p| serde_json::to_string(p.parts()).ok()),
                 };
                 (user, Some(assistant))
             }

@@ -482,6 +482,12 @@ fn message_json(m: &MessageRecord) -> Value {
         "content": m.content,
         "created_at": format_rfc3339(m.created_at),
     });
+    // The AI SDK `UIMessage` parts, so that a `useChat` app restores the chat from history.
+    v["parts"] = m
+        .parts
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<Value>(p).ok())
+        .unwrap_or_else(|| json!([{ "type": "text", "text": m.content }]));
     if let Some(calls) = m
         .tool_calls
         .as_deref()

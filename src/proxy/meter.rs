@@ -4,10 +4,11 @@
 
 use serde::Deserialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::config::AgentCredits;
 use crate::credits::{from_milli, to_milli};
-use crate::formats::{Aggregate, Event, FinishReason, Json, Usage};
+use crate::formats::{Aggregate, Event, FinishReason, Json, UiParts, Usage};
 use crate::fronts::Api;
 use crate::transcode::{Flow, Meter};
 
@@ -34,7 +35,7 @@ pub struct GatewayMeter {
     failure: Option<String>,
     charged: Option<f64>,
     /// The answer as the client gets it, kept when the exchange is to be recorded.
-    transcript: Option<Box<Aggregate>>,
+    transcript: Option<Box<(Aggregate, UiParts)>>,
     /// The most answer bytes the transcript keeps (`[server] max_answer_bytes`).
     transcript_limit: usize,
     /// Answer bytes in the transcript so far (see [`answer_bytes`]).
@@ -43,21 +44,36 @@ pub struct GatewayMeter {
     truncated: bool,
 }
 
-/// Bytes an event adds to a kept answer (its text, tool inputs and outputs), with a fixed
-/// allowance for each tool event so that many tiny ones are counted too.
+/// Bytes an event adds to a kept answer (its text, tool inputs and outputs, parts), with a
+/// fixed allowance for each event but the once-only ones, so that many tiny ones are counted too.
 pub fn answer_bytes(event: &Event<'_>) -> usize {
-    const TOOL_EVENT: usize = 64;
+    const EVENT: usize = 64;
     match event {
+        Event::Start { .. } | Event::Finish { .. } | Event::Error { .. } | Event::Abort { .. } => 0,
         Event::TextDelta { delta, .. } | Event::ReasoningDelta { delta, .. } => delta.len(),
-        Event::ToolInputStart { call_id, name } => TOOL_EVENT + call_id.len() + name.len(),
+        Event::ToolInputDelta { call_id, delta } => call_id.len() + delta.len(),
+        Event::ToolInputStart { call_id, name } => EVENT + call_id.len() + name.len(),
         Event::ToolInputAvailable {
             call_id,
             name,
             input,
-        } => TOOL_EVENT + call_id.len() + name.len() + input.get().len(),
-        Event::ToolOutput { call_id, output } => TOOL_EVENT + call_id.len() + output.get().len(),
-        Event::ToolError { call_id, error } => TOOL_EVENT + call_id.len() + error.len(),
-        _ => 0,
+        } => EVENT + call_id.len() + name.len() + input.get().len(),
+        Event::ToolInputError {
+            call_id,
+            name,
+            input,
+            error,
+        } => EVENT + call_id.len() + name.len() + input.get().len() + error.len(),
+        Event::ToolOutput { call_id, output } => EVENT + call_id.len() + output.get().len(),
+        Event::ToolError { call_id, error } => EVENT + call_id.len() + error.len(),
+        Event::Part { ty, chunk } => EVENT + ty.len() + chunk.get().len(),
+        Event::Metadata { metadata } => EVENT + metadata.get().len(),
+        Event::TextStart { id }
+        | Event::TextEnd { id }
+        | Event::ReasoningStart { id }
+        | Event::ReasoningEnd { id } => EVENT + id.len(),
+        Event::ToolDenied { call_id } => EVENT + call_id.len(),
+        Event::StepStart | Event::StepFinish | Event::ResetStep => EVENT,
     }
 }
 
@@ -97,7 +113,12 @@ impl GatewayMeter {
 
     /// The answer so far, when [`keep_transcript`](Self::keep_transcript) was asked for.
     pub fn transcript(&self) -> Option<&Aggregate> {
-        self.transcript.as_deref()
+        self.transcript.as_deref().map(|(answer, _)| answer)
+    }
+
+    /// The answer's parts in the AI SDK `UIMessage` form, with the transcript.
+    pub fn parts(&self) -> Option<&UiParts> {
+        self.transcript.as_deref().map(|(_, parts)| parts)
     }
 
     pub fn ids(&self) -> &Ids {
@@ -192,16 +213,37 @@ impl GatewayMeter {
     }
 }
 
+/// The backend's finish metadata with agentgate's keys (`ours`) written over it; the backend's
+/// other keys are kept (SPEC §8), but for its own conversation id, which agentgate maps and the
+/// client never sees. Metadata that is not an object cannot be merged: ours wins.
+fn merge_metadata(theirs: Option<Json<'_>>, ours: Option<Json<'static>>) -> Option<Json<'static>> {
+    use serde_json::{Map, Value};
+    let Some(theirs) = theirs else {
+        return ours;
+    };
+    let object = |raw: &Json<'_>| serde_json::from_str::<Map<String, Value>>(raw.get()).ok();
+    let Some(mut merged) = object(&theirs) else {
+        return ours.or_else(|| Some(theirs.into_owned()));
+    };
+    merged.remove("conversationId");
+    merged.remove("conversation_id");
+    if let Some(ours) = ours.as_ref().and_then(object) {
+        merged.extend(ours);
+    }
+    Some(Json::from_value(&merged))
+}
+
 impl Meter for GatewayMeter {
-    fn on_event(&mut self, event: &mut Event<'_>) -> Flow {
+    fn on_event(&mut self, event: &mut Event<'_>, chunk: Option<&RawValue>) -> Flow {
         let flow = self.meter_event(event);
-        if let Some(t) = self.transcript.as_mut() {
+        if let Some((answer, parts)) = self.transcript.as_deref_mut() {
             let bytes = answer_bytes(event);
             if bytes == 0
                 || (!self.truncated && self.transcript_bytes + bytes <= self.transcript_limit)
             {
                 self.transcript_bytes += bytes;
-                t.push(event);
+                answer.push(event);
+                parts.push(event, chunk);
             } else {
                 self.truncated = true;
             }
@@ -268,10 +310,16 @@ impl GatewayMeter {
                 self.charged = Some(charged);
                 self.finished = true;
                 *usage = Some(Usage { credits: charged });
-                *metadata = self.finish_metadata(charged);
+                // agentgate's keys over the backend's, which are kept (SPEC §8).
+                *metadata = merge_metadata(metadata.take(), self.finish_metadata(charged));
             }
             Event::Error { message } => self.failure = Some(message.to_string()),
-            Event::Abort { .. } => self.failure = Some("aborted".into()),
+            // An abort ends the answer with what was said: charged and recorded as such
+            // (SPEC §8).
+            Event::Abort { .. } => {
+                self.charged = Some(self.charge());
+                self.finished = true;
+            }
             _ => {}
         }
         Flow::Continue

@@ -1032,7 +1032,7 @@ async fn aggregate_with(
         };
         parser
             .feed::<DecodeError, _>(data, |e| {
-                decoder.decode(&e, &mut |mut ev| {
+                decoder.decode_chunks(&e, &mut |mut ev, chunk| {
                     if too_large {
                         return;
                     }
@@ -1041,7 +1041,7 @@ async fn aggregate_with(
                         too_large = true;
                         return;
                     }
-                    let _ = meter.on_event(&mut ev);
+                    let _ = meter.on_event(&mut ev, chunk);
                     on_event(&ev);
                     aggregate.push(&ev);
                 })

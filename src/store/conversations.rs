@@ -51,6 +51,9 @@ pub struct MessageRecord {
     pub read_at: Option<UnixMs>,
     /// The answer was kept only up to `[server] max_answer_bytes`.
     pub truncated: bool,
+    /// The message's parts in the AI SDK `UIMessage` form, as a JSON array (migration 6;
+    /// rows written before it hold their text as one text part).
+    pub parts: Option<String>,
 }
 
 /// A message to append.
@@ -63,6 +66,8 @@ pub struct NewMessage {
     pub created_at: UnixMs,
     /// The answer was kept only up to `[server] max_answer_bytes`.
     pub truncated: bool,
+    /// The AI SDK `UIMessage` parts, as a JSON array.
+    pub parts: Option<String>,
 }
 
 /// A completed exchange: the conversation (opened if new, its backend id updated if revealed)
@@ -156,7 +161,7 @@ fn conversation_row(r: &Row<'_>) -> rusqlite::Result<ConversationRecord> {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, seq, role, content, tool_calls, credits, created_at, read_at, truncated";
+    "id, conversation_id, seq, role, content, tool_calls, credits, created_at, read_at, truncated, parts";
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     Ok(MessageRecord {
@@ -170,6 +175,7 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         created_at: r.get(7)?,
         read_at: r.get(8)?,
         truncated: r.get::<_, i64>(9)? != 0,
+        parts: r.get(10)?,
     })
 }
 
@@ -315,8 +321,8 @@ fn record(c: &Connection, x: &Exchange) -> Result<(), StoreError> {
     let mut insert = c.prepare_cached(
         "INSERT INTO messages
              (id, account, agent_id, conversation_id, seq, role, content, tool_calls, credits,
-              created_at, read_at, truncated)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11)",
+              created_at, read_at, truncated, parts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12)",
     )?;
     for (message, role) in messages {
         let Some(m) = message else { continue };
@@ -332,7 +338,8 @@ fn record(c: &Connection, x: &Exchange) -> Result<(), StoreError> {
             m.tool_calls,
             m.credits,
             m.created_at,
-            i64::from(m.truncated)
+            i64::from(m.truncated),
+            m.parts
         ])?;
     }
     Ok(())

@@ -33,7 +33,7 @@ fn conversation_row(r: &Row) -> Result<ConversationRecord, StoreError> {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, seq, role, content, tool_calls, credits, created_at, read_at, truncated";
+    "id, conversation_id, seq, role, content, tool_calls, credits, created_at, read_at, truncated, parts";
 
 fn message_row(r: &Row) -> Result<MessageRecord, StoreError> {
     Ok(MessageRecord {
@@ -47,6 +47,7 @@ fn message_row(r: &Row) -> Result<MessageRecord, StoreError> {
         created_at: col(r, 7)?,
         read_at: col(r, 8)?,
         truncated: col(r, 9)?,
+        parts: col(r, 10)?,
     })
 }
 
@@ -205,8 +206,8 @@ async fn record(tx: &tokio_postgres::Transaction<'_>, x: &Exchange) -> Result<()
         .prepare(
             "INSERT INTO messages
                  (id, account, agent_id, conversation_id, seq, role, content, tool_calls, credits,
-                  created_at, read_at, truncated)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11)",
+                  created_at, read_at, truncated, parts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11, $12)",
         )
         .await
         .map_err(pg_err)?;
@@ -227,6 +228,7 @@ async fn record(tx: &tokio_postgres::Transaction<'_>, x: &Exchange) -> Result<()
                 &m.credits,
                 &m.created_at,
                 &m.truncated,
+                &m.parts,
             ],
         )
         .await

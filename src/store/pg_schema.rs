@@ -141,6 +141,18 @@ CREATE INDEX messages_inbox ON messages (account, agent_id, read_at, created_at,
         5,
         "ALTER TABLE messages ADD COLUMN truncated BOOLEAN NOT NULL DEFAULT FALSE;",
     ),
+    // Each message's parts in the AI SDK `UIMessage` form (SPEC §8); rows written before hold
+    // their text as one text part.
+    (
+        6,
+        r#"
+ALTER TABLE messages ADD COLUMN parts TEXT;
+UPDATE messages SET parts = CASE
+    WHEN content = '' THEN '[]'
+    ELSE jsonb_build_array(jsonb_build_object('type', 'text', 'text', content))::text
+END;
+"#,
+    ),
 ];
 
 /// The newest schema version this binary knows.
