@@ -37,6 +37,14 @@ fn ui_answer(deltas: usize, size: usize, usage: f64) -> Vec<u8> {
     body.into_bytes()
 }
 
+/// The request id agentgate gave a request (the client sent none): its reservation's id.
+fn rid(r: &reqwest::Response) -> String {
+    r.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii request id")
+        .to_owned()
+}
+
 /// The reservation of `request_id` once it is no longer pending (or the last one seen).
 async fn settled(store: &Store, request_id: &str) -> ReservationRecord {
     let deadline = Instant::now() + PATIENCE;
@@ -63,11 +71,9 @@ fn chat_req(
     front: Api,
     agent: &str,
     stream: bool,
-    request_id: &str,
 ) -> reqwest::RequestBuilder {
     let mut req = client
         .post(gw.url(&chat_path(front, agent, stream)))
-        .header("x-request-id", request_id)
         .json(&chat_body(front, "hello", None, stream));
     if stream {
         req = req.header("accept", "text/event-stream");
@@ -94,12 +100,12 @@ async fn a_sync_answer_past_max_answer_bytes_is_502_and_charged_what_it_shows() 
         )],
     ))
     .await;
-    for (n, front) in [Api::Agents, Api::Guayaba].into_iter().enumerate() {
-        let rid = format!("big-sync-{n}");
-        let r = chat_req(&client(), &gw, front, &id, false, &rid)
+    for front in [Api::Agents, Api::Guayaba] {
+        let r = chat_req(&client(), &gw, front, &id, false)
             .send()
             .await
             .expect("answer");
+        let rid = rid(&r);
         let v = assert_error(r, 502).await;
         assert_eq!(v["error"]["code"], "answer_too_large", "{v}");
         assert_eq!(v["error"]["details"]["max_answer_bytes"], 1048576, "{v}");
@@ -128,7 +134,7 @@ async fn a_stream_past_max_answer_bytes_goes_on_and_its_transcript_is_cut() {
         &[agent(&id, &mock.url(), Api::Chatbase, "")],
     ))
     .await;
-    let r = chat_req(&client(), &gw, Api::Agents, &id, true, "big-stream")
+    let r = chat_req(&client(), &gw, Api::Agents, &id, true)
         .send()
         .await
         .expect("stream");
@@ -246,14 +252,16 @@ async fn settlements_survive_a_store_outage_and_unrecorded_answers_end_in_an_err
     );
     let gw = spawn_gateway(&toml).await;
     let c = client();
-    let mut leaving = chat_req(&c, &gw, Api::Chatbase, &endless_id, true, "outage-left")
+    let mut leaving = chat_req(&c, &gw, Api::Chatbase, &endless_id, true)
         .send()
         .await
         .expect("stream");
-    let mut finishing = chat_req(&c, &gw, Api::Chatbase, &id, true, "outage-finished")
+    let left_id = rid(&leaving);
+    let mut finishing = chat_req(&c, &gw, Api::Chatbase, &id, true)
         .send()
         .await
         .expect("stream");
+    let finished_id = rid(&finishing);
     assert_eq!(
         (leaving.status().as_u16(), finishing.status().as_u16()),
         (200, 200)
@@ -280,7 +288,7 @@ async fn settlements_survive_a_store_outage_and_unrecorded_answers_end_in_an_err
     // Longer than the writer's own attempts at one batch (which used to give up).
     tokio::time::sleep(Duration::from_secs(2).saturating_sub(outage.elapsed())).await;
     let still_pending = store_of(&gw)
-        .reservation("outage-left")
+        .reservation(&left_id)
         .await
         .expect("read")
         .expect("row");
@@ -290,9 +298,9 @@ async fn settlements_survive_a_store_outage_and_unrecorded_answers_end_in_an_err
     );
 
     std::fs::rename(&away, &data).expect("bring the store back");
-    let left = settled(store_of(&gw), "outage-left").await;
+    let left = settled(store_of(&gw), &left_id).await;
     assert_eq!((left.state.as_str(), left.charged), ("posted", Some(1000)));
-    let finished = settled(store_of(&gw), "outage-finished").await;
+    let finished = settled(store_of(&gw), &finished_id).await;
     assert_eq!(
         (finished.state.as_str(), finished.charged),
         ("voided", Some(0))
@@ -351,7 +359,7 @@ async fn a_client_pausing_longer_than_the_reservation_timeout_pays_what_it_was_s
     let mut stream = socket.connect(gw.addr).await.expect("connect");
     let body = chat_body(Api::Chatbase, "hello", None, true).to_string();
     let request = format!(
-        "POST {} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nx-request-id: slow-reader\r\n\
+        "POST {} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
          content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         chat_path(Api::Chatbase, &id, true),
         test_key().expose(),
@@ -365,6 +373,14 @@ async fn a_client_pausing_longer_than_the_reservation_timeout_pays_what_it_was_s
         assert!(n > 0, "closed early");
         got.extend_from_slice(&buf[..n]);
     }
+    // The reservation's id: the request id agentgate gave the request, echoed in the head.
+    let head = String::from_utf8_lossy(&got);
+    let request_id = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("x-request-id echoed")
+        .trim()
+        .to_owned();
     // The pause: longer than the reservation timeout and its recovery interval.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
@@ -373,7 +389,7 @@ async fn a_client_pausing_longer_than_the_reservation_timeout_pays_what_it_was_s
         mock.bytes_written()
     );
     let r = store_of(&gw)
-        .reservation("slow-reader")
+        .reservation(&request_id)
         .await
         .expect("read")
         .expect("row");
@@ -381,7 +397,7 @@ async fn a_client_pausing_longer_than_the_reservation_timeout_pays_what_it_was_s
     stream.read_to_end(&mut got).await.expect("read the rest");
     let text = String::from_utf8_lossy(&got);
     assert!(text.contains("\"usage\":{\"credits\":3}"), "finish shows 3");
-    let r = settled(store_of(&gw), "slow-reader").await;
+    let r = settled(store_of(&gw), &request_id).await;
     assert_eq!(
         (r.state.as_str(), r.charged),
         ("posted", Some(3000)),
@@ -626,33 +642,33 @@ async fn failed_answers_are_charged_nothing_streamed_or_not() {
     let c = client();
     for front in [Api::Chatbase, Api::Guayaba] {
         // Midway, streamed: the text so far, an error and the end; no usage, no charge.
-        let rid = format!("midway-stream-{front}");
-        let r = chat_req(&c, &gw, front, &dies, true, &rid)
+        let r = chat_req(&c, &gw, front, &dies, true)
             .send()
             .await
             .expect("stream");
         assert_eq!(r.status(), 200);
+        let rid = rid(&r);
         let answer = read_stream(front_format(front), &r.text().await.expect("body"));
         assert!(answer.ended_properly && answer.errors.len() == 1);
         assert_eq!(answer.credits, None);
         let r = settled(store_of(&gw), &rid).await;
         assert_eq!((r.state.as_str(), r.charged), ("voided", Some(0)), "{rid}");
         // Midway, sync: 502, no charge.
-        let rid = format!("midway-sync-{front}");
-        let r = chat_req(&c, &gw, front, &dies, false, &rid)
+        let r = chat_req(&c, &gw, front, &dies, false)
             .send()
             .await
             .expect("sync");
+        let rid = rid(&r);
         assert_error(r, 502).await;
         let r = settled(store_of(&gw), &rid).await;
         assert_eq!((r.state.as_str(), r.charged), ("voided", Some(0)), "{rid}");
         // An HTML page with 200, streamed or not: 502 before any output, no charge.
         for stream in [true, false] {
-            let rid = format!("html-{front}-{stream}");
-            let r = chat_req(&c, &gw, front, &serves_html, stream, &rid)
+            let r = chat_req(&c, &gw, front, &serves_html, stream)
                 .send()
                 .await
                 .expect("answer");
+            let rid = rid(&r);
             let v = assert_error(r, 502).await;
             assert_eq!(v["error"]["details"]["upstream_content_type"], "text/html");
             let r = settled(store_of(&gw), &rid).await;
