@@ -38,7 +38,7 @@ fn ui_answer(deltas: usize, size: usize, usage: f64) -> Vec<u8> {
 }
 
 /// The request id agentgate gave a request (the client sent none): its reservation's id.
-fn rid(r: &reqwest::Response) -> String {
+fn request_id(r: &reqwest::Response) -> String {
     r.headers()["x-request-id"]
         .to_str()
         .expect("ascii request id")
@@ -105,7 +105,7 @@ async fn a_sync_answer_past_max_answer_bytes_is_502_and_charged_what_it_shows() 
             .send()
             .await
             .expect("answer");
-        let rid = rid(&r);
+        let rid = request_id(&r);
         let v = assert_error(r, 502).await;
         assert_eq!(v["error"]["code"], "answer_too_large", "{v}");
         assert_eq!(v["error"]["details"]["max_answer_bytes"], 1048576, "{v}");
@@ -256,12 +256,12 @@ async fn settlements_survive_a_store_outage_and_unrecorded_answers_end_in_an_err
         .send()
         .await
         .expect("stream");
-    let left_id = rid(&leaving);
+    let left_id = request_id(&leaving);
     let mut finishing = chat_req(&c, &gw, Api::Chatbase, &id, true)
         .send()
         .await
         .expect("stream");
-    let finished_id = rid(&finishing);
+    let finished_id = request_id(&finishing);
     assert_eq!(
         (leaving.status().as_u16(), finishing.status().as_u16()),
         (200, 200)
@@ -647,7 +647,7 @@ async fn failed_answers_are_charged_nothing_streamed_or_not() {
             .await
             .expect("stream");
         assert_eq!(r.status(), 200);
-        let rid = rid(&r);
+        let rid = request_id(&r);
         let answer = read_stream(front_format(front), &r.text().await.expect("body"));
         assert!(answer.ended_properly && answer.errors.len() == 1);
         assert_eq!(answer.credits, None);
@@ -658,7 +658,7 @@ async fn failed_answers_are_charged_nothing_streamed_or_not() {
             .send()
             .await
             .expect("sync");
-        let rid = rid(&r);
+        let rid = request_id(&r);
         assert_error(r, 502).await;
         let r = settled(store_of(&gw), &rid).await;
         assert_eq!((r.state.as_str(), r.charged), ("voided", Some(0)), "{rid}");
@@ -668,7 +668,7 @@ async fn failed_answers_are_charged_nothing_streamed_or_not() {
                 .send()
                 .await
                 .expect("answer");
-            let rid = rid(&r);
+            let rid = request_id(&r);
             let v = assert_error(r, 502).await;
             assert_eq!(v["error"]["details"]["upstream_content_type"], "text/html");
             let r = settled(store_of(&gw), &rid).await;
