@@ -37,7 +37,8 @@ pub struct Transcoder<M: Meter = ()> {
     encoder: Encoder,
     meter: M,
     error: Option<DecodeError>,
-    /// Set by [`Transcoder::hold_finish`]: a finish is kept here instead of being written.
+    /// Set by [`Transcoder::hold_finish`]: a finish (or an abort) is kept here instead of being
+    /// written.
     hold: bool,
     held: Option<(Event<'static>, Option<Box<RawValue>>)>,
 }
@@ -107,14 +108,14 @@ impl<M: Meter> Transcoder<M> {
                     return;
                 }
                 let flow = meter.on_event(&mut event, chunk);
-                if *hold && matches!(event, Event::Finish { .. }) {
+                if *hold && completes(&event) {
                     *held = Some((event.into_owned(), chunk.map(RawValue::to_owned)));
                     return;
                 }
                 encoder.encode_chunk(&event, chunk, out);
                 if let Flow::Stop(mut last) = flow {
                     let _ = meter.on_event(&mut last, None);
-                    if *hold && matches!(last, Event::Finish { .. }) {
+                    if *hold && completes(&last) {
                         *held = Some((last, None));
                     } else {
                         encoder.encode(&last, out);
@@ -183,6 +184,12 @@ impl<M: Meter> Transcoder<M> {
     pub fn meter_mut(&mut self) -> &mut M {
         &mut self.meter
     }
+}
+
+/// A terminal event that completes the answer (a finish, or an abort with what was said),
+/// which [`Transcoder::hold_finish`] keeps back; an error is never held.
+fn completes(event: &Event<'_>) -> bool {
+    matches!(event, Event::Finish { .. } | Event::Abort { .. })
 }
 
 impl From<SseError> for Box<DecodeError> {
