@@ -502,6 +502,7 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         || ost.reservation_timeout != nst.reservation_timeout
         || ost.lease_credits != nst.lease_credits
         || ost.lease_timeout != nst.lease_timeout
+        || ost.idempotency_ttl != nst.idempotency_ttl
     {
         changed.push("[store]");
     }

@@ -132,6 +132,7 @@ async fn stop_admin(admin: Option<(JoinSet<()>, CancellationToken)>) {
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     let config = Arc::new(config);
     let policy = Arc::new(Policy::open(&config).await.map_err(ServerError::Setup)?);
+    Policy::spawn_maintenance(&policy);
     let streams_end = CancellationToken::new();
     let metrics = Arc::new(Metrics::with_fail_open({
         let policy = policy.clone();

@@ -216,3 +216,44 @@ async fn a_client_gone_before_the_backend_answers_is_charged_nothing() {
     assert_eq!(balance(&gw).await, before, "and charged nothing");
     assert_eq!(mock.requests().len(), 1, "the backend was called once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_past_the_idempotency_ttl_is_deleted_and_its_key_reused() {
+    let backend = demo_agent(Api::Chatbase).await;
+    let id = agent_id(1);
+    let agents = [agent(&id, &format!("http://{backend}"), Api::Chatbase, "")];
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Answers are kept for 1 s; the clean-up runs every 250 ms (a quarter of the 1 s
+    // reservation timeout).
+    let cfg = format!(
+        "{}\n[store]\nurl = \"sqlite://{}\"\nreservation_timeout_s = 1\nidempotency_ttl_s = 1\n",
+        config("", &agents),
+        dir.path().join("agentgate.db").display()
+    );
+    let gw = spawn_gateway(&cfg).await;
+    let c = client();
+    let url = gw.url(&chat_path(Api::Guayaba, &id, false));
+    let send = |message: &str| {
+        c.post(&url)
+            .header("idempotency-key", "daily-report")
+            .json(&chat_body(Api::Guayaba, message, None, false))
+            .send()
+    };
+    let first = send("first body").await.unwrap();
+    assert_eq!(first.status(), 200);
+    first.bytes().await.unwrap();
+
+    // Another body under the same key is 409 (the first is being completed) or 422 while the
+    // answer is kept, and runs as a new request once it has expired and been deleted.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        let r = send("another body").await.unwrap();
+        let status = r.status().as_u16();
+        if !matches!(status, 409 | 422) || std::time::Instant::now() > deadline {
+            assert!(r.headers().get("idempotent-replayed").is_none());
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 200, "the expired key is free again");
+}

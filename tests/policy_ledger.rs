@@ -411,3 +411,54 @@ async fn idempotency_states_on(backend: Backend) {
         Begin::New(_)
     ));
 }
+
+crate::on_both_stores!(idempotency_records_expire, idempotency_records_expire_on);
+async fn idempotency_records_expire_on(backend: Backend) {
+    let cfg = LedgerConfig {
+        idempotency_ttl: Duration::from_secs(60),
+        // A claim stays live for 10 minutes: longer than the TTL.
+        idempotency_timeout: Duration::from_secs(600),
+        ..short_timeouts()
+    };
+    let Some(fx) = fixture_on(backend, cfg).await else {
+        return;
+    };
+    let l = &fx.ledger;
+    let Begin::New(done) = l.idempotency_begin("acme", "done", "h1").await.expect("b") else {
+        panic!("new");
+    };
+    assert!(l.complete(done, 200, "text/plain", b"ok").await.expect("c"));
+    let Begin::New(_running) = l
+        .idempotency_begin("acme", "running", "h")
+        .await
+        .expect("b")
+    else {
+        panic!("new");
+    };
+    let now = now_ms();
+    assert_eq!(
+        l.expire_idempotency(now).await.expect("x"),
+        0,
+        "within the TTL"
+    );
+    assert!(matches!(
+        l.idempotency_begin("acme", "done", "h2").await.expect("b"),
+        Begin::Conflict
+    ));
+    // Past the TTL: the answer is deleted, the live claim (locked for 10 minutes) stays.
+    let later = now + 61_000;
+    assert_eq!(l.expire_idempotency(later).await.expect("x"), 1);
+    assert!(matches!(
+        l.idempotency_begin("acme", "running", "h")
+            .await
+            .expect("b"),
+        Begin::InFlight
+    ));
+    // The key is free again, with any body.
+    assert!(matches!(
+        l.idempotency_begin("acme", "done", "h2").await.expect("b"),
+        Begin::New(_)
+    ));
+    // Once their locks have run out too, the abandoned claims go as well.
+    assert_eq!(l.expire_idempotency(now + 601_000).await.expect("x"), 2);
+}

@@ -14,7 +14,7 @@
 mod key;
 mod scopes;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -257,6 +257,8 @@ struct CachedKey {
     info: Option<KeyInfo>,
     loaded_ms: UnixMs,
     generation: u64,
+    /// Used since the last [`Authenticator::prune`]; an entry unused for a whole pass goes.
+    used: AtomicBool,
 }
 
 /// The hash an unknown public id is compared against: SHA-256 of a string that is no key.
@@ -368,6 +370,22 @@ impl Authenticator {
         self.inner.lookups.load(Ordering::Relaxed)
     }
 
+    /// Drops the cached ids not used since the previous call (keys that went idle), and gives
+    /// the cache's spare capacity back; run periodically. Returns how many it dropped.
+    pub fn prune(&self) -> usize {
+        let cache = &self.inner.cache;
+        let before = cache.len();
+        cache.retain(|_, e| e.used.swap(false, Ordering::Relaxed));
+        let dropped = before.saturating_sub(cache.len());
+        cache.shrink_to_fit();
+        dropped
+    }
+
+    /// Ids in the cache now.
+    pub fn cached(&self) -> usize {
+        self.inner.cache.len()
+    }
+
     /// Drops every cached key (e.g. after a revocation made through another path).
     pub fn invalidate(&self) {
         self.inner.invalidate();
@@ -412,6 +430,7 @@ impl Authenticator {
             let fresh = entry.generation == generation
                 && (poller_alive || now - entry.loaded_ms < ENTRY_STALE_MS);
             if fresh {
+                entry.used.store(true, Ordering::Relaxed);
                 return verdict(&entry.hash, &hash, entry.info.as_ref(), now);
             }
         }
@@ -433,6 +452,7 @@ impl Authenticator {
             info,
             loaded_ms: now,
             generation,
+            used: AtomicBool::new(true),
         });
         if inner.cache.len() >= MAX_CACHED {
             inner.invalidate();

@@ -30,6 +30,8 @@ pub const RESERVATION_TIMEOUT_S: u64 = 900;
 pub const LEASE_CREDITS: f64 = 0.0;
 /// `[store] lease_timeout_s`.
 pub const LEASE_TIMEOUT_S: u64 = 30;
+/// `[store] idempotency_ttl_s` (a day).
+pub const IDEMPOTENCY_TTL_S: u64 = 86_400;
 
 /// `[rate_limit] key_prefix`.
 pub const KEY_PREFIX: &str = "agentgate";

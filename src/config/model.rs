@@ -67,6 +67,8 @@ pub struct StoreConfig {
     /// Credits leased at once (0: a reservation per request).
     pub lease_credits: f64,
     pub lease_timeout: Duration,
+    /// Age past which an idempotent answer is deleted (its key can then be used again).
+    pub idempotency_ttl: Duration,
 }
 
 /// Where the store lives.

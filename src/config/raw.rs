@@ -118,6 +118,9 @@ pub(crate) struct RawStore {
     pub lease_credits: Option<Spanned<f64>>,
     /// Seconds an unused lease is kept before its rest returns to the balance (default 30).
     pub lease_timeout_s: Option<Spanned<u64>>,
+    /// Seconds an `Idempotency-Key` answer is kept for replay before it is deleted and the key
+    /// can be used again (default 86400).
+    pub idempotency_ttl_s: Option<Spanned<u64>>,
 }
 
 /// `[rate_limit]`

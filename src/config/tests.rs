@@ -72,6 +72,7 @@ fn empty_file_gets_every_default() {
     assert_eq!(store.reservation_timeout, Duration::from_secs(900));
     assert_eq!(store.lease_credits, 0.0);
     assert_eq!(store.lease_timeout, Duration::from_secs(30));
+    assert_eq!(store.idempotency_ttl, Duration::from_secs(86_400));
 
     let rate_limit = config.rate_limit();
     assert!(rate_limit.redis_url.is_none());
@@ -167,6 +168,7 @@ url = "postgres://agentgate:${PGPASSWORD}@db:5432/agentgate"
 reservation_timeout_s = 60
 lease_credits = 50
 lease_timeout_s = 10
+idempotency_ttl_s = 3600
 
 [rate_limit]
 redis_url = "redis://cache:6379"
@@ -246,6 +248,7 @@ fn every_key_is_read() {
     assert_eq!(store.reservation_timeout, Duration::from_secs(60));
     assert_eq!(store.lease_credits, 50.0);
     assert_eq!(store.lease_timeout, Duration::from_secs(10));
+    assert_eq!(store.idempotency_ttl, Duration::from_secs(3600));
 
     let rate_limit = config.rate_limit();
     assert_eq!(

@@ -419,11 +419,18 @@ impl Validator<'_> {
             defaults::LEASE_TIMEOUT_S,
             Duration::from_secs,
         );
+        let idempotency_ttl = self.duration(
+            "idempotency_ttl_s",
+            raw.idempotency_ttl_s.as_ref(),
+            defaults::IDEMPOTENCY_TTL_S,
+            Duration::from_secs,
+        );
         Some(StoreConfig {
             url: url?,
             reservation_timeout: reservation_timeout?,
             lease_credits: lease_credits?,
             lease_timeout: lease_timeout?,
+            idempotency_ttl: idempotency_ttl?,
         })
     }
 

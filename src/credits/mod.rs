@@ -82,6 +82,8 @@ pub struct LedgerConfig {
     pub reservation_timeout: Duration,
     /// An in-flight idempotent request older than this is considered abandoned.
     pub idempotency_timeout: Duration,
+    /// A stored idempotent answer older than this is deleted (`[store] idempotency_ttl_s`).
+    pub idempotency_ttl: Duration,
     /// How long the in-memory balance estimate may refuse without asking the store.
     pub estimate_freshness: Duration,
     /// Credit lease mode (PostgreSQL only): serve from blocks of credits held in memory.
@@ -93,6 +95,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             reservation_timeout: Duration::from_secs(900),
             idempotency_timeout: Duration::from_secs(900),
+            idempotency_ttl: Duration::from_secs(86_400),
             estimate_freshness: Duration::from_secs(1),
             lease: None,
         }
@@ -522,6 +525,37 @@ impl Ledger {
         } else {
             Err(CreditError::Invariant(bad.join("; ")))
         }
+    }
+
+    /// Drops the balance estimates of accounts that are idle: no reservation of theirs is
+    /// held or in the writer's queue, and the estimate is too old to refuse anything (the next
+    /// request asks the store, as it would have). Returns how many it dropped.
+    pub fn prune(&self) -> usize {
+        let estimates = &self.inner.estimates;
+        let stale_before = now_ms() - ms(self.inner.cfg.estimate_freshness);
+        let before = estimates.len();
+        estimates.retain(|_, e| {
+            Arc::strong_count(e) > 1
+                || e.reserving.load(Ordering::Acquire) != 0
+                || e.refunding.load(Ordering::Acquire) != 0
+                || e.refreshed_ms.load(Ordering::Acquire) > stale_before
+        });
+        let dropped = before.saturating_sub(estimates.len());
+        estimates.shrink_to_fit();
+        dropped
+    }
+
+    /// Accounts with a balance estimate now.
+    pub fn estimated_accounts(&self) -> usize {
+        self.inner.estimates.len()
+    }
+
+    /// Deletes the idempotency records older than `[store] idempotency_ttl_s` at `now` (their
+    /// keys can then be used again); a request still running under its claim keeps it.
+    /// Returns how many it deleted.
+    pub async fn expire_idempotency(&self, now: UnixMs) -> Result<u64, CreditError> {
+        let before = now.saturating_sub(ms(self.inner.cfg.idempotency_ttl));
+        Ok(self.inner.store.expire_idempotency(before, now).await?)
     }
 
     /// Claims an idempotency key for a request with this body hash (hex SHA-256).

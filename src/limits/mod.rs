@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use governor::clock::{Clock, DefaultClock};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::Quota;
@@ -193,12 +195,15 @@ type Gcra<C> = governor::RateLimiter<NotKeyed, InMemoryState, C, StateInformatio
 struct Bucket<C: Clock> {
     quota: RateQuota,
     limiter: Gcra<C>,
+    /// When it was last checked, in nanoseconds since the limiter's start.
+    last_used: AtomicU64,
 }
 
 /// GCRA limiters per key and per agent, generic over governor's clock (tests use
 /// `governor::clock::FakeRelativeClock`).
 pub struct RateLimiter<C: Clock + Clone = DefaultClock> {
     clock: C,
+    start: C::Instant,
     keys: DashMap<String, Arc<Bucket<C>>>,
     agents: DashMap<String, Arc<Bucket<C>>>,
 }
@@ -218,6 +223,7 @@ impl Default for RateLimiter<DefaultClock> {
 impl<C: Clock + Clone> RateLimiter<C> {
     pub fn with_clock(clock: C) -> Self {
         RateLimiter {
+            start: clock.now(),
             clock,
             keys: DashMap::new(),
             agents: DashMap::new(),
@@ -244,6 +250,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
             Arc::new(Bucket {
                 quota,
                 limiter: Gcra::new(q, InMemoryState::default(), self.clock.clone()),
+                last_used: AtomicU64::new(0),
             })
         };
         let mut entry = map.entry(id.to_owned()).or_insert_with(fresh);
@@ -261,6 +268,9 @@ impl<C: Clock + Clone> RateLimiter<C> {
         quota: RateQuota,
     ) -> Result<PolicyState, RateLimited> {
         let bucket = self.bucket(map, id, quota);
+        bucket
+            .last_used
+            .store(self.elapsed_nanos(), Ordering::Release);
         let per_cell = quota.interval();
         match bucket.limiter.check() {
             Ok(snapshot) => {
@@ -285,6 +295,36 @@ impl<C: Clock + Clone> RateLimiter<C> {
                 })
             }
         }
+    }
+
+    fn elapsed_nanos(&self) -> u64 {
+        self.clock.now().duration_since(self.start).as_u64()
+    }
+
+    /// Drops the limiters of keys and agents that are idle: unused for as long as a whole
+    /// burst takes to come back, so they are full again and a fresh limiter would decide the
+    /// same. Then gives the maps' spare capacity back. Returns how many it dropped.
+    pub fn prune(&self) -> usize {
+        let now = self.elapsed_nanos();
+        let mut dropped = 0;
+        for map in [&self.keys, &self.agents] {
+            let before = map.len();
+            map.retain(|_, b| {
+                let refill = b.quota.interval().saturating_mul(b.quota.burst());
+                let refill = u64::try_from(refill.as_nanos()).unwrap_or(u64::MAX);
+                let idle = now.saturating_sub(b.last_used.load(Ordering::Acquire)) >= refill;
+                // A check holding the bucket right now keeps it (the map holds one reference).
+                !(idle && Arc::strong_count(b) == 1)
+            });
+            dropped += before.saturating_sub(map.len());
+            map.shrink_to_fit();
+        }
+        dropped
+    }
+
+    /// Keys and agents with a limiter now.
+    pub fn tracked(&self) -> usize {
+        self.keys.len() + self.agents.len()
     }
 
     /// Checks the key's quota, then the agent's. `None` quota: that dimension is unlimited.
@@ -367,6 +407,30 @@ mod tests {
             RateQuota::from_parts(Some(0.5), None).map(|q| q.burst()),
             Some(1)
         );
+    }
+
+    #[test]
+    fn idle_limiters_are_pruned_once_full_again() {
+        let clock = FakeRelativeClock::default();
+        let rl = RateLimiter::with_clock(clock.clone());
+        // One request per second, burst 2: full again 2 s after its last use.
+        let q = RateQuota::new(1.0, 2);
+        rl.check("k", q, "a", q).expect("first");
+        rl.check("k", q, "a", q).expect("second");
+        assert_eq!(rl.tracked(), 2);
+        clock.advance(Duration::from_millis(1999));
+        assert_eq!(rl.prune(), 0, "not full yet: its state still matters");
+        rl.check("k", q, "a", None).expect("one cell back");
+        clock.advance(Duration::from_millis(1999));
+        assert_eq!(
+            rl.prune(),
+            1,
+            "the agent is full again; the key was just used"
+        );
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(rl.prune(), 1);
+        assert_eq!(rl.tracked(), 0);
+        rl.check("k", q, "a", q).expect("a fresh limiter");
     }
 
     #[test]

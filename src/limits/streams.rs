@@ -46,6 +46,20 @@ impl StreamSlots {
     pub fn tracked_keys(&self) -> usize {
         self.counters.len()
     }
+
+    /// Removes the entries no stream holds that the guards' own clean-up missed (a refused
+    /// acquisition, or a release racing an acquisition), and gives spare capacity back.
+    /// Returns how many it removed.
+    pub fn prune(&self) -> usize {
+        let before = self.counters.len();
+        // Under the shard lock only the map holds an idle counter (an acquisition in progress
+        // holds a clone, so its entry stays).
+        self.counters
+            .retain(|_, c| Arc::strong_count(c) > 1 || c.load(Ordering::Acquire) > 0);
+        let removed = before.saturating_sub(self.counters.len());
+        self.counters.shrink_to_fit();
+        removed
+    }
 }
 
 /// One open stream; releases its slot when dropped.
@@ -92,6 +106,24 @@ mod tests {
         let c = s.try_acquire("k", 2).expect("after release");
         drop((b, c));
         assert_eq!(s.in_use("k"), 0);
+        assert_eq!(s.tracked_keys(), 0);
+    }
+
+    #[test]
+    fn prune_removes_what_no_stream_holds() {
+        let s = StreamSlots::new();
+        // Refused at a cap of 0: nothing to release, so the entry stays until pruned.
+        assert!(s.try_acquire("refused", 0).is_none());
+        let held = s.try_acquire("held", 1).expect("first");
+        assert_eq!(s.tracked_keys(), 2);
+        assert_eq!(s.prune(), 1);
+        assert_eq!(s.in_use("held"), 1);
+        assert!(
+            s.try_acquire("held", 1).is_none(),
+            "the held slot still counts"
+        );
+        drop(held);
+        assert_eq!(s.prune(), 0, "the last guard removed its own entry");
         assert_eq!(s.tracked_keys(), 0);
     }
 }

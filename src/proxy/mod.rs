@@ -11,7 +11,7 @@ mod teams;
 
 pub use body::{StreamEnd, TranscodeBody};
 pub use meter::{GatewayMeter, Ids};
-pub use policy::{Admission, Limiter, Policy};
+pub use policy::{Admission, Limiter, Policy, Pruned};
 
 use std::collections::HashMap;
 use std::convert::Infallible;

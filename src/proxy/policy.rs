@@ -34,6 +34,8 @@ pub struct Policy {
     /// Limits for keys created without their own.
     key_rate: Option<RateQuota>,
     key_max_streams: Option<u32>,
+    /// How often idle entries are pruned: the recovery's schedule.
+    maintenance_interval: Duration,
 }
 
 /// Where rate limits are kept: in this process (governor), or in Redis for the whole fleet
@@ -57,12 +59,44 @@ impl Limiter {
         }
     }
 
+    /// Drops the local limiters of idle keys and agents (nothing to do in Redis, where they
+    /// expire by themselves).
+    fn prune(&self) -> usize {
+        match self {
+            Limiter::Local(l) => l.prune(),
+            Limiter::Fleet(_) => 0,
+        }
+    }
+
+    /// Keys and agents with a local limiter now (0 with Redis).
+    pub fn tracked(&self) -> usize {
+        match self {
+            Limiter::Local(l) => l.tracked(),
+            Limiter::Fleet(_) => 0,
+        }
+    }
+
     /// Checks admitted without a verdict because Redis was unavailable (0 for local limits).
     pub fn fail_open_count(&self) -> u64 {
         match self {
             Limiter::Local(_) => 0,
             Limiter::Fleet(f) => f.fail_open_count(),
         }
+    }
+}
+
+/// Entries per key, agent or account, by map: what a clean-up pass dropped, or what is held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub limiters: usize,
+    pub stream_slots: usize,
+    pub cached_keys: usize,
+    pub estimates: usize,
+}
+
+impl Pruned {
+    pub fn total(&self) -> usize {
+        self.limiters + self.stream_slots + self.cached_keys + self.estimates
     }
 }
 
@@ -116,6 +150,7 @@ impl Policy {
             store.clone(),
             LedgerConfig {
                 reservation_timeout: config.store().reservation_timeout,
+                idempotency_ttl: config.store().idempotency_ttl,
                 lease: lease_config(config, &store)?,
                 // Other replicas' refunds do not reach this estimate: trust it for less long,
                 // so that a request it refuses early is never refused for long.
@@ -149,6 +184,7 @@ impl Policy {
             streams: StreamSlots::new(),
             key_rate: defaults.rate.and_then(quota),
             key_max_streams: defaults.max_streams,
+            maintenance_interval: recovery_interval(config.store().reservation_timeout),
         })
     }
 
@@ -303,6 +339,57 @@ impl Policy {
             }
         }
         result
+    }
+
+    /// Starts the periodic clean-up (every `interval`, on the recovery's schedule): idle keys'
+    /// and agents' limiters, stream-slot counters, cached keys and balance estimates are
+    /// dropped, and expired idempotency records deleted, so that nothing held per key grows
+    /// with the number of keys ever seen. Stops when the policy is dropped.
+    pub fn spawn_maintenance(policy: &Arc<Policy>) -> tokio::task::JoinHandle<()> {
+        let interval = policy.maintenance_interval;
+        let weak = Arc::downgrade(policy);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(policy) = weak.upgrade() else { break };
+                policy.maintain().await;
+            }
+        })
+    }
+
+    /// One clean-up pass (see [`Policy::spawn_maintenance`]).
+    pub async fn maintain(&self) {
+        let pruned = self.prune();
+        if pruned.total() > 0 {
+            tracing::debug!(?pruned, "idle entries pruned");
+        }
+        match self.ledger.expire_idempotency(crate::store::now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "expired idempotency records deleted"),
+            Err(e) => tracing::warn!(error = %e, "idempotency expiry failed"),
+        }
+    }
+
+    /// Drops what idle keys, agents and accounts hold in memory.
+    pub fn prune(&self) -> Pruned {
+        Pruned {
+            limiters: self.limiter.prune(),
+            stream_slots: self.streams.prune(),
+            cached_keys: self.auth.prune(),
+            estimates: self.ledger.prune(),
+        }
+    }
+
+    /// Entries held in memory per key, agent or account now.
+    pub fn tracked(&self) -> Pruned {
+        Pruned {
+            limiters: self.limiter.tracked(),
+            stream_slots: self.streams.tracked_keys(),
+            cached_keys: self.auth.cached(),
+            estimates: self.ledger.estimated_accounts(),
+        }
     }
 
     /// Where this gateway keeps its rate limits.

@@ -217,6 +217,9 @@ pub struct IdemCompletion {
     pub response: StoredResponse,
 }
 
+/// Most idempotency records one expiry write deletes.
+const IDEM_EXPIRE_BATCH: i64 = 1000;
+
 /// A write for the writer. Each carries the callback to run once its batch has committed.
 pub enum WriteOp {
     Reserve(NewReservation, Done<ReserveOutcome>),
@@ -242,6 +245,14 @@ pub enum WriteOp {
         idem_key: String,
         owner: String,
         done: Option<Done<bool>>,
+    },
+    /// Deletes at most `limit` idempotency records created before `created_before` (complete,
+    /// or abandoned: in flight with their lock past `now`). Reports how many it deleted.
+    IdemExpire {
+        created_before: UnixMs,
+        now: UnixMs,
+        limit: i64,
+        done: Done<u64>,
     },
     /// Conversations and transcripts (see `conversations.rs`).
     Conversation(ConversationWrite, Done<ConversationOutcome>),
@@ -604,6 +615,31 @@ impl Store {
             done: Some(done),
         })
         .await
+    }
+
+    /// Deletes idempotency records created before `created_before`: complete ones, and claims
+    /// abandoned at `now` (a live claim stays). In batches of `IDEM_EXPIRE_BATCH`, so the writer
+    /// is never held long. Returns how many it deleted.
+    pub async fn expire_idempotency(
+        &self,
+        created_before: UnixMs,
+        now: UnixMs,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let n = self
+                .call(|done| WriteOp::IdemExpire {
+                    created_before,
+                    now,
+                    limit: IDEM_EXPIRE_BATCH,
+                    done,
+                })
+                .await?;
+            deleted += n;
+            if n < IDEM_EXPIRE_BATCH.unsigned_abs() {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// Records a completed exchange (conversation row, user message, answer) in one

@@ -554,6 +554,29 @@ async fn exec(sh: &Shared, op: WriteOp) {
                 done(r);
             }
         }
+        WriteOp::IdemExpire {
+            created_before,
+            now,
+            limit,
+            done,
+        } => {
+            let (before, now, limit) = (&created_before, &now, &limit);
+            done(
+                attempt(sh, Retry::Idempotent, |c| async move {
+                    let st = c
+                        .prepare_cached(
+                            "DELETE FROM idempotency WHERE ctid IN (
+                                 SELECT ctid FROM idempotency
+                                 WHERE created_at < $1 AND (state = 'complete' OR locked_until < $2)
+                                 LIMIT $3)",
+                        )
+                        .await
+                        .map_err(pg_err)?;
+                    c.execute(&st, &[before, now, limit]).await.map_err(pg_err)
+                })
+                .await,
+            )
+        }
         WriteOp::Conversation(w, done) => {
             let w = &w;
             done(

@@ -337,6 +337,7 @@ enum Outcome {
     Revoke(RevokeOutcome),
     Idem(IdemOutcome),
     Conversation(super::ConversationOutcome),
+    Count(u64),
 }
 
 /// Commits one batch, retrying transient failures. Returns the ops that could not be committed
@@ -463,6 +464,10 @@ fn finish(op: WriteOp, out: Result<Outcome, StoreError>) {
             Outcome::Conversation(r) => Ok(r),
             _ => mismatch(),
         })),
+        WriteOp::IdemExpire { done, .. } => done(out.and_then(|o| match o {
+            Outcome::Count(n) => Ok(n),
+            _ => mismatch(),
+        })),
     }
 }
 
@@ -514,6 +519,22 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Outcome, StoreError> {
                 )?
                 .execute(params![account, idem_key, owner])?;
             Ok(Outcome::Bool(n == 1))
+        }
+        WriteOp::IdemExpire {
+            created_before,
+            now,
+            limit,
+            ..
+        } => {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM idempotency WHERE rowid IN (
+                         SELECT rowid FROM idempotency
+                         WHERE created_at < ?1 AND (state = 'complete' OR locked_until < ?2)
+                         LIMIT ?3)",
+                )?
+                .execute(params![created_before, now, limit])?;
+            Ok(Outcome::Count(n as u64))
         }
         WriteOp::Conversation(w, _) => {
             super::conversations::apply(conn, w).map(Outcome::Conversation)

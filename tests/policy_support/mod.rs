@@ -85,6 +85,7 @@ pub fn short_timeouts() -> LedgerConfig {
     LedgerConfig {
         reservation_timeout: Duration::from_secs(1),
         idempotency_timeout: Duration::from_millis(300),
+        idempotency_ttl: Duration::from_secs(86_400),
         estimate_freshness: Duration::from_millis(100),
         lease: None,
     }
