@@ -306,6 +306,33 @@ pub struct UsageFilter {
     pub until: Option<UnixMs>,
 }
 
+/// A value a [`UsageFilter`] compares a column with.
+pub(crate) enum FilterValue<'a> {
+    Text(&'a str),
+    Time(UnixMs),
+}
+
+impl UsageFilter {
+    /// The filter's conditions: a column with its comparison (`"account ="`), and the value.
+    pub(crate) fn conditions(&self) -> Vec<(&'static str, FilterValue<'_>)> {
+        let texts = [
+            ("account =", &self.account),
+            ("key_id =", &self.key_id),
+            ("agent_id =", &self.agent_id),
+        ];
+        let times = [("created_at >=", self.since), ("created_at <", self.until)];
+        texts
+            .into_iter()
+            .filter_map(|(c, v)| Some((c, FilterValue::Text(v.as_deref()?))))
+            .chain(
+                times
+                    .into_iter()
+                    .filter_map(|(c, v)| Some((c, FilterValue::Time(v?)))),
+            )
+            .collect()
+    }
+}
+
 /// Requests and charges per (account, key, agent), amounts in millicredits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {

@@ -33,10 +33,10 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    pg_schema, AccountSums, IdemClaim, IdemCompletion, IdemOutcome, KeyRecord, Msg, NewGrant,
-    NewReservation, ReservationRecord, ReserveOutcome, RevokeOutcome, SettleOutcome, SettleRequest,
-    StoreError, StoreEvent, StoredResponse, UsageBucket, UsageFilter, UsageRow, WriteOp,
-    WriteQueue,
+    pg_schema, AccountSums, FilterValue, IdemClaim, IdemCompletion, IdemOutcome, KeyRecord, Msg,
+    NewGrant, NewReservation, ReservationRecord, ReserveOutcome, RevokeOutcome, SettleOutcome,
+    SettleRequest, StoreError, StoreEvent, StoredResponse, UsageBucket, UsageFilter, UsageRow,
+    WriteOp, WriteQueue,
 };
 
 /// The NOTIFY channel every replica listens on.
@@ -1238,30 +1238,13 @@ pub(crate) async fn usage(c: &Object, f: &UsageFilter) -> Result<Vec<UsageRow>, 
              FROM lease_usage
          ) u WHERE 1 = 1",
     );
-    let mut texts: Vec<(&str, String)> = Vec::new();
-    let mut times: Vec<(&str, i64)> = Vec::new();
-    if let Some(a) = &f.account {
-        texts.push(("account =", a.clone()));
-    }
-    if let Some(k) = &f.key_id {
-        texts.push(("key_id =", k.clone()));
-    }
-    if let Some(g) = &f.agent_id {
-        texts.push(("agent_id =", g.clone()));
-    }
-    if let Some(s) = f.since {
-        times.push(("created_at >=", s));
-    }
-    if let Some(u) = f.until {
-        times.push(("created_at <", u));
-    }
+    let conditions = f.conditions();
     let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
-    for (clause, v) in &texts {
-        args.push(v);
-        sql.push_str(&format!(" AND {clause} ${}", args.len()));
-    }
-    for (clause, v) in &times {
-        args.push(v);
+    for (clause, value) in &conditions {
+        args.push(match value {
+            FilterValue::Text(t) => t,
+            FilterValue::Time(t) => t,
+        });
         sql.push_str(&format!(" AND {clause} ${}", args.len()));
     }
     sql.push_str(" GROUP BY account, key_id, agent_id ORDER BY account, key_id, agent_id");
@@ -1298,30 +1281,13 @@ pub(crate) async fn usage_buckets(
              FROM lease_usage
          ) u WHERE 1 = 1",
     );
-    let mut texts: Vec<(&str, String)> = Vec::new();
-    let mut times: Vec<(&str, i64)> = Vec::new();
-    if let Some(a) = &f.account {
-        texts.push(("account =", a.clone()));
-    }
-    if let Some(k) = &f.key_id {
-        texts.push(("key_id =", k.clone()));
-    }
-    if let Some(g) = &f.agent_id {
-        texts.push(("agent_id =", g.clone()));
-    }
-    if let Some(s) = f.since {
-        times.push(("created_at >=", s));
-    }
-    if let Some(u) = f.until {
-        times.push(("created_at <", u));
-    }
+    let conditions = f.conditions();
     let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&bucket_ms];
-    for (clause, v) in &texts {
-        args.push(v);
-        sql.push_str(&format!(" AND {clause} ${}", args.len()));
-    }
-    for (clause, v) in &times {
-        args.push(v);
+    for (clause, value) in &conditions {
+        args.push(match value {
+            FilterValue::Text(t) => t,
+            FilterValue::Time(t) => t,
+        });
         sql.push_str(&format!(" AND {clause} ${}", args.len()));
     }
     sql.push_str(" GROUP BY bucket, agent_id ORDER BY bucket, agent_id");

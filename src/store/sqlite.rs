@@ -15,9 +15,9 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 
 use super::schema;
 use super::{
-    AccountSums, IdemClaim, IdemCompletion, IdemOutcome, KeyRecord, Msg, NewGrant, NewReservation,
-    ReservationRecord, ReserveOutcome, RevokeOutcome, SettleOutcome, SettleRequest, StoreError,
-    StoredResponse, UsageBucket, UsageFilter, UsageRow, WriteOp, WriteQueue,
+    AccountSums, FilterValue, IdemClaim, IdemCompletion, IdemOutcome, KeyRecord, Msg, NewGrant,
+    NewReservation, ReservationRecord, ReserveOutcome, RevokeOutcome, SettleOutcome, SettleRequest,
+    StoreError, StoredResponse, UsageBucket, UsageFilter, UsageRow, WriteOp, WriteQueue,
 };
 
 /// `PRAGMA synchronous` in WAL mode.
@@ -909,6 +909,17 @@ pub(crate) fn pending_count(c: &Connection) -> Result<i64, StoreError> {
     )?)
 }
 
+/// Appends `f`'s conditions to `sql`, their placeholders numbered after the `args` bound so far.
+fn filter_usage(sql: &mut String, args: &mut Vec<rusqlite::types::Value>, f: &UsageFilter) {
+    for (clause, value) in f.conditions() {
+        args.push(match value {
+            FilterValue::Text(t) => t.to_owned().into(),
+            FilterValue::Time(t) => t.into(),
+        });
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    }
+}
+
 pub(crate) fn usage(c: &Connection, f: &UsageFilter) -> Result<Vec<UsageRow>, StoreError> {
     let mut sql = String::from(
         "SELECT account, key_id, agent_id, COUNT(*),
@@ -917,25 +928,7 @@ pub(crate) fn usage(c: &Connection, f: &UsageFilter) -> Result<Vec<UsageRow>, St
          FROM reservations WHERE 1 = 1",
     );
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    let mut push = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
-        args.push(v);
-        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
-    };
-    if let Some(a) = &f.account {
-        push(&mut sql, "account =", a.clone().into());
-    }
-    if let Some(k) = &f.key_id {
-        push(&mut sql, "key_id =", k.clone().into());
-    }
-    if let Some(g) = &f.agent_id {
-        push(&mut sql, "agent_id =", g.clone().into());
-    }
-    if let Some(s) = f.since {
-        push(&mut sql, "created_at >=", s.into());
-    }
-    if let Some(u) = f.until {
-        push(&mut sql, "created_at <", u.into());
-    }
+    filter_usage(&mut sql, &mut args, f);
     sql.push_str(" GROUP BY account, key_id, agent_id ORDER BY account, key_id, agent_id");
     let mut stmt = c.prepare(&sql)?;
     let rows = stmt
@@ -964,25 +957,7 @@ pub(crate) fn usage_buckets(
          FROM reservations WHERE 1 = 1",
     );
     let mut args: Vec<rusqlite::types::Value> = vec![bucket_ms.into()];
-    let mut push = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
-        args.push(v);
-        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
-    };
-    if let Some(a) = &f.account {
-        push(&mut sql, "account =", a.clone().into());
-    }
-    if let Some(k) = &f.key_id {
-        push(&mut sql, "key_id =", k.clone().into());
-    }
-    if let Some(g) = &f.agent_id {
-        push(&mut sql, "agent_id =", g.clone().into());
-    }
-    if let Some(s) = f.since {
-        push(&mut sql, "created_at >=", s.into());
-    }
-    if let Some(u) = f.until {
-        push(&mut sql, "created_at <", u.into());
-    }
+    filter_usage(&mut sql, &mut args, f);
     sql.push_str(" GROUP BY bucket, agent_id ORDER BY bucket, agent_id");
     let mut stmt = c.prepare(&sql)?;
     let rows = stmt
