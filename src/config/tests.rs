@@ -604,6 +604,15 @@ fn admin_token_file_is_read_or_created() {
     let written = std::fs::read_to_string(&path).expect("token file written");
     assert_eq!(written.trim(), created.token.expose());
     assert!(created.token.expose().len() >= 16);
+    #[cfg(unix)]
+    {
+        // A secret: the file 0600, the directory made for it 0700 (issue 19.10).
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600, "token file");
+        assert_eq!(mode(path.parent().expect("dir")), 0o700, "its directory");
+    }
     let again = ok(&text).server().admin.clone().expect("admin");
     assert_eq!(again.token.expose(), created.token.expose());
     // A token file with a token too short is refused like `admin_token`.
