@@ -228,6 +228,29 @@ pub fn encode_all<'a>(
 mod tests {
     use super::*;
 
+    /// An unknown chunk whose type holds a line break passes on as data only: as an `event:`
+    /// line it would end that line and inject SSE fields of the backend's choosing.
+    #[test]
+    fn a_chunk_type_with_a_line_break_gets_no_event_line() {
+        let input = b"data: {\"type\":\"x\\ndata: injected\",\"v\":1}\n\n\
+                      data: {\"type\":\"finish\"}\n\ndata: [DONE]\n\n";
+        let options = EncodeOptions {
+            event_lines: true,
+            tools_as_text: false,
+        };
+        let mut t = Transcoder::new(Format::UiMessage, Format::UiMessage, options, ());
+        let mut out = BytesMut::new();
+        t.feed(input, &mut out);
+        t.finish(&mut out);
+        let text = String::from_utf8(out.to_vec()).expect("utf-8");
+        assert!(
+            text.contains(r#"data: {"type":"x\ndata: injected","v":1}"#),
+            "{text}"
+        );
+        assert!(!text.contains("\ndata: injected"), "{text}");
+        assert!(text.contains("event: finish\n"), "{text}");
+    }
+
     const UI: &[u8] = b"data: {\"type\":\"start\"}\n\n\
         data: {\"type\":\"text-start\",\"id\":\"t\"}\n\n\
         data: {\"type\":\"text-delta\",\"id\":\"t\",\"delta\":\"hi\"}\n\n\

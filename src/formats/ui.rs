@@ -505,9 +505,15 @@ impl UiEncoder {
     }
 
     /// A chunk as it came. Whitespace between its tokens may hold line breaks: `write_event`
-    /// puts each line on a `data:` line of its own, which a client joins back.
+    /// puts each line on a `data:` line of its own, which a client joins back. A type that
+    /// holds a line break (an unknown chunk's, as the backend wrote it) gets no `event:` line:
+    /// it would end that line and inject fields of its own.
     fn put_raw(&self, out: &mut BytesMut, ty: &str, raw: &RawValue) {
-        sse::write_event(out, self.event_lines.then_some(ty), raw.get());
+        let name = self
+            .event_lines
+            .then_some(ty)
+            .filter(|ty| !ty.contains(['\n', '\r']));
+        sse::write_event(out, name, raw.get());
     }
 
     fn put_value<T: Serialize>(&self, out: &mut BytesMut, ty: &str, value: &T) {
