@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use agentgate::auth::{KeyKind, KeyLimits, NewKeySpec, Scopes};
 use agentgate::fronts::Api;
-use agentgate::store::{ReservationRecord, Store};
+use agentgate::store::Store;
 use harness::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,30 +35,6 @@ fn ui_answer(deltas: usize, size: usize, usage: f64) -> Vec<u8> {
          data: [DONE]\n\n"
     ));
     body.into_bytes()
-}
-
-/// The request id agentgate gave a request (the client sent none): its reservation's id.
-fn request_id(r: &reqwest::Response) -> String {
-    r.headers()["x-request-id"]
-        .to_str()
-        .expect("ascii request id")
-        .to_owned()
-}
-
-/// The reservation of `request_id` once it is no longer pending (or the last one seen).
-async fn settled(store: &Store, request_id: &str) -> ReservationRecord {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let r = store
-            .reservation(request_id)
-            .await
-            .expect("reservation read")
-            .unwrap_or_else(|| panic!("no reservation {request_id}"));
-        if r.state != "pending" || Instant::now() > deadline {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn store_of(gw: &Gateway) -> &Store {
@@ -105,7 +81,7 @@ async fn a_sync_answer_past_max_answer_bytes_is_502_and_charged_what_it_shows() 
             .send()
             .await
             .expect("answer");
-        let rid = request_id(&r);
+        let rid = request_id_of(&r);
         let v = assert_error(r, 502).await;
         assert_eq!(v["error"]["code"], "answer_too_large", "{v}");
         assert_eq!(v["error"]["details"]["max_answer_bytes"], 1048576, "{v}");
@@ -256,12 +232,12 @@ async fn settlements_survive_a_store_outage_and_unrecorded_answers_end_in_an_err
         .send()
         .await
         .expect("stream");
-    let left_id = request_id(&leaving);
+    let left_id = request_id_of(&leaving);
     let mut finishing = chat_req(&c, &gw, Api::Chatbase, &id, true)
         .send()
         .await
         .expect("stream");
-    let finished_id = request_id(&finishing);
+    let finished_id = request_id_of(&finishing);
     assert_eq!(
         (leaving.status().as_u16(), finishing.status().as_u16()),
         (200, 200)
@@ -647,7 +623,7 @@ async fn failed_answers_are_charged_nothing_streamed_or_not() {
             .await
             .expect("stream");
         assert_eq!(r.status(), 200);
-        let rid = request_id(&r);
+        let rid = request_id_of(&r);
         let answer = read_stream(front_format(front), &r.text().await.expect("body"));
         assert!(answer.ended_properly && answer.errors.len() == 1);
         assert_eq!(answer.credits, None);
@@ -658,7 +634,7 @@ async fn failed_answers_are_charged_nothing_streamed_or_not() {
             .send()
             .await
             .expect("sync");
-        let rid = request_id(&r);
+        let rid = request_id_of(&r);
         assert_error(r, 502).await;
         let r = settled(store_of(&gw), &rid).await;
         assert_eq!((r.state.as_str(), r.charged), ("voided", Some(0)), "{rid}");
@@ -668,7 +644,7 @@ async fn failed_answers_are_charged_nothing_streamed_or_not() {
                 .send()
                 .await
                 .expect("answer");
-            let rid = request_id(&r);
+            let rid = request_id_of(&r);
             let v = assert_error(r, 502).await;
             assert_eq!(v["error"]["details"]["upstream_content_type"], "text/html");
             let r = settled(store_of(&gw), &rid).await;

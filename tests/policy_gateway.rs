@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use agentgate::auth::{KeyKind, KeyLimits, NewKeySpec, Scopes, SecretKey};
 use agentgate::credits::{from_milli, to_milli, Ledger, LedgerConfig};
 use agentgate::fronts::Api;
-use agentgate::store::{now_ms, ReservationRecord, SqliteOptions, Store, UsageFilter};
+use agentgate::store::{now_ms, SqliteOptions, Store, UsageFilter};
 use harness::process::ServeProcess;
 use harness::*;
 use rand::rngs::StdRng;
@@ -249,35 +249,6 @@ fn chat(
     req
 }
 
-/// agentgate's id of a request it answered (the client sent none), which is also the id of
-/// its reservation and the `x-request-id` its backend saw.
-fn rid(r: &reqwest::Response) -> String {
-    r.headers()["x-request-id"]
-        .to_str()
-        .expect("ascii request id")
-        .to_owned()
-}
-
-/// Waits until the reservation of `request_id` is settled, and returns it.
-async fn settled(store: &Store, request_id: &str) -> ReservationRecord {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let r = store
-            .reservation(request_id)
-            .await
-            .expect("reservation read");
-        match r {
-            Some(r) if r.state != "pending" => return r,
-            _ => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{request_id} never settled: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits until no reservation of the store is pending.
 async fn no_pending(store: &Store, patience: Duration) {
     let deadline = Instant::now() + patience;
@@ -374,7 +345,7 @@ async fn a_thousand_requests_race_for_a_hundred_credits() {
             let req = chat(&client, &base, front, &agent, stream, "hi");
             barrier.wait().await;
             let response = req.send().await.expect("the gateway answers");
-            let rid = rid(&response);
+            let rid = request_id_of(&response);
             let status = response.status().as_u16();
             match status {
                 200 if stream => {
@@ -514,7 +485,7 @@ credits_per_1k_output_chars = 100
         .await
         .expect("sync answer");
     assert_eq!(r.status(), 200);
-    let sync_id = rid(&r);
+    let sync_id = request_id_of(&r);
     let body: Value = r.json().await.expect("sync body");
     let shown = body["usage"]["credits"].as_f64().expect("usage shown");
 
@@ -529,7 +500,7 @@ credits_per_1k_output_chars = 100
         tasks.push(tokio::spawn(async move {
             let mut r = req.send().await.expect("stream head");
             assert_eq!(r.status(), 200);
-            let rid = rid(&r);
+            let rid = request_id_of(&r);
             let mut body = String::new();
             let mut chunks = 0;
             while let Ok(Some(c)) = r.chunk().await {
@@ -673,7 +644,7 @@ async fn clients_leaving_mid_stream_pay_for_the_output_so_far() {
                 .await
                 .expect("stream head");
             assert_eq!(r.status(), 200);
-            let rid = rid(&r);
+            let rid = request_id_of(&r);
             let mut body = String::new();
             let seen = |body: &str| {
                 read_stream(front_format(front), whole_events(body))
@@ -934,7 +905,7 @@ async fn scope_agent_front_matrix_refuses_without_calls_or_debits() {
                     req = req.header("authorization", v);
                 }
                 let response = req.send().await.expect("answer");
-                let rid = rid(&response);
+                let rid = request_id_of(&response);
                 let expect = match case.expect[mode] {
                     Expect::OutsideAgents if front == Api::Guayaba => Expect::Status(403),
                     Expect::OutsideAgents => Expect::Status(404),
@@ -1098,7 +1069,7 @@ async fn rate_limits_and_stream_caps_through_the_gateway() {
         .send()
         .await
         .expect("answer");
-    let refused = rid(&r);
+    let refused = request_id_of(&r);
     let h = r.headers().clone();
     assert_error(r, 429).await;
     let retry: u64 = h["retry-after"]
@@ -1139,13 +1110,13 @@ async fn rate_limits_and_stream_caps_through_the_gateway() {
             .await
             .expect("stream head");
         assert_eq!(r.status(), 200);
-        open.push((rid(&r), r));
+        open.push((request_id_of(&r), r));
     }
     let r = chat(&kc, &base, Api::Chatbase, &streamed, true, "hold")
         .send()
         .await
         .expect("answer");
-    let refused = rid(&r);
+    let refused = request_id_of(&r);
     let h = r.headers().clone();
     assert_error(r, 429).await;
     assert!(h.contains_key("retry-after"));
@@ -1211,7 +1182,7 @@ async fn the_hard_limit_ends_every_format_properly_mid_stream() {
             .await
             .expect("stream");
         assert_eq!(r.status(), 200);
-        let rid = rid(&r);
+        let rid = request_id_of(&r);
         let body = r.text().await.expect("a stream that ends, not a cut");
         let format = front_format(front);
         let answer = read_stream(format, &body);
@@ -1316,7 +1287,7 @@ async fn the_usage_shown_is_the_charge() {
                 .await
                 .expect("answer");
             assert_eq!(r.status(), 200);
-            let rid = rid(&r);
+            let rid = request_id_of(&r);
             let shown = if stream {
                 let body = r.text().await.expect("stream");
                 let a = read_stream(front_format(front), &body);

@@ -14,7 +14,7 @@ use agentgate::config::Config;
 use agentgate::demo::DemoAgent;
 use agentgate::fronts::Api;
 use agentgate::server::{self, Running};
-use agentgate::store::{now_ms, KeyRecord};
+use agentgate::store::{now_ms, KeyRecord, ReservationRecord, Store};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -965,4 +965,33 @@ pub fn ui_fixture_prefix() -> &'static str {
         .find("data: {\"type\":\"text-end\"")
         .expect("fixture");
     &UI_FIXTURE[..end]
+}
+
+/// agentgate's id of a request it answered (the client sent none), which is also the id of
+/// its reservation and the `x-request-id` its backend saw.
+pub fn request_id_of(r: &reqwest::Response) -> String {
+    r.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii request id")
+        .to_owned()
+}
+
+/// Waits (up to [`PATIENCE`]) until the reservation of `request_id` is settled, and returns it.
+pub async fn settled(store: &Store, request_id: &str) -> ReservationRecord {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let r = store
+            .reservation(request_id)
+            .await
+            .expect("reservation read");
+        match r {
+            Some(r) if r.state != "pending" => return r,
+            _ => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{request_id} never settled: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
