@@ -141,7 +141,12 @@ pub fn run() -> ExitCode {
                 let agent = DemoAgent::new(api, Duration::from_millis(delay_ms));
                 match agent.spawn(listen).await {
                     Ok(addr) => {
-                        tracing::info!(%addr, api = api.as_str(), "demo agent listening");
+                        tracing::info!(
+                            target: serve::LOG_TARGET,
+                            %addr,
+                            api = api.as_str(),
+                            "demo agent listening"
+                        );
                         let _ = tokio::signal::ctrl_c().await;
                         ExitCode::SUCCESS
                     }

@@ -7,12 +7,18 @@ use std::process::ExitCode;
 
 use crate::config::{Config, LogFormat};
 
+/// The target of the binary's own log lines: `agentgate`, as when they were written in
+/// `main.rs`, so log filters and JSON logs see what they saw before.
+pub const LOG_TARGET: &str = "agentgate";
+
 /// Runs the gateway on `config` (reloaded from `path` when given) until a shutdown signal.
 pub async fn serve(config: Config, path: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
     // Every connection is a file descriptor: use all the hard limit allows.
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(limit, "open file limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+        Ok(limit) => tracing::info!(target: LOG_TARGET, limit, "open file limit"),
+        Err(e) => {
+            tracing::warn!(target: LOG_TARGET, error = %e, "cannot raise the open file limit")
+        }
     }
     let watch = config.server().watch_config;
     let running = match crate::server::start(config).await {
@@ -40,13 +46,17 @@ pub async fn serve(config: Config, path: Option<PathBuf>, listen: Option<SocketA
     #[cfg(unix)]
     running.reloader.clone().spawn_sighup(stop.clone());
     tracing::info!(
+        target: LOG_TARGET,
         path = running.reloader.path().map(|p| p.display().to_string()),
         watch,
         "serving; SIGHUP reloads the config"
     );
     shutdown_signal().await;
     stop.cancel();
-    tracing::info!("shutting down: no new connections; draining open streams");
+    tracing::info!(
+        target: LOG_TARGET,
+        "shutting down: no new connections; draining open streams"
+    );
     running.shutdown().await;
     ExitCode::SUCCESS
 }
