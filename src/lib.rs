@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod apis;
 pub mod auth;
 pub mod cli;
 pub mod config;
