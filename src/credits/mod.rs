@@ -736,12 +736,12 @@ fn clamp_charge(credits: f64, reserved: i64, id: &str) -> i64 {
 
 /// A shareable handle to set the charge of a reservation as usage is metered.
 #[derive(Clone, Debug)]
-pub struct ChargeMeter {
+pub struct ChargeHandle {
     charge: Arc<AtomicI64>,
     reserved: i64,
 }
 
-impl ChargeMeter {
+impl ChargeHandle {
     /// Sets what will be charged (credits), clamped to `[0, reserved]`.
     pub fn set(&self, credits: f64) {
         self.charge
@@ -816,8 +816,8 @@ impl Reservation {
     }
 
     /// A handle to set the charge from elsewhere (e.g. the response body's meter).
-    pub fn meter(&self) -> ChargeMeter {
-        ChargeMeter {
+    pub fn meter(&self) -> ChargeHandle {
+        ChargeHandle {
             charge: Arc::clone(&self.charge),
             reserved: self.reserved,
         }
