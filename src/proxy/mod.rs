@@ -640,13 +640,10 @@ impl Gateway {
             false => meter,
         };
         // The reservation is extended while the request lives, whatever the client's pace.
-        let keepalive = admission.reservation.as_ref().map(|r| {
-            policy::keep_alive(
-                self.policy.store.clone(),
-                r.request_id().to_owned(),
-                snap.config.store().reservation_timeout,
-            )
-        });
+        let keepalive = admission
+            .reservation
+            .as_ref()
+            .map(|r| policy::keep_alive(r.extender(), snap.config.store().reservation_timeout));
         let upstream_format = upstream::stream_format(agent.config.upstream_api);
         let rate_headers = std::mem::take(&mut admission.headers);
         let idem_requested = idem.is_some();
