@@ -1,16 +1,16 @@
 //! Conversations and their transcripts (SPEC §1 "The rest of each API", §5, §7): the rows behind
 //! history, conversations, sessions and the inbox, whatever API the backend speaks.
 //!
-//! Two tables (migration 2; `conversations.user_id` from migration 3): `conversations`, keyed by (account, agent, the id the client sees),
-//! holding the backend's own id once it is known; and `messages`, one row per user message and
-//! per assistant answer. Every write is one [`ConversationWrite`] carried by
-//! `WriteOp::Conversation`, so a backend implements one op; a completed exchange (the user
-//! message, the answer and the conversation row) is one write, hence one transaction.
+//! Two tables (migration 2; `conversations.user_id` from migration 4): `conversations`, keyed
+//! by (account, agent, the id the client sees), holding the backend's own id once it is known;
+//! and `messages`, one row per user message and per assistant answer. Every write is one
+//! [`ConversationWrite`] carried by `WriteOp::Conversation`, so a backend implements one op; a
+//! completed exchange (the user message, the answer and the conversation row) is one write,
+//! hence one transaction.
 //!
-//! The SQL lives with each backend (`sqlite/transcripts.rs`, `postgres/transcripts.rs`); the
-//! row mapping is shared (`rows.rs`). Formerly `conversations.rs`.
-//! The SQL is portable to PostgreSQL (row-value comparisons, `ON CONFLICT … excluded`,
-//! `RETURNING`); a PostgreSQL backend can run the same statements with `$n` placeholders.
+//! This file holds the records and writes only. The SQL lives with each backend
+//! (`sqlite/transcripts.rs`, `postgres/transcripts.rs`: the same statements, `?n` or `$n`
+//! placeholders) and the row mapping is shared (`rows.rs`).
 
 use super::UnixMs;
 
