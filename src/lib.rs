@@ -41,6 +41,7 @@ pub mod fronts;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

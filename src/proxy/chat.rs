@@ -314,11 +314,7 @@ impl Gateway {
         admission: &Admission,
     ) -> Option<tokio_util::sync::DropGuard> {
         admission.reservation.as_ref().map(|r| {
-            policy::keep_alive(
-                self.policy.store.clone(),
-                r.request_id().to_owned(),
-                snap.config.store().reservation_timeout,
-            )
+            policy::keep_alive(r.extender(), snap.config.store().reservation_timeout)
         })
     }
 

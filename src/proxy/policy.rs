@@ -10,7 +10,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::error::{GatewayError, Limit};
 use crate::auth::{AuthError, Authenticator, KeyInfo, Scopes};
 use crate::config::{AgentConfig, AgentCredits, Config, Rate, ReserveMode, StoreUrl};
-use crate::credits::{CreditError, LeaseConfig, Ledger, LedgerConfig, Reservation, ReserveRequest};
+use crate::credits::{
+    CreditError, LeaseConfig, Ledger, LedgerConfig, Reservation, ReservationExtender,
+    ReserveRequest,
+};
 use crate::fronts::{Api, ApiError};
 use crate::limits::{Allowed, FleetLimiter, RateLimiter, RateQuota, SlotGuard, StreamSlots};
 use crate::metrics::Metrics;
@@ -368,7 +371,12 @@ impl Policy {
         if pruned.total() > 0 {
             tracing::debug!(?pruned, "idle entries pruned");
         }
-        match self.ledger.expire_idempotency(crate::store::now_ms()).await {
+        match self
+            .ledger
+            .idempotency()
+            .expire(crate::store::now_ms())
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "expired idempotency records deleted"),
             Err(e) => tracing::warn!(error = %e, "idempotency expiry failed"),
@@ -483,21 +491,20 @@ impl Drop for Admission {
 /// Keeps a live request's reservation from being taken for abandoned by recovery: extends it
 /// every third of `timeout` on a timer (whatever the client's reading pace or the backend's)
 /// until the returned guard is dropped with the request.
-pub fn keep_alive(store: Store, id: String, timeout: Duration) -> DropGuard {
+pub fn keep_alive(reservation: ReservationExtender, timeout: Duration) -> DropGuard {
     let stop = CancellationToken::new();
     let stopped = stop.clone();
     let every = (timeout / 3).max(MIN_RECOVERY_INTERVAL);
-    let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    let id = reservation.request_id().to_owned();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = stopped.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let expires_at = crate::store::now_ms().saturating_add(timeout_ms);
             tokio::select! {
                 _ = stopped.cancelled() => return,
-                r = tokio::time::timeout(every, store.extend(&id, expires_at)) => match r {
+                r = tokio::time::timeout(every, reservation.extend(timeout)) => match r {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(request_id = %id, error = %e, "reservation not extended")
