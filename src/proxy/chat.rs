@@ -313,9 +313,10 @@ impl Gateway {
         snap: &Snapshot,
         admission: &Admission,
     ) -> Option<tokio_util::sync::DropGuard> {
-        admission.reservation.as_ref().map(|r| {
-            policy::keep_alive(r.extender(), snap.config.store().reservation_timeout)
-        })
+        admission
+            .reservation
+            .as_ref()
+            .map(|r| policy::keep_alive(r.extender(), snap.config.store().reservation_timeout))
     }
 
     /// A stream: the upstream body transcoded into the front's format as the client reads it;
