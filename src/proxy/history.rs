@@ -82,7 +82,8 @@ impl Gateway {
         }
     }
 
-    /// Serves one of the paths of [`Route`] other than team chat.
+    /// Serves one of the paths of [`Route`] other than team chat: checks the caller, the agent
+    /// and the query, reads the body, then hands the route to its handler.
     pub(super) async fn conversations_api(
         self: Arc<Self>,
         snap: &Snapshot,
@@ -98,22 +99,7 @@ impl Gateway {
             _ => Scopes::CONVERSATIONS_WRITE,
         };
         let caller = self.caller(front, req.headers(), scope).await?;
-        let agent_id = match &route {
-            Route::History { agent_id }
-            | Route::Conversations { agent_id }
-            | Route::Conversation { agent_id, .. }
-            | Route::Inbox { agent_id }
-            | Route::MarkRead { agent_id }
-            | Route::Sessions { agent_id }
-            | Route::Session { agent_id, .. } => agent_id.clone(),
-            Route::TeamChat { .. } => {
-                return Err(GatewayError::Invalid(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "no such endpoint",
-                )))
-            }
-        };
+        let agent_id = route_agent_id(&route)?;
         let agent = Self::agent_for(snap, api, caller.key.as_ref(), &agent_id)?;
         let agent_id = agent.config.id.clone();
         ctx.agent = Some(agent.label.clone());
@@ -124,198 +110,263 @@ impl Gateway {
             Method::GET | Method::DELETE => Bytes::new(),
             _ => read_body(api, body, &parts.headers, snap.config.server()).await?,
         };
-        let store = &self.policy.store;
-        let account = caller.account.as_str();
-        let not_found = |what: &str| {
-            GatewayError::Invalid(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("{what} not found"),
-            ))
+        let asked = Asked {
+            api,
+            account: &caller.account,
+            agent_id: &agent_id,
+            query,
+            body,
         };
-        // A session as guayaba lists it: another front's id behind `api:` is that id.
-        let route = match route {
-            Route::Session { agent_id: a, key } => {
-                let found = find_session(store, account, &agent_id, &key)
+        let route = self.resolve_session(&asked, route).await?;
+        self.serve_route(&asked, route, method).await
+    }
+
+    /// A session as guayaba lists it: another front's id behind `api:` is that id.
+    async fn resolve_session(&self, a: &Asked<'_>, route: Route) -> Result<Route, GatewayError> {
+        Ok(match route {
+            Route::Session { agent_id, key } => {
+                let found = find_session(&self.policy.store, a.account, a.agent_id, &key)
                     .await
                     .map_err(store_unavailable)?;
                 Route::Session {
-                    agent_id: a,
+                    agent_id,
                     key: found.map_or(key, |c| c.id),
                 }
             }
             other => other,
-        };
+        })
+    }
+
+    /// Hands a checked request to the handler of its route and method (405 otherwise).
+    async fn serve_route(
+        &self,
+        a: &Asked<'_>,
+        route: Route,
+        method: Method,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
         match (route, method) {
-            (Route::History { .. }, Method::GET) => {
-                let conversation = query
-                    .conversation_id
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_CONVERSATION.to_owned());
-                let known = store
-                    .conversation(account, &agent_id, &conversation)
-                    .await
-                    .map_err(store_unavailable)?;
-                if known.is_none() && conversation != DEFAULT_CONVERSATION {
-                    return Err(not_found("conversation"));
-                }
-                let before = query.cursor_seq(api)?;
-                let mut rows = store
-                    .history(account, &agent_id, &conversation, before, query.limit + 1)
-                    .await
-                    .map_err(store_unavailable)?;
-                let more = rows.len() > query.limit as usize;
-                rows.truncate(query.limit as usize);
-                rows.reverse();
-                let next = more
-                    .then(|| rows.first().map(|m| format!("s{}", m.seq)))
-                    .flatten();
-                Ok(ok(json!({
-                    "conversation_id": conversation,
-                    "messages": rows.iter().map(message_json).collect::<Vec<_>>(),
-                    "next_cursor": next,
-                })))
-            }
-            (Route::Conversations { .. }, Method::GET) => {
-                let page = self.list(account, &agent_id, None, &query, api).await?;
-                Ok(ok(json!({
-                    "conversations": page.0.iter().map(conversation_json).collect::<Vec<_>>(),
-                    "next_cursor": page.1,
-                })))
-            }
-            (Route::Conversations { .. }, Method::POST) => {
-                let title = parse_title_body(api, &body, false)?.title;
-                let created = store
-                    .conversation_write(ConversationWrite::Create {
-                        account: account.to_owned(),
-                        agent_id: agent_id.clone(),
-                        id: new_id(api),
-                        front: api.as_str().to_owned(),
-                        title,
-                        now: now_ms(),
-                    })
-                    .await
-                    .map_err(store_unavailable)?;
-                match created {
-                    ConversationOutcome::Conversation(Some(c)) => {
-                        Ok(with_status(StatusCode::CREATED, conversation_json(&c)))
-                    }
-                    _ => Err(store_unavailable(StoreError::Corrupt(
-                        "conversation not created".into(),
-                    ))),
-                }
-            }
-            (Route::Conversation { id, .. }, Method::PUT) => {
-                let update = parse_title_body(api, &body, true)?;
-                let c = self
-                    .update(account, &agent_id, &id, update.title, None)
-                    .await?
-                    .ok_or_else(|| not_found("conversation"))?;
-                Ok(ok(conversation_json(&c)))
-            }
+            (Route::History { .. }, Method::GET) => self.get_history(a).await,
+            (Route::Conversations { .. }, Method::GET) => self.get_conversations(a).await,
+            (Route::Conversations { .. }, Method::POST) => self.post_conversation(a).await,
+            (Route::Conversation { id, .. }, Method::PUT) => self.put_conversation(a, &id).await,
             (Route::Conversation { id, .. }, Method::DELETE)
             | (Route::Session { key: id, .. }, Method::DELETE) => {
-                let deleted = store
-                    .conversation_write(ConversationWrite::Delete {
-                        account: account.to_owned(),
-                        agent_id: agent_id.clone(),
-                        id,
-                    })
-                    .await
-                    .map_err(store_unavailable)?;
-                match deleted {
-                    ConversationOutcome::Deleted(true) => Ok(no_content()),
-                    _ => Err(not_found(api.conversation_noun())),
-                }
+                self.delete_conversation(a, id).await
             }
-            (Route::Inbox { .. }, Method::GET) => {
-                let after = query.cursor_after(api)?;
-                let mut rows = store
-                    .inbox(account, &agent_id, after, query.limit + 1)
-                    .await
-                    .map_err(store_unavailable)?;
-                let more = rows.len() > query.limit as usize;
-                rows.truncate(query.limit as usize);
-                let next = more
-                    .then(|| rows.last().map(|m| format!("{}:{}", m.created_at, m.id)))
-                    .flatten();
-                Ok(ok(json!({
-                    "messages": rows.iter().map(message_json).collect::<Vec<_>>(),
-                    "next_cursor": next,
-                })))
-            }
-            (Route::MarkRead { .. }, Method::POST) => {
-                #[derive(Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct Body {
-                    message_ids: Option<Vec<String>>,
-                }
-                let b: Body = parse_json(api, &body)?.unwrap_or(Body { message_ids: None });
-                let marked = store
-                    .conversation_write(ConversationWrite::MarkRead {
-                        account: account.to_owned(),
-                        agent_id: agent_id.clone(),
-                        message_ids: b.message_ids,
-                        now: now_ms(),
-                    })
-                    .await
-                    .map_err(store_unavailable)?;
-                let n = match marked {
-                    ConversationOutcome::Marked(n) => n,
-                    _ => 0,
-                };
-                Ok(ok(json!({ "marked": n })))
-            }
-            (Route::Sessions { .. }, Method::GET) => {
-                let archived = Some(query.archived.unwrap_or(false));
-                let page = self.list(account, &agent_id, archived, &query, api).await?;
-                Ok(ok(json!({
-                    "sessions": page.0.iter().map(session_json).collect::<Vec<_>>(),
-                    "next_cursor": page.1,
-                })))
-            }
-            (Route::Session { key, .. }, Method::PATCH) => {
-                #[derive(Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct Body {
-                    title: Option<String>,
-                    archived: Option<bool>,
-                }
-                let b: Body = parse_json(api, &body)?
-                    .ok_or_else(|| ApiError::invalid(api, "a JSON body is required"))?;
-                if b.title.is_none() && b.archived.is_none() {
-                    return Err(GatewayError::Invalid(ApiError::invalid(
-                        api,
-                        "give `title` and/or `archived` to change",
-                    )));
-                }
-                if let Some(t) = &b.title {
-                    check_title(api, t)?;
-                }
-                let s = self
-                    .update(account, &agent_id, &key, b.title, b.archived)
-                    .await?
-                    .ok_or_else(|| not_found("session"))?;
-                Ok(ok(session_json(&s)))
-            }
-            (route, _) => {
-                let allow = route
-                    .methods()
-                    .iter()
-                    .map(Method::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let mut e = ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    format!("use {allow}"),
-                );
-                if let Ok(v) = http::HeaderValue::from_str(&allow) {
-                    e = e.with_header(http::header::ALLOW, v);
-                }
-                Err(GatewayError::Invalid(e))
-            }
+            (Route::Inbox { .. }, Method::GET) => self.get_inbox(a).await,
+            (Route::MarkRead { .. }, Method::POST) => self.post_mark_read(a).await,
+            (Route::Sessions { .. }, Method::GET) => self.get_sessions(a).await,
+            (Route::Session { key, .. }, Method::PATCH) => self.patch_session(a, &key).await,
+            (route, _) => Err(method_not_allowed(&route)),
         }
+    }
+
+    /// `GET history`: one page of a conversation's messages, oldest first.
+    async fn get_history(&self, a: &Asked<'_>) -> Result<Response<GatewayBody>, GatewayError> {
+        let (api, query, store) = (a.api, &a.query, &self.policy.store);
+        let conversation = query
+            .conversation_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CONVERSATION.to_owned());
+        let known = store
+            .conversation(a.account, a.agent_id, &conversation)
+            .await
+            .map_err(store_unavailable)?;
+        if known.is_none() && conversation != DEFAULT_CONVERSATION {
+            return Err(not_found("conversation"));
+        }
+        let before = query.cursor_seq(api)?;
+        let mut rows = store
+            .history(
+                a.account,
+                a.agent_id,
+                &conversation,
+                before,
+                query.limit + 1,
+            )
+            .await
+            .map_err(store_unavailable)?;
+        let more = rows.len() > query.limit as usize;
+        rows.truncate(query.limit as usize);
+        rows.reverse();
+        let next = more
+            .then(|| rows.first().map(|m| format!("s{}", m.seq)))
+            .flatten();
+        Ok(ok(json!({
+            "conversation_id": conversation,
+            "messages": rows.iter().map(message_json).collect::<Vec<_>>(),
+            "next_cursor": next,
+        })))
+    }
+
+    /// `GET conversations`: one page of them, newest first.
+    async fn get_conversations(
+        &self,
+        a: &Asked<'_>,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        let page = self
+            .list(a.account, a.agent_id, None, &a.query, a.api)
+            .await?;
+        Ok(ok(json!({
+            "conversations": page.0.iter().map(conversation_json).collect::<Vec<_>>(),
+            "next_cursor": page.1,
+        })))
+    }
+
+    /// `POST conversations`: a new one, with its optional title (201).
+    async fn post_conversation(
+        &self,
+        a: &Asked<'_>,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        let api = a.api;
+        let title = parse_title_body(api, &a.body, false)?.title;
+        let created = self
+            .policy
+            .store
+            .conversation_write(ConversationWrite::Create {
+                account: a.account.to_owned(),
+                agent_id: a.agent_id.to_owned(),
+                id: new_id(api),
+                front: api.as_str().to_owned(),
+                title,
+                now: now_ms(),
+            })
+            .await
+            .map_err(store_unavailable)?;
+        match created {
+            ConversationOutcome::Conversation(Some(c)) => {
+                Ok(with_status(StatusCode::CREATED, conversation_json(&c)))
+            }
+            _ => Err(store_unavailable(StoreError::Corrupt(
+                "conversation not created".into(),
+            ))),
+        }
+    }
+
+    /// `PUT conversations/{id}`: renames it.
+    async fn put_conversation(
+        &self,
+        a: &Asked<'_>,
+        id: &str,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        let update = parse_title_body(a.api, &a.body, true)?;
+        let c = self
+            .update(a.account, a.agent_id, id, update.title, None)
+            .await?
+            .ok_or_else(|| not_found("conversation"))?;
+        Ok(ok(conversation_json(&c)))
+    }
+
+    /// `DELETE` of a conversation or a session (204, or 404 when there is none).
+    async fn delete_conversation(
+        &self,
+        a: &Asked<'_>,
+        id: String,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        let deleted = self
+            .policy
+            .store
+            .conversation_write(ConversationWrite::Delete {
+                account: a.account.to_owned(),
+                agent_id: a.agent_id.to_owned(),
+                id,
+            })
+            .await
+            .map_err(store_unavailable)?;
+        match deleted {
+            ConversationOutcome::Deleted(true) => Ok(no_content()),
+            _ => Err(not_found(a.api.conversation_noun())),
+        }
+    }
+
+    /// `GET inbox`: one page of the agent's messages, oldest first, after the cursor.
+    async fn get_inbox(&self, a: &Asked<'_>) -> Result<Response<GatewayBody>, GatewayError> {
+        let query = &a.query;
+        let after = query.cursor_after(a.api)?;
+        let mut rows = self
+            .policy
+            .store
+            .inbox(a.account, a.agent_id, after, query.limit + 1)
+            .await
+            .map_err(store_unavailable)?;
+        let more = rows.len() > query.limit as usize;
+        rows.truncate(query.limit as usize);
+        let next = more
+            .then(|| rows.last().map(|m| format!("{}:{}", m.created_at, m.id)))
+            .flatten();
+        Ok(ok(json!({
+            "messages": rows.iter().map(message_json).collect::<Vec<_>>(),
+            "next_cursor": next,
+        })))
+    }
+
+    /// `POST mark-read`: the given messages, or all, read; answers how many.
+    async fn post_mark_read(&self, a: &Asked<'_>) -> Result<Response<GatewayBody>, GatewayError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            message_ids: Option<Vec<String>>,
+        }
+        let b: Body = parse_json(a.api, &a.body)?.unwrap_or(Body { message_ids: None });
+        let marked = self
+            .policy
+            .store
+            .conversation_write(ConversationWrite::MarkRead {
+                account: a.account.to_owned(),
+                agent_id: a.agent_id.to_owned(),
+                message_ids: b.message_ids,
+                now: now_ms(),
+            })
+            .await
+            .map_err(store_unavailable)?;
+        let n = match marked {
+            ConversationOutcome::Marked(n) => n,
+            _ => 0,
+        };
+        Ok(ok(json!({ "marked": n })))
+    }
+
+    /// `GET sessions` (guayaba): one page, the archived ones only when asked.
+    async fn get_sessions(&self, a: &Asked<'_>) -> Result<Response<GatewayBody>, GatewayError> {
+        let archived = Some(a.query.archived.unwrap_or(false));
+        let page = self
+            .list(a.account, a.agent_id, archived, &a.query, a.api)
+            .await?;
+        Ok(ok(json!({
+            "sessions": page.0.iter().map(session_json).collect::<Vec<_>>(),
+            "next_cursor": page.1,
+        })))
+    }
+
+    /// `PATCH sessions/{key}` (guayaba): its title and/or archived flag.
+    async fn patch_session(
+        &self,
+        a: &Asked<'_>,
+        key: &str,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            title: Option<String>,
+            archived: Option<bool>,
+        }
+        let api = a.api;
+        let b: Body = parse_json(api, &a.body)?
+            .ok_or_else(|| ApiError::invalid(api, "a JSON body is required"))?;
+        if b.title.is_none() && b.archived.is_none() {
+            return Err(GatewayError::Invalid(ApiError::invalid(
+                api,
+                "give `title` and/or `archived` to change",
+            )));
+        }
+        if let Some(t) = &b.title {
+            check_title(api, t)?;
+        }
+        let s = self
+            .update(a.account, a.agent_id, key, b.title, b.archived)
+            .await?
+            .ok_or_else(|| not_found("session"))?;
+        Ok(ok(session_json(&s)))
     }
 
     /// One page of conversations, newest first, and the cursor of the next.
@@ -435,6 +486,61 @@ impl Query {
             .map(Some)
             .ok_or_else(|| Self::bad_cursor(api))
     }
+}
+
+/// A conversations request after its checks: whose, which agent, its query and its body.
+struct Asked<'a> {
+    api: Api,
+    account: &'a str,
+    agent_id: &'a str,
+    query: Query,
+    body: Bytes,
+}
+
+/// The agent a route names; team chat is not served here (404).
+fn route_agent_id(route: &Route) -> Result<String, GatewayError> {
+    match route {
+        Route::History { agent_id }
+        | Route::Conversations { agent_id }
+        | Route::Conversation { agent_id, .. }
+        | Route::Inbox { agent_id }
+        | Route::MarkRead { agent_id }
+        | Route::Sessions { agent_id }
+        | Route::Session { agent_id, .. } => Ok(agent_id.clone()),
+        Route::TeamChat { .. } => Err(GatewayError::Invalid(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint",
+        ))),
+    }
+}
+
+/// 404 for a missing `what`.
+fn not_found(what: &str) -> GatewayError {
+    GatewayError::Invalid(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("{what} not found"),
+    ))
+}
+
+/// 405 with an `Allow` of the route's methods.
+fn method_not_allowed(route: &Route) -> GatewayError {
+    let allow = route
+        .methods()
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut e = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("use {allow}"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&allow) {
+        e = e.with_header(http::header::ALLOW, v);
+    }
+    GatewayError::Invalid(e)
 }
 
 /// A JSON body, `None` when empty.
