@@ -55,6 +55,8 @@ struct TeamBody {
 }
 
 impl Gateway {
+    /// `POST teams/{id}/chat`: checks the route, the caller and the team, parses the body,
+    /// then runs the team and answers, as a stream or as one body.
     pub(super) async fn team_chat(
         self: Arc<Self>,
         snap: &Arc<Snapshot>,
@@ -64,49 +66,97 @@ impl Gateway {
         trace: TraceContext,
         ctx: &mut Ctx,
     ) -> Result<Response<GatewayBody>, ApiError> {
-        let Route::TeamChat {
-            team_id,
-            stream_path,
-        } = route
-        else {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint",
-            ));
-        };
-        if req.method() != Method::POST {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use POST",
-            )
-            .with_header(http::header::ALLOW, HeaderValue::from_static("POST")));
-        }
+        let (team_id, stream_path) = team_route(route, req.method())?;
         let api = front.api;
         let caller = self.caller(front, req.headers(), Scopes::TEAMS_RUN).await?;
-        // The team, and every agent it asks within the key's agents.
-        let team = snap
-            .config
-            .team(&team_id)
-            .filter(|t| {
-                let key = caller.key.as_ref();
-                t.members
-                    .iter()
-                    .chain(t.summarizer.iter())
-                    .all(|a| key.is_none_or(|k| k.may_access(a)))
-            })
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "team not found or outside the key's access target",
-                )
-            })?;
+        let team = team_for(snap, &team_id, caller.key.as_ref())?;
         let (parts, body) = req.into_parts();
         let body = read_body(api, body, &parts.headers, snap.config.server()).await?;
-        let b: TeamBody = serde_json::from_slice(&body)
+        let ask = TeamAsk::parse(api, &body, &team)?;
+        let stream = stream_path || ask.stream;
+        if stream
+            && caller
+                .key
+                .as_ref()
+                .is_some_and(|k| !k.has_scope(Scopes::AGENTS_STREAM))
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this API key does not allow streaming (agents:stream scope)",
+            ));
+        }
+        let run = TeamRun {
+            gateway: self.clone(),
+            snap: snap.clone(),
+            key: caller.key,
+            team,
+            mode: ask.mode,
+            message: ask.message,
+            trace,
+            request_id: ctx.request_id.clone(),
+            id: ctx.id.clone(),
+        };
+        run.answer(stream).await
+    }
+}
+
+/// The team and whether the path asks for a stream; 404 for another route, 405 for a
+/// method other than POST.
+fn team_route(route: Route, method: &Method) -> Result<(String, bool), ApiError> {
+    let Route::TeamChat {
+        team_id,
+        stream_path,
+    } = route
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint",
+        ));
+    };
+    if method != Method::POST {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use POST",
+        )
+        .with_header(http::header::ALLOW, HeaderValue::from_static("POST")));
+    }
+    Ok((team_id, stream_path))
+}
+
+/// The team, when every agent it asks is within the key's agents (404 otherwise).
+fn team_for(snap: &Snapshot, team_id: &str, key: Option<&KeyInfo>) -> Result<TeamConfig, ApiError> {
+    snap.config
+        .team(team_id)
+        .filter(|t| {
+            t.members
+                .iter()
+                .chain(t.summarizer.iter())
+                .all(|a| key.is_none_or(|k| k.may_access(a)))
+        })
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "team not found or outside the key's access target",
+            )
+        })
+}
+
+/// A team chat's body, checked: the message, the mode (the team's default when absent) and
+/// whether it asks for a stream.
+struct TeamAsk {
+    message: String,
+    mode: String,
+    stream: bool,
+}
+
+impl TeamAsk {
+    fn parse(api: Api, body: &[u8], team: &TeamConfig) -> Result<TeamAsk, ApiError> {
+        let b: TeamBody = serde_json::from_slice(body)
             .map_err(|e| ApiError::invalid(api, format!("malformed JSON body: {e}")))?;
         let message = match b.message {
             Some(Value::String(s)) if !s.is_empty() => s,
@@ -133,47 +183,11 @@ impl Gateway {
                 )
             }
         };
-        let stream = stream_path || b.stream.unwrap_or(false);
-        if stream
-            && caller
-                .key
-                .as_ref()
-                .is_some_and(|k| !k.has_scope(Scopes::AGENTS_STREAM))
-        {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this API key does not allow streaming (agents:stream scope)",
-            ));
-        }
-        let run = TeamRun {
-            gateway: self.clone(),
-            snap: snap.clone(),
-            key: caller.key,
-            team,
-            mode,
+        Ok(TeamAsk {
             message,
-            trace,
-            request_id: ctx.request_id.clone(),
-            id: ctx.id.clone(),
-        };
-        if stream {
-            let (tx, rx) = mpsc::channel::<Bytes>(64);
-            tokio::spawn(run.stream(tx));
-            let mut r = Response::new(GatewayBody::Channel(rx));
-            let h = r.headers_mut();
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            h.insert(
-                "x-vercel-ai-ui-message-stream",
-                HeaderValue::from_static("v1"),
-            );
-            Ok(r)
-        } else {
-            let body = run.sync().await?;
-            Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
-        }
+            mode,
+            stream: b.stream.unwrap_or(false),
+        })
     }
 }
 
@@ -195,6 +209,26 @@ struct TeamRun {
 }
 
 impl TeamRun {
+    /// Runs the team chat: a `ui-message` stream fed by its own task, or the sync body.
+    async fn answer(self, stream: bool) -> Result<Response<GatewayBody>, ApiError> {
+        if !stream {
+            let body = self.sync().await?;
+            return Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())));
+        }
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        tokio::spawn(self.stream(tx));
+        let mut r = Response::new(GatewayBody::Channel(rx));
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        h.insert(
+            "x-vercel-ai-ui-message-stream",
+            HeaderValue::from_static("v1"),
+        );
+        Ok(r)
+    }
+
     /// The sync body; 402 when every member was refused for want of credits (no answer at
     /// all is not a 200), with each member's entry in `details`.
     async fn sync(self) -> Result<Value, ApiError> {
