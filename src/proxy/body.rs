@@ -212,137 +212,167 @@ impl Body for TranscodeBody {
     }
 }
 
+/// What the body's poll loop hands the client, or `None` to go round again.
+type Step = Option<Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>>>;
+
 impl TranscodeBody {
+    /// The poll loop: the answer's finish waiting to be durable, the end, shutdown, or the
+    /// upstream's next frame; each state either answers the client or goes round again.
     fn poll_inner(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
-        let this = self;
         loop {
-            if this.ended {
+            if self.ended {
                 return Poll::Ready(None);
             }
-            if this.transcoder.holds_finish() {
-                // The answer is complete: its finish waits for the exchange to be durable.
-                if let Some(hook) = this.commit.take() {
-                    let meter = this.transcoder.meter();
-                    this.committing = match hook(meter) {
-                        Some(wait) => Some((wait, Box::pin(tokio::time::sleep(COMMIT_TIMEOUT)))),
-                        None => {
-                            this.not_durable("the answer could not be recorded".into());
-                            continue;
-                        }
-                    };
-                }
-                let Some((wait, timer)) = this.committing.as_mut() else {
-                    this.not_durable("the answer could not be recorded".into());
-                    continue;
-                };
-                let outcome = match Pin::new(wait).poll(cx) {
-                    Poll::Ready(Ok(r)) => r,
-                    Poll::Ready(Err(_)) => Err("the store stopped".into()),
-                    Poll::Pending if timer.as_mut().poll(cx).is_ready() => {
-                        Err("the store did not confirm it in time".into())
-                    }
-                    // What came before the finish need not wait.
-                    Poll::Pending if !this.out.is_empty() => return this.frame(),
-                    Poll::Pending => return Poll::Pending,
-                };
-                this.committing = None;
-                match outcome {
-                    Ok(()) => this.transcoder.release_finish(&mut this.out),
-                    Err(e) => this.not_durable(format!("the answer could not be recorded: {e}")),
-                }
-                continue;
-            }
-            if this.transcoder.is_done() {
-                if !this.out.is_empty() {
-                    return this.frame();
-                }
-                this.release_upstream();
-                this.ended = true;
-                return Poll::Ready(None);
-            }
-            if this.shutdown.is_cancelled() {
-                this.fail("the gateway is shutting down".into());
-                continue;
-            }
-            let Some(upstream) = this.upstream.as_mut() else {
-                // No upstream and not done cannot happen (every exit ends the transcoder),
-                // but end properly rather than hang if it ever does.
-                this.fail("upstream closed".into());
-                continue;
+            let step = if self.transcoder.holds_finish() {
+                self.poll_commit(cx)
+            } else if self.transcoder.is_done() {
+                Some(self.end())
+            } else if self.shutdown.is_cancelled() {
+                self.fail("the gateway is shutting down".into());
+                None
+            } else {
+                self.poll_upstream(cx)
             };
-            match Pin::new(upstream).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        this.last_activity = Instant::now();
-                        this.yields = 0;
-                        this.transcoder.feed(data, &mut this.out);
-                        if let Some(e) = this.transcoder.error() {
-                            this.failure.get_or_insert_with(|| e.to_string());
-                        }
-                    }
-                    // Keep gathering what the upstream already has (the `Pending` arm writes
-                    // it as soon as there is nothing more); the bound keeps frames small.
-                    if this.out.len() >= MAX_FRAME_BYTES && !this.transcoder.is_done() {
-                        return this.frame();
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.fail(format!("upstream connection failed: {e}"));
-                }
-                Poll::Ready(None) => {
-                    this.transcoder.finish(&mut this.out);
-                    if let Some(e) = this.transcoder.error() {
-                        this.failure.get_or_insert_with(|| e.to_string());
-                    }
-                    this.upstream = None;
-                }
-                Poll::Pending => {
-                    if !this.out.is_empty() {
-                        // hyper's client hands a body over one chunk at a time from the
-                        // connection's own task, and backends write each event as its own
-                        // chunk, so `Pending` here often only means that task has not run since
-                        // we took the last chunk, though the rest of the answer sits in its
-                        // buffer. Writing now costs a write (and a syscall, and a read on the
-                        // client) per event; yielding a few turns lets it hand over what it
-                        // has, so events that arrived together leave together, as nginx sends
-                        // them. One turn is not always enough: the other worker may steal this
-                        // task before the connection task runs.
-                        if this.yields < GATHER_YIELDS {
-                            this.yields += 1;
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                        return this.frame();
-                    }
-                    // The idle timer is re-armed only when it fires, not on every event.
-                    let mut idle_expired = false;
-                    while this.idle.as_mut().poll(cx).is_ready() {
-                        let deadline = this.last_activity + this.idle_timeout;
-                        if Instant::now() >= deadline {
-                            idle_expired = true;
-                            break;
-                        }
-                        this.idle.as_mut().reset(deadline.into());
-                    }
-                    if idle_expired {
-                        let secs = this.idle_timeout.as_secs_f64();
-                        this.fail(format!("upstream sent nothing for {secs} s"));
-                        continue;
-                    }
-                    let shutdown = this.shutdown.clone();
-                    let wait = this
-                        .shutdown_wait
-                        .get_or_insert_with(|| Box::pin(shutdown.cancelled_owned()));
-                    if wait.as_mut().poll(cx).is_ready() {
-                        continue;
-                    }
-                    return Poll::Pending;
-                }
+            if let Some(poll) = step {
+                return poll;
             }
         }
+    }
+
+    /// The answer is complete: its finish waits for the exchange to be durable.
+    fn poll_commit(&mut self, cx: &mut Context<'_>) -> Step {
+        if let Some(hook) = self.commit.take() {
+            let meter = self.transcoder.meter();
+            self.committing = match hook(meter) {
+                Some(wait) => Some((wait, Box::pin(tokio::time::sleep(COMMIT_TIMEOUT)))),
+                None => {
+                    self.not_durable("the answer could not be recorded".into());
+                    return None;
+                }
+            };
+        }
+        let Some((wait, timer)) = self.committing.as_mut() else {
+            self.not_durable("the answer could not be recorded".into());
+            return None;
+        };
+        let outcome = match Pin::new(wait).poll(cx) {
+            Poll::Ready(Ok(r)) => r,
+            Poll::Ready(Err(_)) => Err("the store stopped".into()),
+            Poll::Pending if timer.as_mut().poll(cx).is_ready() => {
+                Err("the store did not confirm it in time".into())
+            }
+            // What came before the finish need not wait.
+            Poll::Pending if !self.out.is_empty() => return Some(self.frame()),
+            Poll::Pending => return Some(Poll::Pending),
+        };
+        self.committing = None;
+        match outcome {
+            Ok(()) => self.transcoder.release_finish(&mut self.out),
+            Err(e) => self.not_durable(format!("the answer could not be recorded: {e}")),
+        }
+        None
+    }
+
+    /// The transcoder is done: what is left, then the end.
+    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        if !self.out.is_empty() {
+            return self.frame();
+        }
+        self.release_upstream();
+        self.ended = true;
+        Poll::Ready(None)
+    }
+
+    /// The upstream's next frame fed to the transcoder, its error, its end, or its silence.
+    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Step {
+        let Some(upstream) = self.upstream.as_mut() else {
+            // No upstream and not done cannot happen (every exit ends the transcoder),
+            // but end properly rather than hang if it ever does.
+            self.fail("upstream closed".into());
+            return None;
+        };
+        match Pin::new(upstream).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.last_activity = Instant::now();
+                    self.yields = 0;
+                    self.transcoder.feed(data, &mut self.out);
+                    if let Some(e) = self.transcoder.error() {
+                        self.failure.get_or_insert_with(|| e.to_string());
+                    }
+                }
+                // Keep gathering what the upstream already has (the `Pending` arm writes
+                // it as soon as there is nothing more); the bound keeps frames small.
+                if self.out.len() >= MAX_FRAME_BYTES && !self.transcoder.is_done() {
+                    return Some(self.frame());
+                }
+                None
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.fail(format!("upstream connection failed: {e}"));
+                None
+            }
+            Poll::Ready(None) => {
+                self.transcoder.finish(&mut self.out);
+                if let Some(e) = self.transcoder.error() {
+                    self.failure.get_or_insert_with(|| e.to_string());
+                }
+                self.upstream = None;
+                None
+            }
+            Poll::Pending => self.upstream_pending(cx),
+        }
+    }
+
+    /// The upstream has nothing ready: write what is gathered, or wait for it, the idle
+    /// timeout or shutdown.
+    fn upstream_pending(&mut self, cx: &mut Context<'_>) -> Step {
+        if !self.out.is_empty() {
+            // hyper's client hands a body over one chunk at a time from the
+            // connection's own task, and backends write each event as its own
+            // chunk, so `Pending` here often only means that task has not run since
+            // we took the last chunk, though the rest of the answer sits in its
+            // buffer. Writing now costs a write (and a syscall, and a read on the
+            // client) per event; yielding a few turns lets it hand over what it
+            // has, so events that arrived together leave together, as nginx sends
+            // them. One turn is not always enough: the other worker may steal this
+            // task before the connection task runs.
+            if self.yields < GATHER_YIELDS {
+                self.yields += 1;
+                cx.waker().wake_by_ref();
+                return Some(Poll::Pending);
+            }
+            return Some(self.frame());
+        }
+        if self.idle_expired(cx) {
+            let secs = self.idle_timeout.as_secs_f64();
+            self.fail(format!("upstream sent nothing for {secs} s"));
+            return None;
+        }
+        let shutdown = self.shutdown.clone();
+        let wait = self
+            .shutdown_wait
+            .get_or_insert_with(|| Box::pin(shutdown.cancelled_owned()));
+        if wait.as_mut().poll(cx).is_ready() {
+            return None;
+        }
+        Some(Poll::Pending)
+    }
+
+    /// Whether the upstream has been silent for the idle timeout. The idle timer is re-armed
+    /// only when it fires, not on every event.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.idle.as_mut().poll(cx).is_ready() {
+            let deadline = self.last_activity + self.idle_timeout;
+            if Instant::now() >= deadline {
+                return true;
+            }
+            self.idle.as_mut().reset(deadline.into());
+        }
+        false
     }
 }
 
