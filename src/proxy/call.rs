@@ -61,50 +61,58 @@ impl Gateway {
         }
         let response = response
             .map_err(GatewayError::UpstreamTimeout)?
-            .map_err(|e| {
-                if connect_timed_out(&e) {
-                    GatewayError::UpstreamTimeout(Timeout::Connect)
-                } else if head_too_large(&e) {
-                    bad_gateway(
-                        "the agent's backend answered with response headers too large to accept",
-                    )
-                } else {
-                    bad_gateway("the agent's backend is unreachable")
-                }
-            })?;
-        if !response.status().is_success() {
+            .map_err(send_failed)?;
+        check_head(response)
+    }
+}
+
+/// 504 when the connect deadline ran out, 502 when the head was too large or the backend
+/// could not be reached.
+fn send_failed(e: hyper_util::client::legacy::Error) -> GatewayError {
+    if connect_timed_out(&e) {
+        GatewayError::UpstreamTimeout(Timeout::Connect)
+    } else if head_too_large(&e) {
+        bad_gateway("the agent's backend answered with response headers too large to accept")
+    } else {
+        bad_gateway("the agent's backend is unreachable")
+    }
+}
+
+/// The answer's head, checked: 502 for an error status or for something other than an event
+/// stream.
+fn check_head(response: Response<Incoming>) -> Result<Response<Incoming>, GatewayError> {
+    if !response.status().is_success() {
+        return Err(GatewayError::Upstream(
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "the agent's backend answered with an error",
+            )
+            .with_details(serde_json::json!({ "upstream_status": response.status().as_u16() })),
+        ));
+    }
+    // An answer that is not an event stream (e.g. an HTML error page with 200) is a failed
+    // answer before any output, stream or sync alike: 502, nothing charged.
+    if let Some(ct) = response.headers().get(CONTENT_TYPE) {
+        let event_stream = ct.to_str().is_ok_and(|v| {
+            v.trim_start()
+                .get(..17)
+                .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
+        });
+        if !event_stream {
             return Err(GatewayError::Upstream(
                 ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     "bad_gateway",
-                    "the agent's backend answered with an error",
+                    "the agent's backend answered with something other than an event stream",
                 )
-                .with_details(serde_json::json!({ "upstream_status": response.status().as_u16() })),
+                .with_details(serde_json::json!({
+                    "upstream_content_type": String::from_utf8_lossy(ct.as_bytes()),
+                })),
             ));
         }
-        // An answer that is not an event stream (e.g. an HTML error page with 200) is a failed
-        // answer before any output, stream or sync alike: 502, nothing charged.
-        if let Some(ct) = response.headers().get(CONTENT_TYPE) {
-            let event_stream = ct.to_str().is_ok_and(|v| {
-                v.trim_start()
-                    .get(..17)
-                    .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
-            });
-            if !event_stream {
-                return Err(GatewayError::Upstream(
-                    ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "bad_gateway",
-                        "the agent's backend answered with something other than an event stream",
-                    )
-                    .with_details(serde_json::json!({
-                        "upstream_content_type": String::from_utf8_lossy(ct.as_bytes()),
-                    })),
-                ));
-            }
-        }
-        Ok(response)
     }
+    Ok(response)
 }
 
 /// Sends `request` with two consecutive deadlines: `connect` for a connection (a new one, or
