@@ -1,4 +1,4 @@
-//! Transcoding throughput for every pair of formats (3 × 3), on a stream of 50 × 16-byte text
+//! Transcoding throughput for every pair of formats (4 × 4), on a stream of 50 × 16-byte text
 //! deltas and one of 50 × 4 KiB deltas, the input given whole: a fresh `Transcoder` per
 //! iteration writing into a reused buffer, `finish` included.
 //!
@@ -56,6 +56,17 @@ fn upstream(format: Format, size: usize) -> Vec<u8> {
                 s.push_str("\"}\n\n");
             }
             s.push_str("data: {\"type\":\"done\",\"content\":\"\"}\n\ndata: [DONE]\n\n");
+        }
+        Format::AgUi => {
+            s.push_str("data: {\"type\":\"RUN_STARTED\",\"threadId\":\"thread_1\",\"runId\":\"run_1\"}\n\n");
+            s.push_str("data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\",\"role\":\"assistant\"}\n\n");
+            for _ in 0..EVENTS {
+                s.push_str("data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"");
+                s.push_str(&delta);
+                s.push_str("\"}\n\n");
+            }
+            s.push_str("data: {\"type\":\"TEXT_MESSAGE_END\",\"messageId\":\"m1\"}\n\n");
+            s.push_str("data: {\"type\":\"RUN_FINISHED\",\"threadId\":\"thread_1\",\"runId\":\"run_1\",\"result\":{\"usage\":{\"credits\":1}}}\n\n");
         }
     }
     s.into_bytes()

@@ -64,7 +64,7 @@ pub fn transcode_chunks<'a>(
     out
 }
 
-/// Replaces the ids an encoder makes up (`msg_<32 hex>`, `api:<uuid>`) by fixed text, so two
+/// Replaces the ids an encoder makes up (`msg_<32 hex>`, `thread_<32 hex>`, `api:<uuid>`) by fixed text, so two
 /// runs over the same input compare equal. Ids that occur in `input` are left alone: those
 /// came from the upstream and must pass through unchanged.
 pub fn normalise_generated_ids(output: &[u8], input: &[u8]) -> Vec<u8> {
@@ -88,6 +88,8 @@ pub fn normalise_generated_ids(output: &[u8], input: &[u8]) -> Vec<u8> {
         let rest = &output[i..];
         let generated = if rest.starts_with(b"msg_") && hex_run(&rest[4..], 32) {
             Some((36, &b"msg_GENERATED"[..]))
+        } else if rest.starts_with(b"thread_") && hex_run(&rest[7..], 32) {
+            Some((39, &b"thread_GENERATED"[..]))
         } else if rest.starts_with(b"api:") && is_uuid(&rest[4..]) {
             Some((40, &b"api:GENERATED"[..]))
         } else {
@@ -178,6 +180,7 @@ pub fn assert_well_formed(format: Format, output: &[u8]) {
         Format::UiMessage => &["finish", "error", "abort"],
         Format::SessionDelta => &["done"],
         Format::TextDone => &["done"],
+        Format::AgUi => &["RUN_FINISHED", "RUN_ERROR"],
     };
     match format {
         Format::UiMessage | Format::TextDone => {
@@ -196,6 +199,14 @@ pub fn assert_well_formed(format: Format, output: &[u8]) {
             assert_eq!(t.last(), Some(&"done"), "{t:?}");
             assert_eq!(t.iter().filter(|x| **x == "done").count(), 1, "{t:?}");
             assert_eq!(t.iter().filter(|x| **x == "session").count(), 1, "{t:?}");
+        }
+        Format::AgUi => {
+            assert_eq!(t.first(), Some(&"RUN_STARTED"), "{t:?}");
+            assert!(t.last().is_some_and(|x| terminal.contains(x)), "{t:?}");
+            let ends = t.iter().filter(|x| terminal.contains(x));
+            assert_eq!(ends.count(), 1, "{t:?}");
+            assert_eq!(t.iter().filter(|x| **x == "RUN_STARTED").count(), 1, "{t:?}");
+            assert!(!t.contains(&"[DONE]"), "{t:?}");
         }
     }
     let decoded = decode_all(format, output)
@@ -216,9 +227,10 @@ pub fn check_transcode(data: &[u8]) {
     let Some((&selector, input)) = data.split_first() else {
         return;
     };
-    let from = Format::ALL[usize::from(selector % 3)];
-    let to = Format::ALL[usize::from(selector / 3 % 3)];
-    let rest = selector / 9; // 0..=28
+    let n = Format::ALL.len() as u8;
+    let from = Format::ALL[usize::from(selector % n)];
+    let to = Format::ALL[usize::from(selector / n % n)];
+    let rest = selector / (n * n); // 0..=15
     let chunking = match rest % 7 {
         0 => Chunking::Every(1),
         1 => Chunking::Every(2),

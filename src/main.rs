@@ -62,7 +62,7 @@ enum Command {
     Usage(agentgate::admin::cli::UsageArgs),
     /// Transcode an SSE stream on stdin into another format on stdout, as it arrives.
     Transcode {
-        /// Input format: ui-message, session-delta or text-done.
+        /// Input format: ui-message, session-delta, text-done or ag-ui.
         #[arg(long)]
         from: Format,
         /// Output: a stream format, or json:<api> (pharen, chatbase, agents, guayaba) for

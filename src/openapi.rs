@@ -670,6 +670,35 @@ fn stream_media(format: Format) -> Value {
             }),
             true,
         ),
+        Format::AgUi => (
+            "AG-UI events (`@ag-ui/core` 1.x), one JSON object per `data:` line: `RUN_STARTED` \
+             (`threadId` = the conversation), `TEXT_MESSAGE_START`/`_CONTENT`/`_END`, \
+             `REASONING_*`, `TOOL_CALL_*`, `STEP_*`, state and custom events, then \
+             `RUN_FINISHED` (`result.usage.credits`) or `RUN_ERROR`. No `[DONE]`.",
+            "data: {\"type\":\"RUN_STARTED\",\"threadId\":\"t1\",\"runId\":\"r1\"}\n\n\
+             data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"r1-text-1\",\"role\":\"assistant\"}\n\n\
+             data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"r1-text-1\",\"delta\":\"Hello\"}\n\n\
+             data: {\"type\":\"TEXT_MESSAGE_END\",\"messageId\":\"r1-text-1\"}\n\n\
+             data: {\"type\":\"RUN_FINISHED\",\"threadId\":\"t1\",\"runId\":\"r1\"}\n\n",
+            json!({
+                "type": "object",
+                "required": ["type"],
+                "properties": {
+                    "type": { "type": "string" },
+                    "threadId": { "type": "string" },
+                    "runId": { "type": "string" },
+                    "messageId": { "type": "string" },
+                    "delta": { "type": "string" },
+                    "toolCallId": { "type": "string" },
+                    "toolCallName": { "type": "string" },
+                    "content": {},
+                    "stepName": { "type": "string" },
+                    "result": {},
+                    "message": { "type": "string" }
+                }
+            }),
+            false,
+        ),
     };
     let json_data = json!({
         "type": "string",

@@ -164,7 +164,7 @@ fn every_fixture_as_ui_message_is_accepted_by_the_ai_sdk() {
         };
         let tools = match (f.case.as_str(), f.format) {
             (_, Format::TextDone) => 0,
-            ("tool" | "parts", _) => 1,
+            ("tool" | "parts" | "state", _) => 1,
             ("steps", _) => 2,
             _ => 0,
         };

@@ -111,6 +111,15 @@ fn upstream(format: Format, n: usize) -> Vec<u8> {
                 s.push_str("\"}\n\n");
             }
         }
+        Format::AgUi => {
+            s.push_str("data: {\"type\":\"RUN_STARTED\",\"threadId\":\"t\",\"runId\":\"r\"}\n\n");
+            s.push_str("data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\"}\n\n");
+            for _ in 0..n {
+                s.push_str("data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"");
+                s.push_str(DELTA);
+                s.push_str("\"}\n\n");
+            }
+        }
     }
     s.into_bytes()
 }
@@ -144,9 +153,10 @@ fn steady_state(from: Format, to: Format, warm: usize, measured: usize) -> usize
 }
 
 #[test]
-fn ui_message_and_text_done_pairs_allocate_nothing_per_delta() {
-    for from in [Format::UiMessage, Format::TextDone] {
-        for to in [Format::UiMessage, Format::TextDone] {
+fn ui_message_text_done_and_ag_ui_pairs_allocate_nothing_per_delta() {
+    let formats = [Format::UiMessage, Format::TextDone, Format::AgUi];
+    for from in formats {
+        for to in formats {
             let allocs = steady_state(from, to, 200, 20_000);
             assert_eq!(
                 allocs, 0,

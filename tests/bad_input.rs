@@ -65,6 +65,17 @@ fn assert_error_then_end(to: Format, out: &[u8], needle: &str) -> String {
                 .collect();
             (e["content"].as_str().unwrap().to_owned(), text)
         }
+        Format::AgUi => {
+            let e = json(&events[n - 1]);
+            assert_eq!(e["type"], "RUN_ERROR", "{events:?}");
+            let text: String = events
+                .iter()
+                .map(json)
+                .filter(|c| c["type"] == "TEXT_MESSAGE_CONTENT")
+                .map(|c| c["delta"].as_str().unwrap().to_owned())
+                .collect();
+            (e["message"].as_str().unwrap().to_owned(), text)
+        }
     };
     assert!(
         error.contains(needle),
@@ -140,6 +151,7 @@ fn the_transcoder_reports_which_decode_error_ended_the_stream() {
 fn terminal_end(bytes: &[u8], format: Format) -> usize {
     let marker: &[u8] = match format {
         Format::UiMessage => b"{\"type\":\"finish\"",
+        Format::AgUi => b"{\"type\":\"RUN_FINISHED\"",
         _ => b"{\"type\":\"done\"",
     };
     let start = bytes
@@ -240,9 +252,14 @@ fn an_upstream_abort_ends_every_format_properly() {
             Format::UiMessage => &last[last.len() - 2],
             Format::SessionDelta => &last[last.len() - 1],
             Format::TextDone => &last[last.len() - 2],
+            Format::AgUi => &last[last.len() - 1],
         };
         match to {
             Format::UiMessage => assert_eq!(terminal["type"], "abort"),
+            Format::AgUi => {
+                assert_eq!(terminal["type"], "RUN_FINISHED");
+                assert_eq!(terminal["outcome"]["type"], "cancelled");
+            }
             _ => assert_eq!(terminal["finishReason"], "interrupted"),
         }
     }

@@ -96,7 +96,8 @@ proptest! {
         let f = which.get(&fixtures);
         // Keep the selector's input format that of the fixture, most of the time.
         let from = agentgate::formats::Format::ALL.iter().position(|x| *x == f.format).unwrap() as u8;
-        let selector = if selector % 4 == 0 { selector } else { selector / 3 % 85 * 3 + from };
+        let n = agentgate::formats::Format::ALL.len() as u8;
+        let selector = if selector % 4 == 0 { selector } else { selector / n % (256 / n as u16) as u8 * n + from };
         let mut data = vec![selector];
         data.extend_from_slice(&f.bytes);
         for e in edits {

@@ -16,6 +16,16 @@
 //!   plus the conversation id, which comes back as a `{"conversation_id"}` metadata event at
 //!   the end; an abort becomes a finish with reason `interrupted`.
 //!
+//! - **ag-ui** carries text, reasoning, tool calls, steps and the finish's metadata (with its
+//!   usage merged in, as ui-message does) but not the finish reason or metadata events; a
+//!   missing message (run) id is generated (`msg_<32 hex>`), a missing conversation (thread)
+//!   id too (`thread_<32 hex>`); part ids come back prefixed with the run id (`<run>-<id>`);
+//!   tool input always streams (a tool whose input arrives whole gets one delta holding it,
+//!   and the input read back is the streamed text parsed: `{}` when blank, a
+//!   `ToolInputError` when it is not JSON); a tool's output comes back as its text content
+//!   (a string as is, any other value as its JSON text), a tool error as its message; an
+//!   abort loses its reason.
+//!
 //! JSON values are compared as parsed values.
 
 use agentgate::formats::{EncodeOptions, Event, FinishReason, Format, Json, Usage};
@@ -456,6 +466,112 @@ fn normalise(format: Format, events: &[Ev]) -> Vec<Ev> {
                 }
             }
         }
+        Format::AgUi => {
+            out.push(Event::Start {
+                message_id: Some(message_id.clone().unwrap_or(s(GENERATED))),
+                conversation_id: Some(conversation_id.clone().unwrap_or(s(GENERATED))),
+            });
+            // Per streamed tool call: its deltas, joined.
+            let mut streamed: Vec<(Cow<'static, str>, String)> = Vec::new();
+            for e in &events[1..] {
+                match e {
+                    Event::ToolInputStart { call_id, .. } => {
+                        streamed.push((call_id.clone(), String::new()));
+                        out.push(e.clone());
+                    }
+                    Event::ToolInputDelta { call_id, delta } => {
+                        if let Some((_, args)) = streamed.iter_mut().find(|(c, _)| c == call_id) {
+                            args.push_str(delta);
+                        }
+                        out.push(e.clone());
+                    }
+                    Event::ToolInputAvailable {
+                        call_id,
+                        name,
+                        input,
+                    } => {
+                        let args = match streamed.iter().find(|(c, _)| c == call_id) {
+                            Some((_, args)) if !args.is_empty() => args.clone(),
+                            Some(_) => {
+                                out.push(Event::ToolInputDelta {
+                                    call_id: call_id.clone(),
+                                    delta: s(input.get()),
+                                });
+                                input.get().to_owned()
+                            }
+                            None => {
+                                out.push(Event::ToolInputStart {
+                                    call_id: call_id.clone(),
+                                    name: name.clone(),
+                                });
+                                out.push(Event::ToolInputDelta {
+                                    call_id: call_id.clone(),
+                                    delta: s(input.get()),
+                                });
+                                input.get().to_owned()
+                            }
+                        };
+                        out.push(if args.trim().is_empty() {
+                            Event::ToolInputAvailable {
+                                call_id: call_id.clone(),
+                                name: name.clone(),
+                                input: j(&json!({})),
+                            }
+                        } else {
+                            match serde_json::from_str::<&serde_json::value::RawValue>(&args) {
+                                Ok(raw) => Event::ToolInputAvailable {
+                                    call_id: call_id.clone(),
+                                    name: name.clone(),
+                                    input: Json::owned(raw.to_owned()),
+                                },
+                                Err(err) => Event::ToolInputError {
+                                    call_id: call_id.clone(),
+                                    name: name.clone(),
+                                    input: j(&Value::from(args.clone())),
+                                    error: s(&format!(
+                                        "tool call arguments are not valid JSON: {err}"
+                                    )),
+                                },
+                            }
+                        });
+                    }
+                    Event::ToolOutput { call_id, output } => {
+                        let text = serde_json::from_str::<String>(output.get())
+                            .unwrap_or_else(|_| output.get().to_owned());
+                        out.push(Event::ToolOutput {
+                            call_id: call_id.clone(),
+                            output: j(&Value::from(text)),
+                        });
+                    }
+                    Event::ToolError { call_id, error } => out.push(Event::ToolOutput {
+                        call_id: call_id.clone(),
+                        output: j(&Value::from(error.to_string())),
+                    }),
+                    Event::Metadata { .. } => {}
+                    Event::Finish {
+                        usage, metadata, ..
+                    } => {
+                        let metadata = match (metadata, usage) {
+                            (Some(m), Some(u)) => {
+                                let mut v: Value = serde_json::from_str(m.get()).unwrap();
+                                v["usage"] = serde_json::to_value(u).unwrap();
+                                Some(j(&v))
+                            }
+                            (Some(m), None) => Some(m.clone()),
+                            (None, Some(u)) => Some(j(&json!({ "usage": u }))),
+                            (None, None) => None,
+                        };
+                        out.push(Event::Finish {
+                            reason: None,
+                            usage: usage.or_else(|| metadata.as_ref().and_then(usage_in)),
+                            metadata,
+                        });
+                    }
+                    Event::Abort { .. } => out.push(Event::Abort { reason: None }),
+                    other => out.push(other.clone()),
+                }
+            }
+        }
     }
     out.into_iter().map(canonical_json).collect()
 }
@@ -505,9 +621,61 @@ fn project(format: Format, original: &[Ev], decoded: Vec<Ev>) -> Vec<Ev> {
     else {
         unreachable!()
     };
+    // ag-ui: part ids come back as `<run>-<id>`.
+    let run = match decoded.first() {
+        Some(Event::Start {
+            message_id: Some(run),
+            ..
+        }) if format == Format::AgUi => format!("{run}-"),
+        _ => String::new(),
+    };
+    let unprefix = |id: Cow<'static, str>| -> Cow<'static, str> {
+        match id.strip_prefix(run.as_str()) {
+            Some(rest) => s(rest),
+            None => panic!("part id {id:?} does not start with the run id {run:?}"),
+        }
+    };
     decoded
         .into_iter()
         .map(|e| match e {
+            Event::Start {
+                message_id: Some(m),
+                conversation_id: Some(c),
+            } if format == Format::AgUi => {
+                let generated = |id: Cow<'static, str>, prefix: &str, given: bool| {
+                    if given {
+                        return id;
+                    }
+                    let hex = id.strip_prefix(prefix).unwrap_or_default();
+                    assert!(
+                        hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+                        "{id}"
+                    );
+                    s(GENERATED)
+                };
+                Event::Start {
+                    message_id: Some(generated(m, "msg_", message_id.is_some())),
+                    conversation_id: Some(generated(c, "thread_", conversation_id.is_some())),
+                }
+            }
+            Event::TextStart { id } if format == Format::AgUi => Event::TextStart { id: unprefix(id) },
+            Event::TextDelta { id, delta } if format == Format::AgUi => Event::TextDelta {
+                id: unprefix(id),
+                delta,
+            },
+            Event::TextEnd { id } if format == Format::AgUi => Event::TextEnd { id: unprefix(id) },
+            Event::ReasoningStart { id } if format == Format::AgUi => {
+                Event::ReasoningStart { id: unprefix(id) }
+            }
+            Event::ReasoningDelta { id, delta } if format == Format::AgUi => {
+                Event::ReasoningDelta {
+                    id: unprefix(id),
+                    delta,
+                }
+            }
+            Event::ReasoningEnd { id } if format == Format::AgUi => {
+                Event::ReasoningEnd { id: unprefix(id) }
+            }
             Event::Start {
                 message_id: Some(id),
                 conversation_id: c,

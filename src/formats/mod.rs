@@ -12,16 +12,24 @@ pub enum Format {
     SessionDelta,
     /// `text` / `done` / `[DONE]` (seed 003).
     TextDone,
+    /// AG-UI events (`RUN_STARTED` … `RUN_FINISHED`; SPEC §9).
+    AgUi,
 }
 
 impl Format {
-    pub const ALL: [Format; 3] = [Format::UiMessage, Format::SessionDelta, Format::TextDone];
+    pub const ALL: [Format; 4] = [
+        Format::UiMessage,
+        Format::SessionDelta,
+        Format::TextDone,
+        Format::AgUi,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Format::UiMessage => "ui-message",
             Format::SessionDelta => "session-delta",
             Format::TextDone => "text-done",
+            Format::AgUi => "ag-ui",
         }
     }
 }
@@ -39,8 +47,9 @@ impl FromStr for Format {
             "ui-message" | "ui" => Ok(Format::UiMessage),
             "session-delta" | "sd" => Ok(Format::SessionDelta),
             "text-done" | "td" => Ok(Format::TextDone),
+            "ag-ui" => Ok(Format::AgUi),
             other => Err(format!(
-                "unknown stream format `{other}` (expected ui-message, session-delta or text-done)"
+                "unknown stream format `{other}` (expected ui-message, session-delta, text-done or ag-ui)"
             )),
         }
     }
@@ -53,6 +62,7 @@ impl<'de> serde::Deserialize<'de> for Format {
     }
 }
 
+mod ag_ui;
 mod aggregate;
 mod event;
 mod fast;
@@ -61,6 +71,7 @@ mod session_delta;
 mod text_done;
 mod ui;
 
+pub use ag_ui::{AgUiDecoder, AgUiEncoder};
 pub use aggregate::{Aggregate, SyncContext, ToolCall};
 pub use event::{serialize_credits, CowStr, Event, FinishReason, Json, Str, Usage};
 pub use parts::UiParts;
@@ -123,6 +134,7 @@ pub enum Decoder {
     Ui(UiDecoder),
     SessionDelta(SessionDeltaDecoder),
     TextDone(TextDoneDecoder),
+    AgUi(AgUiDecoder),
 }
 
 impl Decoder {
@@ -131,6 +143,7 @@ impl Decoder {
             Format::UiMessage => Decoder::Ui(UiDecoder::default()),
             Format::SessionDelta => Decoder::SessionDelta(SessionDeltaDecoder::default()),
             Format::TextDone => Decoder::TextDone(TextDoneDecoder::default()),
+            Format::AgUi => Decoder::AgUi(AgUiDecoder::default()),
         }
     }
 
@@ -154,6 +167,7 @@ impl Decoder {
             Decoder::Ui(d) => d.decode(sse, emit),
             Decoder::SessionDelta(d) => d.decode(sse, &mut |event| emit(event, None)),
             Decoder::TextDone(d) => d.decode(sse, &mut |event| emit(event, None)),
+            Decoder::AgUi(d) => d.decode(sse, &mut |event| emit(event, None)),
         }
     }
 
@@ -163,6 +177,7 @@ impl Decoder {
             Decoder::Ui(d) => d.end(),
             Decoder::SessionDelta(d) => d.end(),
             Decoder::TextDone(d) => d.end(),
+            Decoder::AgUi(d) => d.end(),
         }
     }
 }
@@ -182,6 +197,7 @@ pub enum Encoder {
     Ui(UiEncoder),
     SessionDelta(SessionDeltaEncoder),
     TextDone(TextDoneEncoder),
+    AgUi(AgUiEncoder),
 }
 
 impl Encoder {
@@ -190,6 +206,7 @@ impl Encoder {
             Format::UiMessage => Encoder::Ui(UiEncoder::new(options.event_lines)),
             Format::SessionDelta => Encoder::SessionDelta(SessionDeltaEncoder::default()),
             Format::TextDone => Encoder::TextDone(TextDoneEncoder::new(options.tools_as_text)),
+            Format::AgUi => Encoder::AgUi(AgUiEncoder::default()),
         }
     }
 
@@ -208,6 +225,7 @@ impl Encoder {
             Encoder::Ui(e) => e.encode_chunk(event, chunk, out),
             Encoder::SessionDelta(e) => e.encode(event, out),
             Encoder::TextDone(e) => e.encode(event, out),
+            Encoder::AgUi(e) => e.encode(event, out),
         }
     }
 
@@ -217,6 +235,7 @@ impl Encoder {
             Encoder::Ui(e) => e.is_done(),
             Encoder::SessionDelta(e) => e.is_done(),
             Encoder::TextDone(e) => e.is_done(),
+            Encoder::AgUi(e) => e.is_done(),
         }
     }
 

@@ -73,6 +73,7 @@ pub fn expected_text_parts(case: &str) -> &'static [&'static str] {
             "Let me look that up.\n\n",
             "The install guide says: run `agentgate serve` with a config file.",
         ],
+        "state" => &["Here is a plan for Lisbon.", "Booked 4 nights."],
         // The reset step's text ("DISCARDED draft") is not a part.
         "parts" => &["Here is what I found.", " Two sources."],
         "utf8" => &["Café crème, s'il vous plaît. 日本語のテキスト。👋🏽 👩\u{200d}👩\u{200d}👧\u{200d}👦 🏳\u{fe0f}\u{200d}🌈 ✓ Ünïcödé 😀"],
@@ -102,6 +103,10 @@ pub fn bad_inputs() -> Vec<BadInput> {
         "event: session\ndata: {\"type\":\"session\",\"sessionKey\":\"api:bad\"}\n\n\
         event: delta\ndata: {\"type\":\"delta\",\"text\":\"Partial answer\"}\n\n";
     const TD_HEAD: &str = "data: {\"type\":\"text\",\"content\":\"Partial answer\"}\n\n";
+    const AG_HEAD: &str =
+        "data: {\"type\":\"RUN_STARTED\",\"threadId\":\"thread_bad\",\"runId\":\"run_bad\"}\n\n\
+        data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\",\"role\":\"assistant\"}\n\n\
+        data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"Partial answer\"}\n\n";
     let big = "x".repeat(4096);
     let case = |name, format, head: &str, tail: &str, max_event, needle| BadInput {
         name,
@@ -240,6 +245,56 @@ pub fn bad_inputs() -> Vec<BadInput> {
             Format::TextDone,
             TD_HEAD,
             "",
+            MAX,
+            "before it finished",
+        ),
+        case(
+            "malformed-json",
+            Format::AgUi,
+            AG_HEAD,
+            "data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"oops}\n\n",
+            MAX,
+            "malformed JSON",
+        ),
+        case(
+            "missing-field",
+            Format::AgUi,
+            AG_HEAD,
+            "data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\"}\n\n",
+            MAX,
+            "without `delta`",
+        ),
+        case(
+            "missing-field",
+            Format::AgUi,
+            AG_HEAD,
+            "data: {\"type\":\"TOOL_CALL_ARGS\",\"toolCallId\":\"never-started\",\"delta\":\"{}\"}\n\n",
+            MAX,
+            "not open",
+        ),
+        case(
+            "too-large",
+            Format::AgUi,
+            AG_HEAD,
+            &format!(
+                "data: {{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"{big}\"}}\n\n"
+            ),
+            1024,
+            "larger than 1024 bytes",
+        ),
+        case(
+            "upstream-error",
+            Format::AgUi,
+            AG_HEAD,
+            "data: {\"type\":\"RUN_ERROR\",\"message\":\"model overloaded\",\"code\":\"overloaded\"}\n\n",
+            MAX,
+            "model overloaded",
+        ),
+        case(
+            "truncated",
+            Format::AgUi,
+            AG_HEAD,
+            "data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\" and the rest",
             MAX,
             "before it finished",
         ),
