@@ -406,7 +406,7 @@ fn run_started_and_run_finished_echo_the_thread_and_run() {
 #[test]
 fn message_ids_are_made_from_the_run_never_reused_across_runs() {
     let f = fixture("plain", Format::AgUi);
-    let ids = |run: &str| -> Vec<String> {
+    let ids = |run: &'static str| -> Vec<String> {
         let mut t = Transcoder::new(f.format, Format::AgUi, EncodeOptions::default(), RunIds(run));
         let mut out = BytesMut::new();
         t.feed(&f.bytes, &mut out);
