@@ -61,7 +61,9 @@ fn upstream(format: Format, size: usize) -> Vec<u8> {
             s.push_str("data: {\"type\":\"RUN_STARTED\",\"threadId\":\"thread_1\",\"runId\":\"run_1\"}\n\n");
             s.push_str("data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\",\"role\":\"assistant\"}\n\n");
             for _ in 0..EVENTS {
-                s.push_str("data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"");
+                s.push_str(
+                    "data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"",
+                );
                 s.push_str(&delta);
                 s.push_str("\"}\n\n");
             }

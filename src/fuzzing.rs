@@ -205,7 +205,11 @@ pub fn assert_well_formed(format: Format, output: &[u8]) {
             assert!(t.last().is_some_and(|x| terminal.contains(x)), "{t:?}");
             let ends = t.iter().filter(|x| terminal.contains(x));
             assert_eq!(ends.count(), 1, "{t:?}");
-            assert_eq!(t.iter().filter(|x| **x == "RUN_STARTED").count(), 1, "{t:?}");
+            assert_eq!(
+                t.iter().filter(|x| **x == "RUN_STARTED").count(),
+                1,
+                "{t:?}"
+            );
             assert!(!t.contains(&"[DONE]"), "{t:?}");
         }
     }

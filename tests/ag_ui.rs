@@ -70,7 +70,10 @@ fn run_check(script: &Path, body: &[u8], thread_id: Option<&str>) -> (bool, Valu
     (
         ok,
         result,
-        format!("{stdout}\n  stderr: {}", String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{stdout}\n  stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -87,7 +90,11 @@ fn check(script: &Path, case: &Case) -> Result<(), String> {
     }
     let texts: Vec<String> = result["texts"]
         .as_array()
-        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     if texts != case.texts {
         return fail(format!("texts {texts:?}, expected {:?}", case.texts));
@@ -296,11 +303,7 @@ fn errored_truncated_and_cut_off_streams_as_ag_ui_are_accepted_by_the_ag_ui_clie
 struct CutOff;
 
 impl Meter for CutOff {
-    fn on_event(
-        &mut self,
-        event: &mut Event<'_>,
-        _: Option<&serde_json::value::RawValue>,
-    ) -> Flow {
+    fn on_event(&mut self, event: &mut Event<'_>, _: Option<&serde_json::value::RawValue>) -> Flow {
         match event {
             Event::Start {
                 message_id,
@@ -325,7 +328,8 @@ impl Meter for CutOff {
 fn the_check_rejects_what_the_ag_ui_client_rejects() {
     let Some(script) = harness() else { return };
     let start = "data: {\"type\":\"RUN_STARTED\",\"threadId\":\"t\",\"runId\":\"r\"}\n\n";
-    let text = "data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m\",\"role\":\"assistant\"}\n\n\
+    let text =
+        "data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m\",\"role\":\"assistant\"}\n\n\
                 data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m\",\"delta\":\"hi\"}\n\n";
     let end = "data: {\"type\":\"RUN_FINISHED\",\"threadId\":\"t\",\"runId\":\"r\"}\n\n";
     for (why, body) in [
@@ -407,7 +411,12 @@ fn run_started_and_run_finished_echo_the_thread_and_run() {
 fn message_ids_are_made_from_the_run_never_reused_across_runs() {
     let f = fixture("plain", Format::AgUi);
     let ids = |run: &'static str| -> Vec<String> {
-        let mut t = Transcoder::new(f.format, Format::AgUi, EncodeOptions::default(), RunIds(run));
+        let mut t = Transcoder::new(
+            f.format,
+            Format::AgUi,
+            EncodeOptions::default(),
+            RunIds(run),
+        );
         let mut out = BytesMut::new();
         t.feed(&f.bytes, &mut out);
         t.finish(&mut out);
@@ -425,11 +434,7 @@ fn message_ids_are_made_from_the_run_never_reused_across_runs() {
 struct RunIds(&'static str);
 
 impl Meter for RunIds {
-    fn on_event(
-        &mut self,
-        event: &mut Event<'_>,
-        _: Option<&serde_json::value::RawValue>,
-    ) -> Flow {
+    fn on_event(&mut self, event: &mut Event<'_>, _: Option<&serde_json::value::RawValue>) -> Flow {
         if let Event::Start { message_id, .. } = event {
             *message_id = Some(self.0.into());
         }
@@ -468,7 +473,10 @@ fn state_messages_activity_custom_and_raw_pass_through_and_become_data_parts() {
         .map(|e| e.data)
         .filter(|d| is_passed(d))
         .collect();
-    assert_eq!(output, input, "ag-ui → ag-ui changed a passed-through event");
+    assert_eq!(
+        output, input,
+        "ag-ui → ag-ui changed a passed-through event"
+    );
 
     let ui = transcode_chunks(
         f.format,
@@ -644,7 +652,8 @@ fn cli_transcodes_from_and_to_ag_ui() {
     let json = run("ag-ui", "json:pharen", &f.bytes);
     let body: Value = serde_json::from_slice(&json).unwrap();
     assert!(
-        body.to_string().contains("It is 24 °C and clear in Madrid."),
+        body.to_string()
+            .contains("It is 24 °C and clear in Madrid."),
         "{body}"
     );
 }

@@ -115,7 +115,9 @@ fn upstream(format: Format, n: usize) -> Vec<u8> {
             s.push_str("data: {\"type\":\"RUN_STARTED\",\"threadId\":\"t\",\"runId\":\"r\"}\n\n");
             s.push_str("data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\"}\n\n");
             for _ in 0..n {
-                s.push_str("data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"");
+                s.push_str(
+                    "data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"",
+                );
                 s.push_str(DELTA);
                 s.push_str("\"}\n\n");
             }

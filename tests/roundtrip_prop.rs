@@ -658,7 +658,9 @@ fn project(format: Format, original: &[Ev], decoded: Vec<Ev>) -> Vec<Ev> {
                     conversation_id: Some(generated(c, "thread_", conversation_id.is_some())),
                 }
             }
-            Event::TextStart { id } if format == Format::AgUi => Event::TextStart { id: unprefix(id) },
+            Event::TextStart { id } if format == Format::AgUi => {
+                Event::TextStart { id: unprefix(id) }
+            }
             Event::TextDelta { id, delta } if format == Format::AgUi => Event::TextDelta {
                 id: unprefix(id),
                 delta,

@@ -257,7 +257,9 @@ fn an_unknown_chunk_type_passes_to_ui_message_and_is_left_out_elsewhere() {
             Format::UiMessage => assert!(got.contains(&future), "{out}"),
             // AG-UI carries it as a `CUSTOM` event named after its type.
             Format::AgUi => assert!(
-                got.contains(&serde_json::json!({"type": "CUSTOM", "name": "hologram", "value": future})),
+                got.contains(
+                    &serde_json::json!({"type": "CUSTOM", "name": "hologram", "value": future})
+                ),
                 "{out}"
             ),
             _ => assert!(!out.contains("hologram"), "{to}: {out}"),

@@ -96,13 +96,29 @@ fn part_type(ty: &str) -> Option<&'static str> {
         "CUSTOM" => "data-ag-ui-custom",
         "RAW" => "data-ag-ui-raw",
         // The lifecycle and content events the encoder writes itself.
-        "RUN_STARTED" | "RUN_FINISHED" | "RUN_ERROR" | "STEP_STARTED" | "STEP_FINISHED"
-        | "TEXT_MESSAGE_START" | "TEXT_MESSAGE_CONTENT" | "TEXT_MESSAGE_END"
-        | "TEXT_MESSAGE_CHUNK" | "TOOL_CALL_START" | "TOOL_CALL_ARGS" | "TOOL_CALL_END"
-        | "TOOL_CALL_CHUNK" | "TOOL_CALL_RESULT" | "REASONING_START"
-        | "REASONING_MESSAGE_START" | "REASONING_MESSAGE_CONTENT" | "REASONING_MESSAGE_END"
-        | "REASONING_MESSAGE_CHUNK" | "REASONING_END" | "SUBAGENT_STARTED"
-        | "SUBAGENT_FINISHED" | "SUBAGENT_ERROR" => return None,
+        "RUN_STARTED"
+        | "RUN_FINISHED"
+        | "RUN_ERROR"
+        | "STEP_STARTED"
+        | "STEP_FINISHED"
+        | "TEXT_MESSAGE_START"
+        | "TEXT_MESSAGE_CONTENT"
+        | "TEXT_MESSAGE_END"
+        | "TEXT_MESSAGE_CHUNK"
+        | "TOOL_CALL_START"
+        | "TOOL_CALL_ARGS"
+        | "TOOL_CALL_END"
+        | "TOOL_CALL_CHUNK"
+        | "TOOL_CALL_RESULT"
+        | "REASONING_START"
+        | "REASONING_MESSAGE_START"
+        | "REASONING_MESSAGE_CONTENT"
+        | "REASONING_MESSAGE_END"
+        | "REASONING_MESSAGE_CHUNK"
+        | "REASONING_END"
+        | "SUBAGENT_STARTED"
+        | "SUBAGENT_FINISHED"
+        | "SUBAGENT_ERROR" => return None,
         // `REASONING_ENCRYPTED_VALUE` and types newer than this code.
         _ => "data-ag-ui-event",
     })
@@ -273,8 +289,11 @@ impl AgUiDecoder {
                 let (Some(part), true) = (part_type(ty), wire.ty.is_some()) else {
                     return Ok(());
                 };
-                let chunk = serde_json::value::to_raw_value(&DataPart { ty: part, data: raw })
-                    .map_err(DecodeError::json)?;
+                let chunk = serde_json::value::to_raw_value(&DataPart {
+                    ty: part,
+                    data: raw,
+                })
+                .map_err(DecodeError::json)?;
                 Event::Part {
                     ty: Cow::Borrowed(part),
                     chunk: Json::owned(chunk),
@@ -324,11 +343,9 @@ impl AgUiDecoder {
     }
 
     fn push_args(&mut self, id: &str, delta: &str) -> Result<(), DecodeError> {
-        let call = self
-            .calls
-            .iter_mut()
-            .find(|c| c.id == id)
-            .ok_or_else(|| DecodeError::Protocol(format!("arguments for tool call `{id}`, which is not open")))?;
+        let call = self.calls.iter_mut().find(|c| c.id == id).ok_or_else(|| {
+            DecodeError::Protocol(format!("arguments for tool call `{id}`, which is not open"))
+        })?;
         self.args_bytes += delta.len();
         if self.args_bytes > MAX_TOOL_ARGS_BYTES {
             return Err(DecodeError::Protocol(format!(
@@ -341,11 +358,9 @@ impl AgUiDecoder {
 
     /// `TOOL_CALL_END`: the input is the arguments streamed, parsed (none: `{}`).
     fn end_call<F: FnMut(Event<'_>)>(&mut self, id: &str, emit: &mut F) -> Result<(), DecodeError> {
-        let at = self
-            .calls
-            .iter()
-            .position(|c| c.id == id)
-            .ok_or_else(|| DecodeError::Protocol(format!("end of tool call `{id}`, which is not open")))?;
+        let at = self.calls.iter().position(|c| c.id == id).ok_or_else(|| {
+            DecodeError::Protocol(format!("end of tool call `{id}`, which is not open"))
+        })?;
         let call = self.calls.swap_remove(at);
         self.args_bytes -= call.args.len();
         let call_id = Cow::Borrowed(id);
@@ -442,8 +457,12 @@ impl AgUiDecoder {
         let id = std::mem::take(&mut self.chunk_id);
         match kind {
             ChunkKind::None => {}
-            ChunkKind::Text => emit(Event::TextEnd { id: Cow::Borrowed(&id) }),
-            ChunkKind::Reasoning => emit(Event::ReasoningEnd { id: Cow::Borrowed(&id) }),
+            ChunkKind::Text => emit(Event::TextEnd {
+                id: Cow::Borrowed(&id),
+            }),
+            ChunkKind::Reasoning => emit(Event::ReasoningEnd {
+                id: Cow::Borrowed(&id),
+            }),
             ChunkKind::Tool => {
                 if self.calls.iter().any(|c| c.id == id) {
                     self.end_call(&id, emit)?;
@@ -459,7 +478,11 @@ impl AgUiDecoder {
 /// One event as written (text deltas, the hot path, are written by hand). Absent optionals
 /// are omitted, never `null` (AG-UI's schemas reject `null` for optional fields).
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "camelCase"
+)]
 enum Out<'a> {
     RunStarted {
         thread_id: &'a str,
@@ -575,7 +598,12 @@ impl AgUiEncoder {
         &self.scratch
     }
 
-    fn ensure_started(&mut self, out: &mut BytesMut, run_id: Option<&str>, thread_id: Option<&str>) {
+    fn ensure_started(
+        &mut self,
+        out: &mut BytesMut,
+        run_id: Option<&str>,
+        thread_id: Option<&str>,
+    ) {
         if self.started {
             return;
         }
@@ -642,7 +670,12 @@ impl AgUiEncoder {
     fn end_call(&mut self, out: &mut BytesMut, call_id: &str) {
         if let Some(at) = self.calls.iter().position(|c| c.id == call_id) {
             self.calls.swap_remove(at);
-            Self::put(out, &Out::ToolCallEnd { tool_call_id: call_id });
+            Self::put(
+                out,
+                &Out::ToolCallEnd {
+                    tool_call_id: call_id,
+                },
+            );
         }
     }
 
@@ -655,7 +688,12 @@ impl AgUiEncoder {
             self.end_reasoning(out, self.reasoning.len() - 1);
         }
         for call in std::mem::take(&mut self.calls) {
-            Self::put(out, &Out::ToolCallEnd { tool_call_id: &call.id });
+            Self::put(
+                out,
+                &Out::ToolCallEnd {
+                    tool_call_id: &call.id,
+                },
+            );
         }
     }
 
@@ -663,7 +701,12 @@ impl AgUiEncoder {
     fn close_all(&mut self, out: &mut BytesMut) {
         self.close_parts(out);
         while let Some(step_name) = self.steps.pop() {
-            Self::put(out, &Out::StepFinished { step_name: &step_name });
+            Self::put(
+                out,
+                &Out::StepFinished {
+                    step_name: &step_name,
+                },
+            );
         }
     }
 
@@ -682,7 +725,12 @@ impl AgUiEncoder {
         );
     }
 
-    fn finish(&mut self, out: &mut BytesMut, result: Option<&RawValue>, outcome: Option<OutOutcome>) {
+    fn finish(
+        &mut self,
+        out: &mut BytesMut,
+        result: Option<&RawValue>,
+        outcome: Option<OutOutcome>,
+    ) {
         self.close_all(out);
         Self::put(
             out,
@@ -833,7 +881,12 @@ impl AgUiEncoder {
             }
             Event::StepFinish => {
                 if let Some(step_name) = self.steps.pop() {
-                    Self::put(out, &Out::StepFinished { step_name: &step_name });
+                    Self::put(
+                        out,
+                        &Out::StepFinished {
+                            step_name: &step_name,
+                        },
+                    );
                 }
             }
             // AG-UI cannot take text back: the step's open parts end, later ones are new.
@@ -850,8 +903,7 @@ impl AgUiEncoder {
                         with_usage(raw, *usage)
                     }
                     (None, Some(usage)) => {
-                        serde_json::value::to_raw_value(&serde_json::json!({ "usage": usage }))
-                            .ok()
+                        serde_json::value::to_raw_value(&serde_json::json!({ "usage": usage })).ok()
                     }
                     _ => None,
                 };
@@ -886,7 +938,13 @@ impl AgUiEncoder {
                 }
             }
         }
-        Self::put(out, &Out::Custom { name: ty, value: chunk });
+        Self::put(
+            out,
+            &Out::Custom {
+                name: ty,
+                value: chunk,
+            },
+        );
     }
 }
 
