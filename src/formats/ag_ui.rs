@@ -73,6 +73,12 @@ struct Wire<'a> {
 }
 
 #[derive(Deserialize)]
+struct Typed<'a> {
+    #[serde(borrow, rename = "type")]
+    ty: Option<CowStr<'a>>,
+}
+
+#[derive(Deserialize)]
 struct Outcome<'a> {
     #[serde(borrow, rename = "type")]
     ty: Option<CowStr<'a>>,
@@ -185,6 +191,30 @@ impl AgUiDecoder {
             }
         }
         let raw: &RawValue = serde_json::from_str(data).map_err(DecodeError::json)?;
+        // Events passed whole are not read further (their fields have shapes of their own,
+        // e.g. `STATE_DELTA`'s `delta` is a JSON patch, not text).
+        let typed: Typed<'_> = serde_json::from_str(raw.get()).map_err(DecodeError::json)?;
+        if let Some(part) = part_type(super::event_type(&typed.ty, sse)?) {
+            self.ensure_started(emit);
+            let ty = super::event_type(&typed.ty, sse)?;
+            // Passed-through events do not end a chunk stream (as in `@ag-ui/client`).
+            if !matches!(
+                ty,
+                "RAW" | "ACTIVITY_SNAPSHOT" | "ACTIVITY_DELTA" | "REASONING_ENCRYPTED_VALUE"
+            ) {
+                self.close_chunk(emit)?;
+            }
+            // It needs its `type` in its JSON to be written on faithfully.
+            if typed.ty.is_some() {
+                let chunk = serde_json::value::to_raw_value(&DataPart { ty: part, data: raw })
+                    .map_err(DecodeError::json)?;
+                emit(Event::Part {
+                    ty: Cow::Borrowed(part),
+                    chunk: Json::owned(chunk),
+                });
+            }
+            return Ok(());
+        }
         let wire: Wire<'_> = serde_json::from_str(raw.get()).map_err(DecodeError::json)?;
         let ty = super::event_type(&wire.ty, sse)?;
         if ty == "RUN_STARTED" {
@@ -283,22 +313,9 @@ impl AgUiDecoder {
                     message: required(wire.message, ty, "message")?,
                 }
             }
-            _ => {
-                // Everything else passes whole as a data part (it needs its `type` in its
-                // JSON to be written on faithfully).
-                let (Some(part), true) = (part_type(ty), wire.ty.is_some()) else {
-                    return Ok(());
-                };
-                let chunk = serde_json::value::to_raw_value(&DataPart {
-                    ty: part,
-                    data: raw,
-                })
-                .map_err(DecodeError::json)?;
-                Event::Part {
-                    ty: Cow::Borrowed(part),
-                    chunk: Json::owned(chunk),
-                }
-            }
+            // Subagent events: no canonical event, and not passed on alone (their
+            // messages are written as the parent's).
+            _ => return Ok(()),
         };
         emit(event);
         Ok(())
