@@ -206,8 +206,11 @@ impl AgUiDecoder {
             }
             // It needs its `type` in its JSON to be written on faithfully.
             if typed.ty.is_some() {
-                let chunk = serde_json::value::to_raw_value(&DataPart { ty: part, data: raw })
-                    .map_err(DecodeError::json)?;
+                let chunk = serde_json::value::to_raw_value(&DataPart {
+                    ty: part,
+                    data: raw,
+                })
+                .map_err(DecodeError::json)?;
                 emit(Event::Part {
                     ty: Cow::Borrowed(part),
                     chunk: Json::owned(chunk),
