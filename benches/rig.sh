@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's benchmark, in one command: agentgate side by side with nginx and with hitting the
-# backend directly, in the same compare.sh run of the shared SSE proxy-overhead rig
-# (../shared/rig, see its README), for
+# The benchmark of docs/benchmarks.md ("The gateway in the shared rig"), in one command:
+# agentgate side by side with nginx and with hitting the backend directly, in the same
+# compare.sh run of the shared SSE proxy-overhead rig (../shared/rig, see its README), for
 #   1. ui-message client ← agentgate (chatbase front) ← ui-message backend   config/bench/ui-to-ui.toml
 #   2. session-delta client ← agentgate (guayaba front, "stream": true) ← ui-message backend
 #                                                                            config/bench/ui-to-sd.toml

@@ -24,10 +24,10 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::apis::{Api, FinishIds};
 use crate::formats::{
     Aggregate, EncodeOptions, Encoder, Event, FinishReason, Format, Json, SyncContext,
 };
-use crate::fronts::Api;
 
 /// A running demo backend.
 pub struct DemoAgent {
@@ -87,31 +87,16 @@ impl DemoAgent {
         let Ok(body) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
             return text(StatusCode::BAD_REQUEST, "malformed JSON");
         };
-        let Some(agent_id) = agent_id(self.api, &path) else {
+        let Some(route) = crate::apis::match_chat(self.api, &path) else {
             return text(StatusCode::NOT_FOUND, "no such path");
         };
-        let field = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_owned);
-        let message = field("message").unwrap_or_default();
-        let (conversation, stream) = match self.api {
-            Api::Pharen => (
-                field("conversation_uuid").or(field("conversation_id")),
-                wants_sse,
-            ),
-            Api::Chatbase => (
-                field("conversationId"),
-                body.get("stream").and_then(Value::as_bool).unwrap_or(true),
-            ),
-            Api::Agents => (field("conversation_id"), path.ends_with("/stream")),
-            Api::Guayaba => (
-                field("sessionKey"),
-                body.get("stream").and_then(Value::as_bool).unwrap_or(false),
-            ),
-        };
-        let conversation = conversation.unwrap_or_else(|| match self.api {
-            Api::Guayaba => format!("api:{}", uuid::Uuid::new_v4()),
-            Api::Pharen => uuid::Uuid::new_v4().to_string(),
-            _ => format!("demo-conv-{}", uuid::Uuid::new_v4().simple()),
-        });
+        let agent_id = route.agent_id;
+        let message = crate::apis::str_field(&body, "message").unwrap_or_default();
+        let read = self.api.demo_read(&body, wants_sse, route.stream_path);
+        let stream = read.stream;
+        let conversation = read
+            .conversation
+            .unwrap_or_else(|| self.api.new_conversation_id());
         let turn = {
             let mut t = self.turns.entry(conversation.clone()).or_insert(0);
             *t += 1;
@@ -125,11 +110,11 @@ impl DemoAgent {
             events.iter().for_each(|e| aggregate.push(e));
             let ctx = SyncContext {
                 conversation_id: Some(conversation),
-                agent_id: Some(agent_id.to_owned()),
+                agent_id: Some(agent_id),
                 agent_name: Some("Demo echo".into()),
                 ..Default::default()
             };
-            let body = aggregate.body(self.api, &ctx).to_string();
+            let body = self.api.sync_body(&aggregate, &ctx).to_string();
             let mut r = Response::new(DemoBody::once(Bytes::from(body)));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -166,15 +151,6 @@ impl DemoAgent {
         );
         r
     }
-}
-
-fn agent_id(api: Api, path: &str) -> Option<&str> {
-    let rest = match api {
-        Api::Pharen | Api::Agents => path.strip_prefix("/api/agents/")?,
-        Api::Chatbase => path.strip_prefix("/api/v2/agents/")?,
-        Api::Guayaba => path.strip_prefix("/api/v1/agents/")?,
-    };
-    rest.split('/').next().filter(|s| !s.is_empty())
 }
 
 /// The demo's answer to `message`, as canonical events.
@@ -244,19 +220,16 @@ pub fn answer(api: Api, message: &str, conversation: &str, turn: u32) -> Vec<Eve
         // The step opened for the answer after the tool call: every step opened is closed.
         events.push(Event::StepFinish);
     }
-    let metadata = match api {
-        Api::Chatbase => Some(json!({
-            "messageId": "demo", "userMessageId": "demo-user", "conversationId": conversation,
-            "userId": null, "usage": { "credits": credits }
-        })),
-        Api::Pharen => Some(json!({
-            "conversation_id": conversation, "run_id": "demo-run", "usage": { "credits": credits }
-        })),
-        _ => None,
+    let ids = FinishIds {
+        conversation_id: conversation,
+        message_id: "demo-run",
+        user_message_id: "demo-user",
+        user_id: None,
     };
-    if api == Api::Agents {
+    let metadata = api.finish_metadata(&ids, json!({ "credits": credits }));
+    if let Some(m) = api.demo_metadata(conversation) {
         events.push(Event::Metadata {
-            metadata: Json::from_value(&json!({ "conversation_id": conversation })),
+            metadata: Json::from_value(&m),
         });
     }
     events.push(Event::Finish {

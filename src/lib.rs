@@ -22,11 +22,13 @@
 //! - [`limits`]: GCRA rate limits per key and per agent (in process, or fleet-wide in Redis),
 //!   concurrent-stream caps.
 //! - [`metrics`]: Prometheus metrics, served on the admin listener.
-//! - [`admin`]: the operator surface: CLI subcommands and the admin HTTP API.
+//! - [`admin`]: the operator surface: the admin HTTP API and the console.
+//! - [`cli`]: the binary's command line: every subcommand (`serve`, `keys`, `transcode`, …).
 //! - `fuzzing` (hidden): output checks shared by the fuzz target and the tests.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod apis;
 pub mod auth;
 pub mod cli;
 pub mod config;

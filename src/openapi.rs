@@ -2,15 +2,18 @@
 //! and response bodies, the error body of every status SPEC §5 gives, and bearer security when
 //! the front requires a key. Served unauthenticated at `{prefix}/openapi.json`.
 //!
-//! Every operation a front serves is listed in one place, [`endpoints`]: an [`Endpoint`] carries
-//! its method, its path (relative to the prefix), its operation object and the component schemas
-//! it names, so adding an endpoint is adding one entry there.
+//! The paths come from the front's API's route table ([`crate::apis::ChatApi::routes`]): each
+//! route kind and method has one operation builder here ([`endpoints`]); what differs per API
+//! (request and answer schemas, error meanings, the agent id's schema) comes from its
+//! [`crate::apis::ChatApi`]. An [`Endpoint`] carries its method, its path (relative to the
+//! prefix), its operation object and the component schemas it names.
 
 use serde_json::{json, Map, Value};
 
+use crate::apis::shared::message_schema;
+use crate::apis::{RouteDef, RouteKind};
 use crate::config::FrontConfig;
 use crate::formats::Format;
-use crate::fronts::{Api, MAX_CONVERSATION_KEY_LEN, MAX_MESSAGE_CHARS, MAX_USER_ID_CHARS};
 
 /// Where a front serves its own document, relative to its prefix.
 pub const DOCUMENT_PATH: &str = "/openapi.json";
@@ -27,44 +30,39 @@ pub struct Endpoint {
     pub schemas: Vec<(String, Value)>,
 }
 
-/// The operations of `front`, as it is mounted. Add new endpoints here: an [`Endpoint`] with
-/// its operation object (its error answers from [`error_response`], which refer to the shared
+/// The operations of `front`, as it is mounted: one per route and method of its API's table
+/// (see [`operation`]), plus the document itself. A new route kind gets an [`Endpoint`] builder
+/// with its operation object (its error answers from [`error_response`], which refer to the shared
 /// `Error` schema) and the component schemas it names; the prefix, security and shared
 /// components come from [`document`].
 pub fn endpoints(front: &FrontConfig) -> Vec<Endpoint> {
-    let mut list = match front.api {
-        Api::Pharen => vec![chat(
-            front,
-            "/api/agents/{agent_uuid}/chat/",
-            ChatMode::Negotiated,
-        )],
-        Api::Chatbase => vec![chat(
-            front,
-            "/api/v2/agents/{agentId}/chat",
-            ChatMode::Negotiated,
-        )],
-        Api::Agents => vec![
-            chat(front, "/api/agents/{id}/chat", ChatMode::Negotiated),
-            chat(front, "/api/agents/{id}/chat/stream", ChatMode::StreamOnly),
-            history(front),
-            conversations_list(front),
-            conversation_create(front),
-            conversation_update(front),
-            conversation_delete(front),
-            inbox(front),
-            mark_read(front),
-            team_chat(front, false),
-            team_chat(front, true),
-        ],
-        Api::Guayaba => vec![
-            chat(front, "/api/v1/agents/{id}/chat", ChatMode::Negotiated),
-            sessions_list(front),
-            session_update(front),
-            session_delete(front),
-        ],
-    };
+    let mut list = Vec::new();
+    for route in front.api.routes() {
+        for method in route.methods {
+            list.push(operation(front, route, method));
+        }
+    }
     list.push(document_endpoint());
     list
+}
+
+/// The operation serving `method` on `route` (a path of the front's API).
+fn operation(front: &FrontConfig, route: &RouteDef, method: &http::Method) -> Endpoint {
+    let path = route.path;
+    match (route.kind, method.as_str()) {
+        (RouteKind::Chat { .. }, _) => chat(front, route),
+        (RouteKind::History, _) => history(front, path),
+        (RouteKind::Conversations, "POST") => conversation_create(front, path),
+        (RouteKind::Conversations, _) => conversations_list(front, path),
+        (RouteKind::Conversation, "DELETE") => conversation_delete(front, path),
+        (RouteKind::Conversation, _) => conversation_update(front, path),
+        (RouteKind::Inbox, _) => inbox(front, path),
+        (RouteKind::MarkRead, _) => mark_read(front, path),
+        (RouteKind::Sessions, _) => sessions_list(front, path),
+        (RouteKind::Session, "DELETE") => session_delete(front, path),
+        (RouteKind::Session, _) => session_update(front, path),
+        (RouteKind::TeamChat { stream_path }, _) => team_chat(front, path, stream_path),
+    }
 }
 
 /// The OpenAPI 3.1 document of `front`.
@@ -130,7 +128,7 @@ pub fn document(front: &FrontConfig) -> Value {
             "bearerAuth": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": if api == Api::Pharen {
+                "description": if api.bare_key_auth() {
                     "An agentgate key (`agk_…`) as `Authorization: Bearer KEY`; this front also \
                      takes the bare key as `Authorization: KEY`."
                 } else {
@@ -144,37 +142,17 @@ pub fn document(front: &FrontConfig) -> Value {
     doc
 }
 
-/// How a chat path chooses between a JSON answer and a stream.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ChatMode {
-    /// From the body's `stream` (or, on pharen, the `Accept` header).
-    Negotiated,
-    /// Always a stream (`agents` `/chat/stream`).
-    StreamOnly,
-}
-
-fn chat(front: &FrontConfig, path: &'static str, mode: ChatMode) -> Endpoint {
+fn chat(front: &FrontConfig, route: &RouteDef) -> Endpoint {
     let api = front.api;
-    let (param, param_schema) = match api {
-        Api::Pharen => ("agent_uuid", json!({ "type": "string", "format": "uuid" })),
-        Api::Chatbase => ("agentId", json!({ "type": "string", "minLength": 1 })),
-        Api::Agents | Api::Guayaba => ("id", json!({ "type": "string", "minLength": 1 })),
-    };
-    let request = format!("{}ChatRequest", api_title(api));
-    let response = format!("{}ChatResponse", api_title(api));
-    let stream = mode == ChatMode::StreamOnly;
-    let how = match (api, stream) {
-        (_, true) => "Always answers with a stream.",
-        (Api::Pharen, _) => {
-            "Answers with a stream when the request has `Accept: text/event-stream`, else with \
-             the whole answer as JSON."
-        }
-        (Api::Chatbase, _) => "Streams unless the body says `\"stream\": false`.",
-        (Api::Agents, _) => {
-            "Answers with the whole answer as JSON, or streams with `\"stream\": true` (or on \
-             `/chat/stream`)."
-        }
-        (Api::Guayaba, _) => "Answers as JSON unless the body says `\"stream\": true`.",
+    let path = route.path;
+    let param = route.params().next().unwrap_or("id");
+    let param_schema = api.agent_id_schema();
+    let request = format!("{}ChatRequest", api.title());
+    let response = format!("{}ChatResponse", api.title());
+    let stream = route.kind == RouteKind::Chat { stream_path: true };
+    let how = match stream {
+        true => "Always answers with a stream.",
+        false => api.chat_how(),
     };
     let mut ok = Map::new();
     if !stream {
@@ -205,13 +183,13 @@ fn chat(front: &FrontConfig, path: &'static str, mode: ChatMode) -> Endpoint {
     for (status, description) in chat_errors(front) {
         responses.insert(status.to_string(), error_response(status, description));
     }
-    let operation_id = match (api, stream) {
-        (Api::Agents, true) => "chatStream".to_string(),
-        _ => "chat".to_string(),
+    let operation_id = match stream {
+        true => "chatStream",
+        false => "chat",
     };
     let schemas = vec![
-        (request.clone(), request_schema(api)),
-        (response.clone(), sync_schema(api)),
+        (request.clone(), api.request_schema()),
+        (response.clone(), api.sync_schema()),
     ];
     let summary = if stream {
         "Chat with an agent, streamed"
@@ -263,27 +241,11 @@ fn chat(front: &FrontConfig, path: &'static str, mode: ChatMode) -> Endpoint {
     }
 }
 
-fn api_title(api: Api) -> &'static str {
-    match api {
-        Api::Pharen => "Pharen",
-        Api::Chatbase => "Chatbase",
-        Api::Agents => "Agents",
-        Api::Guayaba => "Guayaba",
-    }
-}
-
 /// The error statuses of a chat call on `front` (SPEC §5), with what each means there.
 fn chat_errors(front: &FrontConfig) -> Vec<(u16, &'static str)> {
-    let api = front.api;
+    let docs = front.api.error_docs();
     let keyed = front.require_key;
-    let mut errors = Vec::new();
-    let invalid = "Malformed JSON, a missing, empty or too long `message`, or a field that \
-                   breaks its rule (`userId`, `sessionKey`, …).";
-    if api == Api::Guayaba {
-        errors.push((400, "An empty or over-long `Idempotency-Key`."));
-    } else {
-        errors.push((400, invalid));
-    }
+    let mut errors = vec![(400, docs.bad_request)];
     if keyed {
         errors.push((
             401,
@@ -294,43 +256,15 @@ fn chat_errors(front: &FrontConfig) -> Vec<(u16, &'static str)> {
             "Not enough credits for the agent's base cost plus its usage cap; the backend was \
              not called.",
         ));
+        errors.push((403, docs.forbidden));
     }
-    match (api, keyed) {
-        (Api::Guayaba, true) => errors.push((
-            403,
-            "The key lacks the chat scope (`agents:run`), asks for a stream without \
-             `agents:stream`, or cannot access this agent.",
-        )),
-        (_, true) => errors.push((
-            403,
-            "The key lacks the `agents:run` scope, or asks for a stream without `agents:stream`.",
-        )),
-        (_, false) => {}
-    }
-    errors.push((
-        404,
-        if api == Api::Guayaba {
-            "No such agent (\"Agent not found\"), or no such endpoint."
-        } else {
-            "The agent does not exist or is outside the key's access target, or the named \
-             conversation does not exist."
-        },
-    ));
+    errors.push((404, docs.not_found));
     errors.push((
         409,
         "The agent is not running, or a request with the same `Idempotency-Key` is still running.",
     ));
     errors.push((413, "The body is larger than `[server] max_body_bytes`."));
-    errors.push((
-        422,
-        if api == Api::Guayaba {
-            "Validation error: malformed JSON, a missing, empty or too long `message`, a \
-             `sessionKey` without the `api:` prefix or not of its form; or an `Idempotency-Key` \
-             reused with another body."
-        } else {
-            "An `Idempotency-Key` reused with another body."
-        },
-    ));
+    errors.push((422, docs.unprocessable));
     errors.push((
         429,
         "A rate limit or a concurrent-stream cap was reached; see `Retry-After`.",
@@ -393,188 +327,6 @@ fn usage_schema() -> Value {
         "required": ["credits"],
         "properties": { "credits": { "type": "number", "minimum": 0 } }
     })
-}
-
-fn message_schema() -> Value {
-    json!({
-        "type": "string",
-        "minLength": 1,
-        "maxLength": MAX_MESSAGE_CHARS,
-        "description": "The user message (at most 32,000 characters)."
-    })
-}
-
-fn request_schema(api: Api) -> Value {
-    match api {
-        Api::Pharen => json!({
-            "type": "object",
-            "required": ["message"],
-            "properties": {
-                "message": message_schema(),
-                "conversation_uuid": {
-                    "type": "string",
-                    "description": "Continue this conversation (an id an earlier answer gave)."
-                },
-                "conversation_id": {
-                    "type": "string",
-                    "description": "Same as `conversation_uuid`."
-                },
-                "model": { "type": "string", "description": "Model override, passed to a pharen backend." },
-                "enable_thinking": { "type": "boolean" },
-                "artifact_mode": { "type": "boolean" },
-                "artifact_category": { "type": "string" },
-                "page_context": { "type": "object", "additionalProperties": true },
-                "context": { "type": "object", "additionalProperties": true }
-            }
-        }),
-        Api::Chatbase => json!({
-            "type": "object",
-            "description": "Either chatbase's own body (`message`, `conversationId`) or the \
-                            Vercel AI SDK's `DefaultChatTransport` body (`id`, `messages`, \
-                            `trigger`): then the last user message's text is the message and \
-                            `id` names the conversation.",
-            "anyOf": [
-                { "required": ["message"] },
-                { "required": ["conversationId"] },
-                { "required": ["messages"] }
-            ],
-            "properties": {
-                "message": message_schema(),
-                "conversationId": {
-                    "type": "string",
-                    "description": "Continue this conversation; without `message`, continue \
-                                    after a tool result."
-                },
-                "stream": { "type": "boolean", "default": true },
-                "userId": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": MAX_USER_ID_CHARS,
-                    "pattern": "^[a-zA-Z0-9._-]+$"
-                },
-                "id": {
-                    "type": "string",
-                    "maxLength": MAX_CONVERSATION_KEY_LEN,
-                    "pattern": "^[A-Za-z0-9._:-]+$",
-                    "description": "AI SDK chat id."
-                },
-                "trigger": { "type": "string" },
-                "messages": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["role"],
-                        "properties": {
-                            "id": { "type": "string" },
-                            "role": { "type": "string" },
-                            "parts": {
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": ["type"],
-                                    "properties": {
-                                        "type": { "type": "string" },
-                                        "text": { "type": "string" }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }),
-        Api::Agents => json!({
-            "type": "object",
-            "required": ["message"],
-            "properties": {
-                "message": message_schema(),
-                "conversation_id": {
-                    "type": "string",
-                    "description": "Continue this conversation; without it, the account's \
-                                    default conversation with the agent (id `default`)."
-                },
-                "stream": { "type": "boolean", "default": false }
-            }
-        }),
-        Api::Guayaba => json!({
-            "type": "object",
-            "required": ["message"],
-            "properties": {
-                "message": message_schema(),
-                "sessionKey": {
-                    "type": "string",
-                    "pattern": "^api:[A-Za-z0-9._:-]+$",
-                    "minLength": 5,
-                    "maxLength": MAX_CONVERSATION_KEY_LEN,
-                    "description": "Reuse a session (any `sessionKey` the sessions list shows); \
-                                    generated (with the `api:` prefix) when omitted."
-                },
-                "stream": { "type": "boolean", "default": false }
-            }
-        }),
-    }
-}
-
-fn sync_schema(api: Api) -> Value {
-    let usage = json!({ "$ref": "#/components/schemas/Usage" });
-    match api {
-        Api::Pharen => json!({
-            "type": "object",
-            "required": ["message", "conversation_id", "run_id", "usage"],
-            "properties": {
-                "message": { "type": "string", "description": "The answer's text." },
-                "conversation_id": { "type": "string" },
-                "run_id": { "type": "string" },
-                "usage": usage
-            }
-        }),
-        Api::Chatbase => json!({
-            "type": "object",
-            "required": ["messageId", "userMessageId", "conversationId", "userId", "usage", "text"],
-            "properties": {
-                "messageId": { "type": "string" },
-                "userMessageId": { "type": "string" },
-                "conversationId": { "type": "string" },
-                "userId": { "type": ["string", "null"] },
-                "usage": usage,
-                "text": { "type": "string", "description": "The answer's text." }
-            }
-        }),
-        Api::Agents => json!({
-            "type": "object",
-            "required": ["response", "agent_id", "agent_name", "conversation_id", "usage"],
-            "properties": {
-                "response": { "type": "string" },
-                "agent_id": { "type": "string" },
-                "agent_name": { "type": "string" },
-                "conversation_id": { "type": "string" },
-                "usage": usage
-            }
-        }),
-        Api::Guayaba => json!({
-            "type": "object",
-            "required": ["sessionKey", "response", "toolCalls", "usage"],
-            "properties": {
-                "sessionKey": { "type": "string", "pattern": "^api:" },
-                "response": { "type": "string" },
-                "toolCalls": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["toolCallId", "name", "input"],
-                        "properties": {
-                            "toolCallId": { "type": "string" },
-                            "name": { "type": "string" },
-                            "input": {},
-                            "output": {},
-                            "error": { "type": "string" }
-                        }
-                    }
-                },
-                "usage": usage
-            }
-        }),
-    }
 }
 
 /// The `text/event-stream` media type of a front's stream. As OpenAPI 3.1 has no `itemSchema`,
@@ -775,31 +527,21 @@ fn store_op(front: &FrontConfig, op: StoreOp) -> Endpoint {
         ok["content"] = json!({ "application/json": { "schema": schema } });
     }
     responses.insert(status.to_string(), ok);
-    let invalid = if api == Api::Guayaba { 422 } else { 400 };
+    let invalid = api.invalid(String::new()).status.as_u16();
     let mut errors: Vec<(u16, String)> = vec![(invalid, op.invalid.to_owned())];
     if front.require_key {
         errors.push((401, UNAUTHORIZED.to_owned()));
     }
-    match (api, front.require_key) {
-        (Api::Guayaba, true) => errors.push((
+    if front.require_key {
+        errors.push((
             403,
-            format!("The key lacks the `{scope}` scope, or cannot access this agent."),
-        )),
-        (_, true) => errors.push((403, format!("The key lacks the `{scope}` scope."))),
-        (_, false) => {}
+            match api.agent_not_found(true).status == http::StatusCode::FORBIDDEN {
+                true => format!("The key lacks the `{scope}` scope, or cannot access this agent."),
+                false => format!("The key lacks the `{scope}` scope."),
+            },
+        ));
     }
-    let not_found = match (api, op.not_found) {
-        (Api::Guayaba, Some(what)) => {
-            format!("{what} (or no such agent, \"Agent not found\", or no such endpoint).")
-        }
-        (Api::Guayaba, None) => {
-            "No such agent (\"Agent not found\"), or no such endpoint.".to_owned()
-        }
-        (_, what) => format!(
-            "The agent does not exist or is outside the key's access target{}.",
-            what.map(|w| format!("; or {w}")).unwrap_or_default()
-        ),
-    };
+    let not_found = (api.error_docs().store_not_found)(op.not_found);
     errors.push((404, not_found));
     if op.body.is_some() {
         errors.push((
@@ -990,7 +732,7 @@ const QUERY_INVALID: &str =
     "A `limit` that is not a positive integer, or a `cursor` this list did not give out.";
 const CONVERSATION_NOT_FOUND: &str = "the conversation does not exist (or is another account's)";
 
-fn history(front: &FrontConfig) -> Endpoint {
+fn history(front: &FrontConfig, path: &'static str) -> Endpoint {
     let mut params = page_params("messages");
     params.push(json!({
         "name": "conversation_id",
@@ -1004,7 +746,7 @@ fn history(front: &FrontConfig) -> Endpoint {
         front,
         StoreOp {
             method: "get",
-            path: "/api/agents/{id}/history",
+            path,
             operation_id: "history",
             summary: "A conversation's messages",
             description: "The newest `limit` messages of a conversation, oldest first; \
@@ -1022,12 +764,12 @@ fn history(front: &FrontConfig) -> Endpoint {
     )
 }
 
-fn conversations_list(front: &FrontConfig) -> Endpoint {
+fn conversations_list(front: &FrontConfig, path: &'static str) -> Endpoint {
     store_op(
         front,
         StoreOp {
             method: "get",
-            path: "/api/agents/{id}/conversations",
+            path,
             operation_id: "listConversations",
             summary: "The account's conversations with the agent",
             description: "Newest first, one page of `limit`.",
@@ -1061,12 +803,12 @@ fn conversations_list(front: &FrontConfig) -> Endpoint {
     )
 }
 
-fn conversation_create(front: &FrontConfig) -> Endpoint {
+fn conversation_create(front: &FrontConfig, path: &'static str) -> Endpoint {
     store_op(
         front,
         StoreOp {
             method: "post",
-            path: "/api/agents/{id}/conversations",
+            path,
             operation_id: "createConversation",
             summary: "Start a conversation",
             description: "Creates an empty conversation (its id goes in a chat's \
@@ -1095,12 +837,12 @@ fn conversation_create(front: &FrontConfig) -> Endpoint {
 
 const CONV_ID: &str = "The conversation's id (as a list or a chat answer gave it).";
 
-fn conversation_update(front: &FrontConfig) -> Endpoint {
+fn conversation_update(front: &FrontConfig, path: &'static str) -> Endpoint {
     store_op(
         front,
         StoreOp {
             method: "put",
-            path: "/api/agents/{id}/conversations/{conv_id}",
+            path,
             operation_id: "renameConversation",
             summary: "Rename a conversation",
             description: "Sets the conversation's title.",
@@ -1123,12 +865,12 @@ fn conversation_update(front: &FrontConfig) -> Endpoint {
     )
 }
 
-fn conversation_delete(front: &FrontConfig) -> Endpoint {
+fn conversation_delete(front: &FrontConfig, path: &'static str) -> Endpoint {
     store_op(
         front,
         StoreOp {
             method: "delete",
-            path: "/api/agents/{id}/conversations/{conv_id}",
+            path,
             operation_id: "deleteConversation",
             summary: "Delete a conversation",
             description: "Deletes the conversation and its messages.",
@@ -1142,12 +884,12 @@ fn conversation_delete(front: &FrontConfig) -> Endpoint {
     )
 }
 
-fn inbox(front: &FrontConfig) -> Endpoint {
+fn inbox(front: &FrontConfig, path: &'static str) -> Endpoint {
     store_op(
         front,
         StoreOp {
             method: "get",
-            path: "/api/agents/{id}/inbox",
+            path,
             operation_id: "inbox",
             summary: "Unread answers",
             description: "The agent's assistant messages not yet marked read, oldest first.",
@@ -1168,12 +910,12 @@ fn inbox(front: &FrontConfig) -> Endpoint {
     )
 }
 
-fn mark_read(front: &FrontConfig) -> Endpoint {
+fn mark_read(front: &FrontConfig, path: &'static str) -> Endpoint {
     store_op(
         front,
         StoreOp {
             method: "post",
-            path: "/api/agents/{id}/mark-read",
+            path,
             operation_id: "markRead",
             summary: "Mark answers read",
             description: "Marks the named assistant messages read, or all of the agent's when \
@@ -1208,7 +950,7 @@ fn mark_read(front: &FrontConfig) -> Endpoint {
 const SESSION_KEY: &str = "The session's key (`api:…`, as a chat answer or the list gave it).";
 const SESSION_NOT_FOUND: &str = "The session does not exist (or is another account's)";
 
-fn sessions_list(front: &FrontConfig) -> Endpoint {
+fn sessions_list(front: &FrontConfig, path: &'static str) -> Endpoint {
     let mut params = vec![json!({
         "name": "archived",
         "in": "query",
@@ -1221,7 +963,7 @@ fn sessions_list(front: &FrontConfig) -> Endpoint {
         front,
         StoreOp {
             method: "get",
-            path: "/api/v1/agents/{id}/sessions",
+            path,
             operation_id: "listSessions",
             summary: "The account's sessions with the agent",
             description: "Newest first, one page of `limit`.",
@@ -1253,12 +995,12 @@ fn sessions_list(front: &FrontConfig) -> Endpoint {
     )
 }
 
-fn session_update(front: &FrontConfig) -> Endpoint {
+fn session_update(front: &FrontConfig, path: &'static str) -> Endpoint {
     store_op(
         front,
         StoreOp {
             method: "patch",
-            path: "/api/v1/agents/{id}/sessions/{sessionKey}",
+            path,
             operation_id: "updateSession",
             summary: "Rename or archive a session",
             description: "Changes the session's `title` and/or `archived`.",
@@ -1284,12 +1026,12 @@ fn session_update(front: &FrontConfig) -> Endpoint {
     )
 }
 
-fn session_delete(front: &FrontConfig) -> Endpoint {
+fn session_delete(front: &FrontConfig, path: &'static str) -> Endpoint {
     store_op(
         front,
         StoreOp {
             method: "delete",
-            path: "/api/v1/agents/{id}/sessions/{sessionKey}",
+            path,
             operation_id: "deleteSession",
             summary: "Delete a session",
             description: "Deletes the session and its messages.",
@@ -1303,8 +1045,8 @@ fn session_delete(front: &FrontConfig) -> Endpoint {
     )
 }
 
-/// `POST /api/teams/{id}/chat` (`stream_path`: `/chat/stream`) on the `agents` front.
-fn team_chat(front: &FrontConfig, stream_path: bool) -> Endpoint {
+/// A team chat on `path` (`stream_path`: always a stream).
+fn team_chat(front: &FrontConfig, path: &'static str, stream_path: bool) -> Endpoint {
     let mut ok = Map::new();
     if !stream_path {
         ok.insert(
@@ -1356,11 +1098,7 @@ fn team_chat(front: &FrontConfig, stream_path: bool) -> Endpoint {
     };
     Endpoint {
         method: "post",
-        path: if stream_path {
-            "/api/teams/{id}/chat/stream"
-        } else {
-            "/api/teams/{id}/chat"
-        },
+        path,
         operation: json!({
             "operationId": operation_id,
             "summary": summary,
@@ -1467,6 +1205,7 @@ fn document_endpoint() -> Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apis::Api;
 
     fn front(api: Api, prefix: &str, require_key: bool) -> FrontConfig {
         FrontConfig {

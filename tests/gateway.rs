@@ -427,7 +427,7 @@ async fn fixture_split_at_awkward_offsets_arrives_intact() {
 const STALLED_CLIENT_BOUND: u64 = 32 << 20;
 
 /// A client that stops reading stops the backend (backpressure end to end); when it goes away,
-/// the upstream request is cancelled: its connection closes (README, "Client gone").
+/// the upstream request is cancelled: its connection closes (docs/behaviour.md, "Client gone").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_client_stops_the_backend_and_leaving_cancels_it() {
     let h2 = reqwest::Client::builder()
@@ -986,7 +986,7 @@ async fn agents_front_without_conversation_id_continues_the_default_conversation
 
 /// Events that reach the gateway together leave it together: a backend's answer read in one go
 /// is written to the client in a few writes, not one per event (each write is a syscall on
-/// both sides; see README, Benchmarks). Counted as HTTP chunks on a raw connection.
+/// both sides; see docs/benchmarks.md). Counted as HTTP chunks on a raw connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_that_arrive_together_are_written_together() {
     let mut fixture = String::from(

@@ -2,9 +2,9 @@
 
 mod policy_support;
 
-use agentgate::admin::cli::{self, CreditsArgs, KeysArgs, UsageArgs};
 use agentgate::admin::{handle, AdminCtx};
 use agentgate::auth::{AuthError, Authenticator};
+use agentgate::cli::admin::{self as cli, CreditsArgs, KeysArgs, UsageArgs};
 use bytes::Bytes;
 use clap::Parser;
 use http::{Method, Request, StatusCode};

@@ -1,6 +1,6 @@
-//! The operator surface: CLI subcommands and the admin HTTP API, over the same operations.
+//! The operator surface: the admin HTTP API and the helpers it shares with the CLI's
+//! `keys`/`credits`/`usage` subcommands (`crate::cli::admin`).
 
-pub mod cli;
 pub mod console;
 pub mod http;
 

@@ -88,7 +88,7 @@ pub fn run(
                 Ok(result.is_ok())
             })?;
             let error = result.and_then(|()| decoder.end()).err();
-            let body = aggregate.body(api, &SyncContext::default());
+            let body = api.sync_body(&aggregate, &SyncContext::default());
             serde_json::to_writer_pretty(&mut output, &body)?;
             output.write_all(b"\n")?;
             output.flush()?;

@@ -31,6 +31,10 @@ use error::SourceMap;
 /// `--config` is given and no file is found.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/agentgate.toml");
 
+/// The config file `serve` and the admin subcommands read by default; when it is absent, the
+/// embedded [`DEFAULT_CONFIG`] is used instead.
+pub const DEFAULT_CONFIG_PATH: &str = "config/agentgate.toml";
+
 /// The origin [`Config::embedded`] names in its messages.
 pub const DEFAULT_CONFIG_ORIGIN: &str = "<embedded config/agentgate.toml>";
 
@@ -98,7 +102,7 @@ impl Config {
     /// The config at `path`; the embedded quick start when `path` does not exist and is the
     /// default path (`config/agentgate.toml`), so the binary runs from anywhere.
     pub fn load_or_embedded(path: &Path) -> Result<Config, ConfigError> {
-        if path == Path::new(crate::admin::cli::DEFAULT_CONFIG_PATH) && !path.exists() {
+        if path == Path::new(DEFAULT_CONFIG_PATH) && !path.exists() {
             return Self::embedded();
         }
         Self::load(path)

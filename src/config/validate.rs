@@ -10,7 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::formats::Format;
-use crate::fronts::{cors, Api};
+use crate::fronts::cors;
 use crate::limits::default_burst;
 
 use super::defaults;
@@ -663,26 +663,25 @@ impl Validator<'_> {
     }
 
     fn upstream_agent_id(&mut self, raw: &RawAgent, id: Option<&str>) -> Option<String> {
-        let needs_uuid = raw.upstream_api == Api::Pharen;
+        let api = raw.upstream_api;
+        let rule = api.agent_id_rule();
         match &raw.upstream_agent_id {
             Some(v) => self.checked("upstream_agent_id", v, |text| {
                 check_upstream_agent_id(&text)?;
-                if needs_uuid && uuid::Uuid::parse_str(&text).is_err() {
-                    return Err(format!(
-                        "`{text}` is not a UUID, which the pharen API needs"
-                    ));
+                if !api.agent_id_valid(&text) {
+                    return Err(format!("`{text}` is not {rule}, which the {api} API needs"));
                 }
                 Ok(text)
             }),
             None => {
                 let id = id?;
-                if needs_uuid && uuid::Uuid::parse_str(id).is_err() {
+                if !api.agent_id_valid(id) {
                     return self.fail(
                         raw.id.span(),
                         "id",
                         format!(
                             "`{id}` is also the backend's agent id (no `upstream_agent_id`), \
-                             and the pharen API needs a UUID there"
+                             and the {api} API needs {rule} there"
                         ),
                     );
                 }

@@ -1,9 +1,9 @@
-//! Sync bodies: a canonical event sequence gathered into each chat API's JSON answer (SPEC §1).
+//! A canonical event sequence gathered into one answer, for the sync bodies of the chat APIs
+//! (SPEC §1; each API writes its own body from it, see `crate::apis::ChatApi::sync_body`).
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::event::{Event, FinishReason};
-use crate::fronts::Api;
 
 /// One tool call seen in an answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,60 +132,5 @@ impl Aggregate {
                 self.tool_calls.last_mut().unwrap_or_else(|| unreachable!())
             }
         }
-    }
-
-    /// The answer as `api`'s sync JSON body.
-    pub fn body(&self, api: Api, ctx: &SyncContext) -> Value {
-        let conversation_id = ctx
-            .conversation_id
-            .clone()
-            .or_else(|| self.conversation_id.clone());
-        let message_id = ctx.message_id.clone().or_else(|| self.message_id.clone());
-        let credits = ctx.credits.or(self.credits).unwrap_or(0.0);
-        let usage = json!({ "credits": Credits(credits) });
-        match api {
-            // pharen and agents bodies also carry `usage`: what the answer was charged.
-            Api::Pharen => json!({
-                "message": self.text,
-                "conversation_id": conversation_id,
-                "run_id": ctx.run_id.clone().or(message_id),
-                "usage": usage,
-            }),
-            Api::Chatbase => json!({
-                "messageId": message_id,
-                "userMessageId": ctx.user_message_id,
-                "conversationId": conversation_id,
-                "userId": ctx.user_id,
-                "usage": usage,
-                "text": self.text,
-            }),
-            Api::Agents => json!({
-                "response": self.text,
-                "agent_id": ctx.agent_id,
-                "agent_name": ctx.agent_name,
-                "conversation_id": conversation_id,
-                "usage": usage,
-            }),
-            Api::Guayaba => json!({
-                "sessionKey": conversation_id,
-                "response": self.text,
-                "toolCalls": self.tool_calls.iter().map(|c| {
-                    let mut o = json!({ "toolCallId": c.id, "name": c.name, "input": c.input });
-                    if let Some(out) = &c.output { o["output"] = out.clone(); }
-                    if let Some(err) = &c.error { o["error"] = json!(err); }
-                    o
-                }).collect::<Vec<_>>(),
-                "usage": usage,
-            }),
-        }
-    }
-}
-
-/// Credits, written as an integer when whole.
-struct Credits(f64);
-
-impl serde::Serialize for Credits {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        super::serialize_credits(&self.0, s)
     }
 }

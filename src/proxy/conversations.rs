@@ -3,8 +3,6 @@
 //! The mapping and the transcripts live in the store (`store::conversations`), so they survive
 //! restarts and are shared by every replica on the same store.
 
-use std::borrow::Cow;
-
 use serde_json::json;
 
 use super::body::CommitHook;
@@ -35,25 +33,10 @@ const TITLE_CHARS: usize = 80;
 
 /// A fresh id in `front`'s form: a UUID for pharen, `api:…` for guayaba, opaque otherwise.
 pub fn new_id(front: Api) -> String {
-    match front {
-        Api::Pharen => uuid::Uuid::new_v4().to_string(),
-        Api::Guayaba => format!("api:{}", uuid::Uuid::new_v4()),
-        Api::Chatbase | Api::Agents => format!("conv_{}", uuid::Uuid::new_v4().simple()),
-    }
+    front.new_conversation_id()
 }
 
-/// guayaba's form of a stored conversation id (SPEC §11: every id a front lists can be
-/// continued on that front): its own `api:…` keys as they are; any other id (`conv_…`, a UUID,
-/// `default`, an AI SDK chat id) behind `api:`, which [`find_session`] maps back.
-pub fn session_key(id: &str) -> Cow<'_, str> {
-    match id.starts_with(SESSION_PREFIX) {
-        true => Cow::Borrowed(id),
-        false => Cow::Owned(format!("{SESSION_PREFIX}{id}")),
-    }
-}
-
-/// The prefix of every guayaba `sessionKey` (seed 004).
-const SESSION_PREFIX: &str = "api:";
+pub use crate::apis::guayaba::{session_key, SESSION_PREFIX};
 
 /// The conversation a guayaba `sessionKey` names, if this account has it with this agent: the
 /// key itself, else, for a key in [`session_key`]'s form of another front's id, that id.
@@ -87,7 +70,7 @@ pub async fn resolve(
     let (id, must_exist) = match conversation {
         // `agents`: no id, or the default's own id, is the account's default conversation
         // with this agent; it always exists, so it is opened on first use.
-        Conversation::New if front == Api::Agents => (DEFAULT_CONVERSATION, false),
+        Conversation::New if front.has_default_conversation() => (DEFAULT_CONVERSATION, false),
         Conversation::Existing(id) if id == DEFAULT_CONVERSATION => (id.as_str(), false),
         Conversation::New => {
             return Ok(Some(Resolved {
@@ -102,7 +85,7 @@ pub async fn resolve(
         Conversation::ClientKey(id) => (id.as_str(), false),
     };
     let row = match (front, conversation) {
-        (Api::Guayaba, Conversation::ClientKey(key)) => {
+        (front, Conversation::ClientKey(key)) if front.keys_wrap_other_ids() => {
             find_session(store, account, agent, key).await?
         }
         _ => store.conversation(account, agent, id).await?,

@@ -186,7 +186,7 @@ impl Gateway {
                     .conversation_write(ConversationWrite::Create {
                         account: account.to_owned(),
                         agent_id: agent_id.clone(),
-                        id: new_id(Api::Agents),
+                        id: new_id(api),
                         front: api.as_str().to_owned(),
                         title,
                         now: now_ms(),
@@ -222,10 +222,7 @@ impl Gateway {
                     .map_err(store_unavailable)?;
                 match deleted {
                     ConversationOutcome::Deleted(true) => Ok(no_content()),
-                    _ => Err(not_found(match api {
-                        Api::Guayaba => "session",
-                        _ => "conversation",
-                    })),
+                    _ => Err(not_found(api.conversation_noun())),
                 }
             }
             (Route::Inbox { .. }, Method::GET) => {

@@ -190,21 +190,13 @@ impl GatewayMeter {
 
     fn finish_metadata(&self, credits: f64) -> Option<Json<'static>> {
         let usage = Usage { credits };
-        let mut meta = match self.front {
-            Api::Chatbase => json!({
-                "messageId": self.ids.message_id,
-                "userMessageId": self.ids.user_message_id,
-                "conversationId": self.ids.conversation_id,
-                "userId": self.ids.user_id,
-                "usage": usage,
-            }),
-            Api::Pharen => json!({
-                "conversation_id": self.ids.conversation_id,
-                "run_id": self.ids.message_id,
-                "usage": usage,
-            }),
-            Api::Agents | Api::Guayaba => return None,
+        let ids = crate::apis::FinishIds {
+            conversation_id: &self.ids.conversation_id,
+            message_id: &self.ids.message_id,
+            user_message_id: &self.ids.user_message_id,
+            user_id: self.ids.user_id.as_deref(),
         };
+        let mut meta = self.front.finish_metadata(&ids, json!(usage))?;
         if self.cut_off {
             meta["creditsExhausted"] = json!(true);
             meta["stopReason"] = json!("credit limit reached");

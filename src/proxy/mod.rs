@@ -513,7 +513,7 @@ impl Gateway {
         };
 
         // The agent, as this front names it, within the key's agents (404; 403 on guayaba).
-        if api == Api::Pharen && uuid::Uuid::parse_str(&route.agent_id).is_err() {
+        if !api.agent_id_valid(&route.agent_id) {
             return Err(ApiError::agent_not_found(api, false));
         }
         let agent = Self::agent_for(snap, api, key.as_ref(), &route.agent_id)?;
@@ -534,7 +534,7 @@ impl Gateway {
         let mut chat = fronts::parse_chat(api, &body, wants_sse, route.stream_path)?;
         // chatbase continues after a tool result without a message (seed 002); only a chatbase
         // backend can be asked to.
-        if chat.message.is_none() && agent.config.upstream_api != Api::Chatbase {
+        if chat.message.is_none() && !agent.config.upstream_api.continues_without_message() {
             return Err(ApiError::invalid(
                 api,
                 format!(
@@ -617,10 +617,9 @@ impl Gateway {
             }
         };
         let ids = Ids {
-            conversation_id: match api {
-                Api::Guayaba => conversations::session_key(&conversation.client_id).into_owned(),
-                _ => conversation.client_id.clone(),
-            },
+            conversation_id: api
+                .client_conversation_id(&conversation.client_id)
+                .into_owned(),
             message_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
             user_message_id: user_message_id
                 .unwrap_or_else(|| format!("msg_{}", uuid::Uuid::new_v4().simple())),
@@ -799,7 +798,7 @@ impl Gateway {
                 agent_name: Some(agent.config.name.clone()),
                 credits: Some(charged),
             };
-            let body = Bytes::from(aggregate.body(api, &sync).to_string());
+            let body = Bytes::from(api.sync_body(&aggregate, &sync).to_string());
             if let Some(guard) = idem {
                 guard.complete(StatusCode::OK, "application/json", body.clone());
             }

@@ -207,7 +207,7 @@ impl Policy {
     ) -> Result<KeyInfo, ApiError> {
         let key = self
             .auth
-            .authenticate(authorization, api == Api::Pharen)
+            .authenticate(authorization, api.bare_key_auth())
             .await
             .map_err(auth_error)?;
         if !key.has_scope(scope) {

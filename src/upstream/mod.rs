@@ -9,10 +9,10 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
+use crate::apis::{Api, UpstreamChat};
 use crate::formats::Format;
-use crate::fronts::Api;
 
 pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// A pooled HTTP/1.1 + HTTP/2 (ALPN) client, https through rustls.
@@ -69,45 +69,13 @@ impl Call<'_> {
     /// sent: the client's own (its key, hop-by-hop headers) never reach a backend.
     pub fn request(&self) -> Result<Request<Full<Bytes>>, BuildError> {
         let id = encode_path_segment(self.agent_id);
-        let (path, body) = match self.api {
-            Api::Pharen => {
-                let mut body = self.options.clone();
-                if let Some(m) = self.message {
-                    body.insert("message".into(), json!(m));
-                }
-                if let Some(c) = self.conversation {
-                    body.insert("conversation_uuid".into(), json!(c));
-                }
-                (format!("/api/agents/{id}/chat/"), Value::Object(body))
-            }
-            Api::Chatbase => {
-                let mut body = json!({ "stream": true });
-                if let Some(m) = self.message {
-                    body["message"] = json!(m);
-                }
-                if let Some(c) = self.conversation {
-                    body["conversationId"] = json!(c);
-                } else if let Some(u) = self.user_id {
-                    body["userId"] = json!(u);
-                }
-                (format!("/api/v2/agents/{id}/chat"), body)
-            }
-            Api::Agents => {
-                let mut body = json!({ "message": self.message.unwrap_or_default() });
-                if let Some(c) = self.conversation {
-                    body["conversation_id"] = json!(c);
-                }
-                (format!("/api/agents/{id}/chat/stream"), body)
-            }
-            Api::Guayaba => {
-                let mut body =
-                    json!({ "message": self.message.unwrap_or_default(), "stream": true });
-                if let Some(c) = self.conversation {
-                    body["sessionKey"] = json!(c);
-                }
-                (format!("/api/v1/agents/{id}/chat"), body)
-            }
-        };
+        let path = crate::apis::upstream_path(self.api, &id);
+        let body = self.api.upstream_body(&UpstreamChat {
+            message: self.message,
+            conversation: self.conversation,
+            user_id: self.user_id,
+            options: self.options,
+        });
         let base_path = self.base.path().trim_end_matches('/');
         let uri = Uri::builder()
             .scheme(self.base.scheme_str().unwrap_or("http"))

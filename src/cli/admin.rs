@@ -1,4 +1,4 @@
-//! `agentgate keys|credits|usage`: clap types and `run` functions for `main.rs` to call.
+//! `agentgate keys|credits|usage`: clap types and `run` functions, dispatched by [`super::run`].
 //!
 //! Each command opens the store itself, so it works on the same SQLite file while a server
 //! runs (WAL lets readers and one writer proceed; `busy_timeout` waits out the other writer).
@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{csv, key_json, table, usage_cells, usage_json, AdminError, USAGE_HEADER};
+use crate::admin::{csv, key_json, table, usage_cells, usage_json, AdminError, USAGE_HEADER};
 use crate::auth::{self, KeyInfo, KeyKind, KeyLimits, NewKeySpec, Scopes};
+use crate::config::DEFAULT_CONFIG_PATH;
 use crate::credits::{Ledger, LedgerConfig};
 use crate::store::time::{format_rfc3339, parse_rfc3339};
 use crate::store::{now_ms, RevokeOutcome, Store, UsageFilter};
@@ -26,9 +27,6 @@ pub struct StoreArgs {
     #[arg(long, default_value = DEFAULT_CONFIG_PATH, global = true)]
     pub config: std::path::PathBuf,
 }
-
-/// The config file `serve` reads by default.
-pub const DEFAULT_CONFIG_PATH: &str = "config/agentgate.toml";
 
 impl StoreArgs {
     /// The config of `--config` (the embedded quick start when the default file is absent).
