@@ -65,6 +65,34 @@ fn assert_error_then_end(to: Format, out: &[u8], needle: &str) -> String {
                 .collect();
             (e["content"].as_str().unwrap().to_owned(), text)
         }
+        Format::OpenAiChat => {
+            assert_eq!(events[n - 1].data, "[DONE]", "{events:?}");
+            let e = json(&events[n - 2]);
+            let text: String = events
+                .iter()
+                .map(json)
+                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+                .collect();
+            (e["error"]["message"].as_str().unwrap().to_owned(), text)
+        }
+        Format::OpenAiResponses => {
+            let e = json(&events[n - 1]);
+            assert_eq!(e["type"], "response.failed", "{events:?}");
+            assert_eq!(e["response"]["status"], "failed", "{events:?}");
+            let text: String = events
+                .iter()
+                .map(json)
+                .filter(|c| c["type"] == "response.output_text.delta")
+                .map(|c| c["delta"].as_str().unwrap().to_owned())
+                .collect();
+            (
+                e["response"]["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                text,
+            )
+        }
     };
     assert!(
         error.contains(needle),
@@ -140,6 +168,9 @@ fn the_transcoder_reports_which_decode_error_ended_the_stream() {
 fn terminal_end(bytes: &[u8], format: Format) -> usize {
     let marker: &[u8] = match format {
         Format::UiMessage => b"{\"type\":\"finish\"",
+        // The answer finishes at `[DONE]` (a usage chunk may follow the finish reason).
+        Format::OpenAiChat => b"data: [DONE]",
+        Format::OpenAiResponses => b"{\"type\":\"response.completed\"",
         _ => b"{\"type\":\"done\"",
     };
     let start = bytes
@@ -240,9 +271,17 @@ fn an_upstream_abort_ends_every_format_properly() {
             Format::UiMessage => &last[last.len() - 2],
             Format::SessionDelta => &last[last.len() - 1],
             Format::TextDone => &last[last.len() - 2],
+            Format::OpenAiChat => &last[last.len() - 2],
+            Format::OpenAiResponses => &last[last.len() - 1],
         };
         match to {
             Format::UiMessage => assert_eq!(terminal["type"], "abort"),
+            // No abort in Chat Completions: the answer stops.
+            Format::OpenAiChat => assert_eq!(terminal["choices"][0]["finish_reason"], "stop"),
+            Format::OpenAiResponses => {
+                assert_eq!(terminal["type"], "response.incomplete");
+                assert_eq!(terminal["response"]["status"], "incomplete");
+            }
             _ => assert_eq!(terminal["finishReason"], "interrupted"),
         }
     }
