@@ -69,7 +69,9 @@ fn upstream(format: Format, size: usize) -> Vec<u8> {
                 s.push_str("\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
             }
             s.push_str(head);
-            s.push_str("{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n");
+            s.push_str(
+                "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n",
+            );
             s.push_str(head);
             s.push_str("],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":50,\"total_tokens\":55}}\n\n");
             s.push_str("data: [DONE]\n\n");

@@ -227,7 +227,11 @@ fn assert_openai_well_formed(format: Format, events: &[OwnedSse]) {
             assert_eq!(v["sequence_number"], i, "{v}");
         }
         assert_eq!(typed[0]["type"], "response.created", "{events:?}");
-        let terminal = ["response.completed", "response.incomplete", "response.failed"];
+        let terminal = [
+            "response.completed",
+            "response.incomplete",
+            "response.failed",
+        ];
         let ends = typed
             .iter()
             .filter(|v| terminal.iter().any(|t| v["type"] == *t))

@@ -71,7 +71,11 @@ fn assert_error_then_end(to: Format, out: &[u8], needle: &str) -> String {
             let text: String = events
                 .iter()
                 .map(json)
-                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+                .filter_map(|c| {
+                    c["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
                 .collect();
             (e["error"]["message"].as_str().unwrap().to_owned(), text)
         }

@@ -231,7 +231,14 @@ fn openai_sync_bodies_match_their_golden() {
             let err = run(f.format, target, golden_options(), &f.bytes[..], &mut whole).unwrap();
             assert!(err.is_none(), "{}: {err:?}", f.name());
             let mut trickled = Vec::new();
-            run(f.format, target, golden_options(), Trickle(&f.bytes), &mut trickled).unwrap();
+            run(
+                f.format,
+                target,
+                golden_options(),
+                Trickle(&f.bytes),
+                &mut trickled,
+            )
+            .unwrap();
             let (whole, trickled) = (
                 normalise_generated_ids(&whole, &f.bytes),
                 normalise_generated_ids(&trickled, &f.bytes),

@@ -141,7 +141,10 @@ fn text_matches(case: &str, text: &str, parts: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-fn answer_check(f: &Fixture, to: Format) -> Box<dyn Fn(&Value) -> Result<(), String> + Send + Sync> {
+fn answer_check(
+    f: &Fixture,
+    to: Format,
+) -> Box<dyn Fn(&Value) -> Result<(), String> + Send + Sync> {
     let (parts, tools) = expected(f);
     let case = f.case.clone();
     Box::new(move |r: &Value| {
@@ -196,7 +199,11 @@ fn every_fixture_in_both_openai_formats_is_read_by_the_official_client() {
     for f in fixtures() {
         for (to, stream_kind, json_kind) in [
             (Format::OpenAiChat, "chat-stream", "chat-json"),
-            (Format::OpenAiResponses, "responses-stream", "responses-json"),
+            (
+                Format::OpenAiResponses,
+                "responses-stream",
+                "responses-json",
+            ),
         ] {
             let body = transcode_chunks(
                 f.format,
@@ -212,8 +219,14 @@ fn every_fixture_in_both_openai_formats_is_read_by_the_official_client() {
                 check: answer_check(&f, to),
             });
             let mut json = Vec::new();
-            let err = run(f.format, Target::OpenAiJson(to), options(), &f.bytes[..], &mut json)
-                .unwrap();
+            let err = run(
+                f.format,
+                Target::OpenAiJson(to),
+                options(),
+                &f.bytes[..],
+                &mut json,
+            )
+            .unwrap();
             assert!(err.is_none(), "{}: {err:?}", f.name());
             cases.push(Case {
                 name: format!("{} → json:{to}", f.name()),
@@ -239,9 +252,13 @@ fn reasoning_reaches_the_official_client() {
             cases.push(Case {
                 name: format!("{} → {to}", f.name()),
                 kind,
-                body: transcode_chunks(f.format, to, options(), DEFAULT_MAX_EVENT_BYTES, [
-                    &f.bytes[..],
-                ]),
+                body: transcode_chunks(
+                    f.format,
+                    to,
+                    options(),
+                    DEFAULT_MAX_EVENT_BYTES,
+                    [&f.bytes[..]],
+                ),
                 check: Box::new(|r: &Value| {
                     if f_has_reasoning(r) {
                         Ok(())

@@ -319,9 +319,7 @@ const GENERATED: &str = "<generated>";
 
 fn usage_in(metadata: &Json<'_>) -> Option<Usage> {
     let v: Value = serde_json::from_str(metadata.get()).ok()?;
-    v["usage"]["credits"]
-        .as_f64()
-        .map(Usage::credits)
+    v["usage"]["credits"].as_f64().map(Usage::credits)
 }
 
 fn normalise(format: Format, events: &[Ev]) -> Vec<Ev> {
@@ -582,7 +580,11 @@ fn normalise_openai_chat(events: &[Ev]) -> Vec<Ev> {
                 close(&mut out, &mut text, true);
                 close(&mut out, &mut reasoning, false);
                 for (call_id, name, input, _) in calls.drain(..) {
-                    let input = if input.trim().is_empty() { "{}".to_owned() } else { input };
+                    let input = if input.trim().is_empty() {
+                        "{}".to_owned()
+                    } else {
+                        input
+                    };
                     out.push(Event::ToolInputAvailable {
                         call_id,
                         name,
@@ -593,7 +595,9 @@ fn normalise_openai_chat(events: &[Ev]) -> Vec<Ev> {
                     Event::Finish { reason, usage, .. } => (*reason, *usage),
                     _ => (Some(FinishReason::Interrupted), None),
                 };
-                let tools = out.iter().any(|e| matches!(e, Event::ToolInputStart { .. }));
+                let tools = out
+                    .iter()
+                    .any(|e| matches!(e, Event::ToolInputStart { .. }));
                 let reason = match reason {
                     Some(
                         r @ (FinishReason::Length
@@ -629,10 +633,22 @@ fn normalise_openai_responses(events: &[Ev]) -> Vec<Ev> {
     }];
     let mut items = 0;
     // The open item: its kind, id, and for a call (call id, name, arguments streamed).
-    let mut open: Option<(Kind, Cow<'static, str>, Option<(Cow<'static, str>, Cow<'static, str>)>, String)> = None;
+    let mut open: Option<(
+        Kind,
+        Cow<'static, str>,
+        Option<(Cow<'static, str>, Cow<'static, str>)>,
+        String,
+    )> = None;
     let mut called: Vec<Cow<'static, str>> = Vec::new();
     let mut ended_on_call = false;
-    let close = |out: &mut Vec<Ev>, open: &mut Option<(Kind, Cow<'static, str>, Option<(Cow<'static, str>, Cow<'static, str>)>, String)>, ended_on_call: &mut bool| {
+    let close = |out: &mut Vec<Ev>,
+                 open: &mut Option<(
+        Kind,
+        Cow<'static, str>,
+        Option<(Cow<'static, str>, Cow<'static, str>)>,
+        String,
+    )>,
+                 ended_on_call: &mut bool| {
         if let Some((kind, id, call, args)) = open.take() {
             match kind {
                 Kind::Text => {
@@ -643,9 +659,17 @@ fn normalise_openai_responses(events: &[Ev]) -> Vec<Ev> {
                 Kind::Call => {
                     *ended_on_call = true;
                     let (call_id, name) = call.unwrap();
-                    let input = if args.trim().is_empty() { "{}".to_owned() } else { args };
+                    let input = if args.trim().is_empty() {
+                        "{}".to_owned()
+                    } else {
+                        args
+                    };
                     out.push(match serde_json::from_str::<Value>(&input) {
-                        Ok(v) => Event::ToolInputAvailable { call_id, name, input: j(&v) },
+                        Ok(v) => Event::ToolInputAvailable {
+                            call_id,
+                            name,
+                            input: j(&v),
+                        },
                         Err(_) => panic!("generated arguments are JSON"),
                     });
                 }
@@ -667,7 +691,11 @@ fn normalise_openai_responses(events: &[Ev]) -> Vec<Ev> {
             Event::TextDelta { delta, .. } | Event::ReasoningDelta { delta, .. }
                 if !delta.is_empty() =>
             {
-                let kind = if matches!(e, Event::TextDelta { .. }) { Kind::Text } else { Kind::Reasoning };
+                let kind = if matches!(e, Event::TextDelta { .. }) {
+                    Kind::Text
+                } else {
+                    Kind::Reasoning
+                };
                 if open.as_ref().is_some_and(|o| o.0 != kind) {
                     close(&mut out, &mut open, &mut ended_on_call);
                 }
@@ -685,9 +713,15 @@ fn normalise_openai_responses(events: &[Ev]) -> Vec<Ev> {
                     }
                 };
                 out.push(if kind == Kind::Text {
-                    Event::TextDelta { id, delta: delta.clone() }
+                    Event::TextDelta {
+                        id,
+                        delta: delta.clone(),
+                    }
                 } else {
-                    Event::ReasoningDelta { id, delta: delta.clone() }
+                    Event::ReasoningDelta {
+                        id,
+                        delta: delta.clone(),
+                    }
                 });
             }
             Event::TextEnd { .. } | Event::ReasoningEnd { .. } => {
@@ -698,7 +732,12 @@ fn normalise_openai_responses(events: &[Ev]) -> Vec<Ev> {
                     close(&mut out, &mut open, &mut ended_on_call);
                     called.push(call_id.clone());
                     let id = new_item(Kind::Call);
-                    open = Some((Kind::Call, id, Some((call_id.clone(), name.clone())), String::new()));
+                    open = Some((
+                        Kind::Call,
+                        id,
+                        Some((call_id.clone(), name.clone())),
+                        String::new(),
+                    ));
                     out.push(e.clone());
                 }
             }
@@ -710,8 +749,13 @@ fn normalise_openai_responses(events: &[Ev]) -> Vec<Ev> {
                     }
                 }
             }
-            Event::ToolInputAvailable { call_id, name, input } => {
-                let is_open = matches!(&open, Some((Kind::Call, _, Some((id, _)), _)) if id == call_id);
+            Event::ToolInputAvailable {
+                call_id,
+                name,
+                input,
+            } => {
+                let is_open =
+                    matches!(&open, Some((Kind::Call, _, Some((id, _)), _)) if id == call_id);
                 if called.contains(call_id) && !is_open {
                     continue;
                 }
@@ -719,12 +763,23 @@ fn normalise_openai_responses(events: &[Ev]) -> Vec<Ev> {
                     close(&mut out, &mut open, &mut ended_on_call);
                     called.push(call_id.clone());
                     let id = new_item(Kind::Call);
-                    open = Some((Kind::Call, id, Some((call_id.clone(), name.clone())), String::new()));
-                    out.push(Event::ToolInputStart { call_id: call_id.clone(), name: name.clone() });
+                    open = Some((
+                        Kind::Call,
+                        id,
+                        Some((call_id.clone(), name.clone())),
+                        String::new(),
+                    ));
+                    out.push(Event::ToolInputStart {
+                        call_id: call_id.clone(),
+                        name: name.clone(),
+                    });
                 }
                 if let Some((_, _, _, args)) = &mut open {
                     if args.is_empty() {
-                        out.push(Event::ToolInputDelta { call_id: call_id.clone(), delta: s(input.get()) });
+                        out.push(Event::ToolInputDelta {
+                            call_id: call_id.clone(),
+                            delta: s(input.get()),
+                        });
                     }
                     *args = input.get().to_owned();
                 }
@@ -737,7 +792,11 @@ fn normalise_openai_responses(events: &[Ev]) -> Vec<Ev> {
                     _ if ended_on_call => FinishReason::ToolCalls,
                     _ => FinishReason::Stop,
                 };
-                out.push(Event::Finish { reason: Some(reason), usage: openai_usage(*usage), metadata: None });
+                out.push(Event::Finish {
+                    reason: Some(reason),
+                    usage: openai_usage(*usage),
+                    metadata: None,
+                });
             }
             Event::Abort { .. } => {
                 close(&mut out, &mut open, &mut ended_on_call);
@@ -865,7 +924,11 @@ fn project(format: Format, original: &[Ev], decoded: Vec<Ev>) -> Vec<Ev> {
                 message_id: Some(id),
                 conversation_id: c,
             } if matches!(format, Format::OpenAiChat | Format::OpenAiResponses) => {
-                let prefix = if format == Format::OpenAiChat { "chatcmpl-" } else { "resp_" };
+                let prefix = if format == Format::OpenAiChat {
+                    "chatcmpl-"
+                } else {
+                    "resp_"
+                };
                 let hex = id.strip_prefix(prefix).unwrap_or_default();
                 assert!(
                     hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),

@@ -100,7 +100,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for FirstChoice<'a> {
             fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
                 Ok(FirstChoice(None))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut first = None;
                 while let Some(choice) = seq.next_element::<WireChoice<'de>>()? {
                     if first.is_none() && choice.index.unwrap_or(0) == 0 {
@@ -408,7 +411,11 @@ fn open_part<'s>(slot: &'s mut Option<String>, parts: &mut u32, kind: &str) -> O
 
 /// A tool call whose arguments (a JSON text, OpenAI's way) are complete: input available,
 /// or an input error when they are not JSON. Empty arguments are `{}`.
-pub(crate) fn tool_input<'a>(call_id: Cow<'a, str>, name: Cow<'a, str>, arguments: &str) -> Event<'a> {
+pub(crate) fn tool_input<'a>(
+    call_id: Cow<'a, str>,
+    name: Cow<'a, str>,
+    arguments: &str,
+) -> Event<'a> {
     if arguments.trim().is_empty() {
         return Event::ToolInputAvailable {
             call_id,
@@ -733,7 +740,11 @@ pub(crate) struct ErrorBody<'a> {
 /// The `chat.completion` object for a whole answer (a sync call). `options` gives `id`,
 /// `model` and `created` as for the encoder; `ctx.credits` (the credits charged) overrides the
 /// stream's in `usage.credits`.
-pub fn chat_completion_body(aggregate: &Aggregate, options: &EncodeOptions, ctx: &SyncContext) -> Value {
+pub fn chat_completion_body(
+    aggregate: &Aggregate,
+    options: &EncodeOptions,
+    ctx: &SyncContext,
+) -> Value {
     let tools = !aggregate.tool_calls.is_empty();
     let content = if aggregate.text.is_empty() && tools {
         Value::Null

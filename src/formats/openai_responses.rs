@@ -266,7 +266,10 @@ impl OpenAiResponsesDecoder {
                 self.end_parts(emit);
                 self.terminal = true;
                 let response = wire.response;
-                let usage = response.as_ref().and_then(|r| r.usage.as_ref()).map(WireTokens::usage);
+                let usage = response
+                    .as_ref()
+                    .and_then(|r| r.usage.as_ref())
+                    .map(WireTokens::usage);
                 let reason = if ty == "response.completed" {
                     Some(if self.ended_on_call {
                         FinishReason::ToolCalls
@@ -378,7 +381,11 @@ struct Item {
 
 impl Item {
     fn json(&self) -> Value {
-        let status = if self.open { "in_progress" } else { "completed" };
+        let status = if self.open {
+            "in_progress"
+        } else {
+            "completed"
+        };
         match self.kind {
             Kind::Message => json!({
                 "id": self.id,
@@ -469,7 +476,10 @@ impl ResponseHead {
 
 /// Responses' `usage`, with the credits charged as an extra field.
 fn usage_json(usage: Usage, credits: Option<f64>) -> Value {
-    let (input, output) = (usage.input_tokens.unwrap_or(0), usage.output_tokens.unwrap_or(0));
+    let (input, output) = (
+        usage.input_tokens.unwrap_or(0),
+        usage.output_tokens.unwrap_or(0),
+    );
     let mut v = json!({
         "input_tokens": input,
         "input_tokens_details": {"cached_tokens": 0},
@@ -477,7 +487,8 @@ fn usage_json(usage: Usage, credits: Option<f64>) -> Value {
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input.saturating_add(output),
     });
-    v["credits"] = serde_json::to_value(Credits(credits.unwrap_or(usage.credits))).unwrap_or(Value::Null);
+    v["credits"] =
+        serde_json::to_value(Credits(credits.unwrap_or(usage.credits))).unwrap_or(Value::Null);
     v
 }
 
@@ -665,12 +676,19 @@ impl OpenAiResponsesEncoder {
             .position(|i| i.kind == Kind::FunctionCall && i.call_id == call_id)
     }
 
-    fn end(&mut self, out: &mut BytesMut, ty: &str, status: &str, usage: Option<Usage>, extra: Value) {
+    fn end(
+        &mut self,
+        out: &mut BytesMut,
+        ty: &str,
+        status: &str,
+        usage: Option<Usage>,
+        extra: Value,
+    ) {
         self.close(out);
         let output = self.items.iter().map(Item::json).collect();
-        let mut response =
-            self.head
-                .response(status, output, usage.map(|u| usage_json(u, None)));
+        let mut response = self
+            .head
+            .response(status, output, usage.map(|u| usage_json(u, None)));
         if let Value::Object(extra) = extra {
             for (k, v) in extra {
                 response[k] = v;
@@ -724,7 +742,12 @@ impl OpenAiResponsesEncoder {
                     None => self.item(out, Kind::FunctionCall, Some((&**call_id, &**name))),
                 };
                 if !self.items[at].streamed {
-                    self.delta(out, at, "response.function_call_arguments.delta", input.get());
+                    self.delta(
+                        out,
+                        at,
+                        "response.function_call_arguments.delta",
+                        input.get(),
+                    );
                 }
                 // The complete input is the call's arguments, whatever the deltas said.
                 let item = &mut self.items[at];
@@ -800,16 +823,25 @@ pub fn response_body(aggregate: &Aggregate, options: &EncodeOptions, ctx: &SyncC
         }));
     }
     let (status, extra) = match (&aggregate.error, aggregate.finish_reason) {
-        (Some(e), _) => ("failed", json!({"error": {"code": "server_error", "message": e}})),
-        (None, Some(FinishReason::Length)) => {
-            ("incomplete", json!({"incomplete_details": {"reason": "max_output_tokens"}}))
-        }
-        (None, Some(FinishReason::ContentFilter)) => {
-            ("incomplete", json!({"incomplete_details": {"reason": "content_filter"}}))
-        }
+        (Some(e), _) => (
+            "failed",
+            json!({"error": {"code": "server_error", "message": e}}),
+        ),
+        (None, Some(FinishReason::Length)) => (
+            "incomplete",
+            json!({"incomplete_details": {"reason": "max_output_tokens"}}),
+        ),
+        (None, Some(FinishReason::ContentFilter)) => (
+            "incomplete",
+            json!({"incomplete_details": {"reason": "content_filter"}}),
+        ),
         _ => ("completed", json!({})),
     };
-    let mut body = head.response(status, output, Some(usage_json(aggregate.usage(), ctx.credits)));
+    let mut body = head.response(
+        status,
+        output,
+        Some(usage_json(aggregate.usage(), ctx.credits)),
+    );
     if let Value::Object(extra) = extra {
         for (k, v) in extra {
             body[k] = v;
