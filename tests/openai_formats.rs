@@ -41,12 +41,15 @@ fn options() -> EncodeOptions {
     }
 }
 
+/// What the client must have seen.
+type Check = Box<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
+
 /// One body for the client, and what it must see.
 struct Case {
     name: String,
     kind: &'static str,
     body: Vec<u8>,
-    check: Box<dyn Fn(&Value) -> Result<(), String> + Send + Sync>,
+    check: Check,
 }
 
 fn check(script: &Path, dir: &Path, i: usize, case: &Case) -> Result<(), String> {
@@ -141,10 +144,7 @@ fn text_matches(case: &str, text: &str, parts: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-fn answer_check(
-    f: &Fixture,
-    to: Format,
-) -> Box<dyn Fn(&Value) -> Result<(), String> + Send + Sync> {
+fn answer_check(f: &Fixture, to: Format) -> Check {
     let (parts, tools) = expected(f);
     let case = f.case.clone();
     Box::new(move |r: &Value| {

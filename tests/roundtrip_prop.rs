@@ -627,28 +627,23 @@ fn normalise_openai_responses(events: &[Ev]) -> Vec<Ev> {
         Reasoning,
         Call,
     }
+    /// The open item: its kind, id, for a call (call id, name), and its arguments so far.
+    type OpenItem = (
+        Kind,
+        Cow<'static, str>,
+        Option<(Cow<'static, str>, Cow<'static, str>)>,
+        String,
+    );
     let mut out = vec![Event::Start {
         message_id: Some(s(GENERATED)),
         conversation_id: None,
     }];
     let mut items = 0;
     // The open item: its kind, id, and for a call (call id, name, arguments streamed).
-    let mut open: Option<(
-        Kind,
-        Cow<'static, str>,
-        Option<(Cow<'static, str>, Cow<'static, str>)>,
-        String,
-    )> = None;
+    let mut open: Option<OpenItem> = None;
     let mut called: Vec<Cow<'static, str>> = Vec::new();
     let mut ended_on_call = false;
-    let close = |out: &mut Vec<Ev>,
-                 open: &mut Option<(
-        Kind,
-        Cow<'static, str>,
-        Option<(Cow<'static, str>, Cow<'static, str>)>,
-        String,
-    )>,
-                 ended_on_call: &mut bool| {
+    let close = |out: &mut Vec<Ev>, open: &mut Option<OpenItem>, ended_on_call: &mut bool| {
         if let Some((kind, id, call, args)) = open.take() {
             match kind {
                 Kind::Text => {
@@ -727,19 +722,17 @@ fn normalise_openai_responses(events: &[Ev]) -> Vec<Ev> {
             Event::TextEnd { .. } | Event::ReasoningEnd { .. } => {
                 close(&mut out, &mut open, &mut ended_on_call)
             }
-            Event::ToolInputStart { call_id, name } => {
-                if !called.contains(call_id) {
-                    close(&mut out, &mut open, &mut ended_on_call);
-                    called.push(call_id.clone());
-                    let id = new_item(Kind::Call);
-                    open = Some((
-                        Kind::Call,
-                        id,
-                        Some((call_id.clone(), name.clone())),
-                        String::new(),
-                    ));
-                    out.push(e.clone());
-                }
+            Event::ToolInputStart { call_id, name } if !called.contains(call_id) => {
+                close(&mut out, &mut open, &mut ended_on_call);
+                called.push(call_id.clone());
+                let id = new_item(Kind::Call);
+                open = Some((
+                    Kind::Call,
+                    id,
+                    Some((call_id.clone(), name.clone())),
+                    String::new(),
+                ));
+                out.push(e.clone());
             }
             Event::ToolInputDelta { call_id, delta } if !delta.is_empty() => {
                 if let Some((Kind::Call, _, Some((id, _)), args)) = &mut open {

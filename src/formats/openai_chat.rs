@@ -647,14 +647,12 @@ impl OpenAiChatEncoder {
             return;
         }
         match event {
-            Event::Start { .. } => {
-                if !self.role_sent {
-                    let delta = DeltaOut {
-                        content: Some(""),
-                        ..Default::default()
-                    };
-                    self.chunk(out, delta, None);
-                }
+            Event::Start { .. } if !self.role_sent => {
+                let delta = DeltaOut {
+                    content: Some(""),
+                    ..Default::default()
+                };
+                self.chunk(out, delta, None);
             }
             Event::TextDelta { delta, .. } if !delta.is_empty() => {
                 let delta = DeltaOut {
@@ -670,10 +668,8 @@ impl OpenAiChatEncoder {
                 };
                 self.chunk(out, delta, None);
             }
-            Event::ToolInputStart { call_id, name } => {
-                if self.tool_index(call_id).is_none() {
-                    self.tool_start(out, call_id, name, None);
-                }
+            Event::ToolInputStart { call_id, name } if self.tool_index(call_id).is_none() => {
+                self.tool_start(out, call_id, name, None);
             }
             Event::ToolInputDelta { call_id, delta } if !delta.is_empty() => {
                 if let Some(index) = self.tool_index(call_id) {

@@ -254,10 +254,8 @@ impl OpenAiResponsesDecoder {
                             self.close_text(emit);
                         }
                     }
-                    Some("reasoning") => {
-                        if self.reasoning_id.as_deref() == Some(id) {
-                            self.close_reasoning(emit);
-                        }
+                    Some("reasoning") if self.reasoning_id.as_deref() == Some(id) => {
+                        self.close_reasoning(emit);
                     }
                     _ => {}
                 }
@@ -713,10 +711,10 @@ impl OpenAiResponsesEncoder {
                 self.delta(out, at, "response.reasoning_text.delta", delta);
             }
             Event::TextEnd { .. } | Event::ReasoningEnd { .. } => self.close(out),
-            Event::ToolInputStart { call_id, name } => {
-                if self.call_item(call_id).is_none() && self.items.len() < MAX_TOOL_CALLS * 4 {
-                    self.item(out, Kind::FunctionCall, Some((&**call_id, &**name)));
-                }
+            Event::ToolInputStart { call_id, name }
+                if self.call_item(call_id).is_none() && self.items.len() < MAX_TOOL_CALLS * 4 =>
+            {
+                self.item(out, Kind::FunctionCall, Some((&**call_id, &**name)));
             }
             Event::ToolInputDelta { call_id, delta } if !delta.is_empty() => {
                 if let Some(at) = self.call_item(call_id).filter(|&at| self.open == Some(at)) {
