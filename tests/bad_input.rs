@@ -112,7 +112,7 @@ fn bad_input_gives_an_error_event_then_a_proper_end_in_every_format() {
             let whole = transcode_chunks(
                 bad.format,
                 to,
-                EncodeOptions::default(),
+                fixed_clock(),
                 bad.max_event,
                 [&bad.bytes[..]],
             );
@@ -121,13 +121,7 @@ fn bad_input_gives_an_error_event_then_a_proper_end_in_every_format() {
             let expected = normalise_generated_ids(&whole, &bad.bytes);
             for at in 0..=bad.bytes.len() {
                 let (a, b) = bad.bytes.split_at(at);
-                let split = transcode_chunks(
-                    bad.format,
-                    to,
-                    EncodeOptions::default(),
-                    bad.max_event,
-                    [a, b],
-                );
+                let split = transcode_chunks(bad.format, to, fixed_clock(), bad.max_event, [a, b]);
                 assert_eq!(
                     String::from_utf8_lossy(&normalise_generated_ids(&split, &bad.bytes)),
                     String::from_utf8_lossy(&expected),
@@ -146,7 +140,7 @@ fn the_transcoder_reports_which_decode_error_ended_the_stream() {
         let mut t = Transcoder::with_max_event(
             bad.format,
             Format::UiMessage,
-            EncodeOptions::default(),
+            fixed_clock(),
             (),
             bad.max_event,
         );
@@ -205,7 +199,7 @@ fn a_fixture_cut_at_every_offset_always_ends_properly() {
                 &transcode_chunks(
                     f.format,
                     to,
-                    EncodeOptions::default(),
+                    fixed_clock(),
                     DEFAULT_MAX_EVENT_BYTES,
                     [&f.bytes[..]],
                 ),
@@ -216,7 +210,7 @@ fn a_fixture_cut_at_every_offset_always_ends_properly() {
                 let out = transcode_chunks(
                     f.format,
                     to,
-                    EncodeOptions::default(),
+                    fixed_clock(),
                     DEFAULT_MAX_EVENT_BYTES,
                     [prefix],
                 );
@@ -241,7 +235,7 @@ fn a_fixture_cut_at_every_offset_always_ends_properly() {
 fn fail_mid_stream_ends_properly_and_then_nothing_more_is_written() {
     for f in fixtures() {
         for to in Format::ALL {
-            let mut t = Transcoder::new(f.format, to, EncodeOptions::default(), ());
+            let mut t = Transcoder::new(f.format, to, fixed_clock(), ());
             let mut out = BytesMut::new();
             t.feed(&f.bytes[..f.bytes.len() / 3], &mut out);
             t.fail("upstream timed out after 30 s", &mut out);
@@ -265,7 +259,7 @@ fn an_upstream_abort_ends_every_format_properly() {
         let out = transcode_chunks(
             Format::UiMessage,
             to,
-            EncodeOptions::default(),
+            fixed_clock(),
             DEFAULT_MAX_EVENT_BYTES,
             [&input[..]],
         );
@@ -304,7 +298,7 @@ fn session_delta_tool_events_without_ids_pair_start_and_result() {
     let out = transcode_chunks(
         Format::SessionDelta,
         Format::UiMessage,
-        EncodeOptions::default(),
+        fixed_clock(),
         DEFAULT_MAX_EVENT_BYTES,
         [&input[..]],
     );
@@ -357,4 +351,13 @@ fn cli_reports_bad_input_and_bad_arguments() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown API `openai`"), "{stderr}");
+}
+
+/// Default options with a fixed `created` (the OpenAI encoders' clock), so that two runs
+/// compare equal.
+fn fixed_clock() -> EncodeOptions {
+    EncodeOptions {
+        created: Some(1_700_000_000),
+        ..Default::default()
+    }
 }
