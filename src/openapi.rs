@@ -451,6 +451,50 @@ fn stream_media(format: Format) -> Value {
             }),
             false,
         ),
+        Format::OpenAiChat => (
+            "OpenAI Chat Completions stream: `chat.completion.chunk` objects (one `id`, the role \
+             in the first delta, `content`, `reasoning_content`, `tool_calls` deltas, then a \
+             chunk with `finish_reason`, the usage chunk with `choices: []` and `usage.credits` \
+             when asked), ended by `data: [DONE]`. A failure is `{\"error\":{…}}`, then \
+             `[DONE]`.",
+            "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"agent\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hello\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n\
+             data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"agent\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n\
+             data: [DONE]\n\n",
+            json!({
+                "type": "object",
+                "properties": {
+                    "id": { "type": "string" },
+                    "object": { "type": "string", "enum": ["chat.completion.chunk"] },
+                    "created": { "type": "integer" },
+                    "model": { "type": "string" },
+                    "choices": { "type": "array" },
+                    "usage": { "type": "object" },
+                    "error": { "type": "object" }
+                }
+            }),
+            true,
+        ),
+        Format::OpenAiResponses => (
+            "OpenAI Responses stream: `event: <type>` and a JSON event with `type` and \
+             `sequence_number` (`response.created`, `response.in_progress`, \
+             `response.output_item.added`, `response.content_part.added`, \
+             `response.output_text.delta`, `response.reasoning_text.delta`, \
+             `response.function_call_arguments.delta`, their `.done` events, then \
+             `response.completed`, `response.incomplete` or `response.failed` with the whole \
+             Response object and `usage.credits`).",
+            "event: response.output_text.delta\n\
+             data: {\"type\":\"response.output_text.delta\",\"item_id\":\"msg_0\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hello\",\"logprobs\":[],\"sequence_number\":4}\n\n",
+            json!({
+                "type": "object",
+                "required": ["type", "sequence_number"],
+                "properties": {
+                    "type": { "type": "string" },
+                    "sequence_number": { "type": "integer", "minimum": 0 },
+                    "response": { "type": "object" }
+                }
+            }),
+            false,
+        ),
     };
     let json_data = json!({
         "type": "string",

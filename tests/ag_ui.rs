@@ -240,6 +240,12 @@ fn errored_truncated_and_cut_off_streams_as_ag_ui_are_accepted_by_the_ag_ui_clie
             (_, Format::AgUi) => b"TEXT_MESSAGE_",
             (_, Format::SessionDelta) => b"\"delta\"",
             (_, Format::TextDone) => b"\"text\"",
+            ("reasoning", Format::OpenAiChat) => b"reasoning_content",
+            ("tool", Format::OpenAiChat) => b"\"tool_calls\"",
+            (_, Format::OpenAiChat) => b"\"content\":\"",
+            ("reasoning", Format::OpenAiResponses) => b"response.reasoning_summary_text.delta",
+            ("tool", Format::OpenAiResponses) => b"response.function_call_arguments.delta",
+            (_, Format::OpenAiResponses) => b"response.output_text.delta",
         };
         let at = f
             .bytes
@@ -315,7 +321,7 @@ impl Meter for CutOff {
             }
             Event::TextDelta { .. } | Event::ReasoningDelta { .. } => Flow::Stop(Event::Finish {
                 reason: Some(FinishReason::Length),
-                usage: Some(Usage { credits: 2.0 }),
+                usage: Some(Usage::credits(2.0)),
                 metadata: Some(Json::from_value(&json!({ "conversationId": "conv_cut" }))),
             }),
             _ => Flow::Continue,
@@ -379,7 +385,7 @@ fn run_started_and_run_finished_echo_the_thread_and_run() {
         },
         Event::Finish {
             reason: Some(FinishReason::Stop),
-            usage: Some(Usage { credits: 3.0 }),
+            usage: Some(Usage::credits(3.0)),
             metadata: None,
         },
     ];

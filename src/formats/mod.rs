@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// One of the three agent stream formats agentgate speaks (SPEC §2).
+/// One of the agent stream formats agentgate speaks (SPEC §2, §10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// Vercel AI SDK UIMessage stream (`data:` JSON chunks, `[DONE]`).
@@ -14,14 +14,20 @@ pub enum Format {
     TextDone,
     /// AG-UI events (`RUN_STARTED` … `RUN_FINISHED`; SPEC §9).
     AgUi,
+    /// OpenAI Chat Completions `chat.completion.chunk` stream (SPEC §10).
+    OpenAiChat,
+    /// OpenAI Responses streaming events (SPEC §10).
+    OpenAiResponses,
 }
 
 impl Format {
-    pub const ALL: [Format; 4] = [
+    pub const ALL: [Format; 6] = [
         Format::UiMessage,
         Format::SessionDelta,
         Format::TextDone,
         Format::AgUi,
+        Format::OpenAiChat,
+        Format::OpenAiResponses,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -30,6 +36,8 @@ impl Format {
             Format::SessionDelta => "session-delta",
             Format::TextDone => "text-done",
             Format::AgUi => "ag-ui",
+            Format::OpenAiChat => "openai-chat",
+            Format::OpenAiResponses => "openai-responses",
         }
     }
 }
@@ -48,8 +56,11 @@ impl FromStr for Format {
             "session-delta" | "sd" => Ok(Format::SessionDelta),
             "text-done" | "td" => Ok(Format::TextDone),
             "ag-ui" => Ok(Format::AgUi),
+            "openai-chat" => Ok(Format::OpenAiChat),
+            "openai-responses" => Ok(Format::OpenAiResponses),
             other => Err(format!(
-                "unknown stream format `{other}` (expected ui-message, session-delta, text-done or ag-ui)"
+                "unknown stream format `{other}` (expected ui-message, session-delta, text-done, \
+                 ag-ui, openai-chat or openai-responses)"
             )),
         }
     }
@@ -66,6 +77,8 @@ mod ag_ui;
 mod aggregate;
 mod event;
 mod fast;
+mod openai_chat;
+mod openai_responses;
 mod parts;
 mod session_delta;
 mod text_done;
@@ -74,6 +87,8 @@ mod ui;
 pub use ag_ui::{AgUiDecoder, AgUiEncoder};
 pub use aggregate::{Aggregate, SyncContext, ToolCall};
 pub use event::{serialize_credits, CowStr, Event, FinishReason, Json, Str, Usage};
+pub use openai_chat::{chat_completion_body, OpenAiChatDecoder, OpenAiChatEncoder};
+pub use openai_responses::{response_body, OpenAiResponsesDecoder, OpenAiResponsesEncoder};
 pub use parts::UiParts;
 pub use session_delta::{SessionDeltaDecoder, SessionDeltaEncoder};
 pub use text_done::{TextDoneDecoder, TextDoneEncoder};
@@ -135,6 +150,8 @@ pub enum Decoder {
     SessionDelta(SessionDeltaDecoder),
     TextDone(TextDoneDecoder),
     AgUi(AgUiDecoder),
+    OpenAiChat(OpenAiChatDecoder),
+    OpenAiResponses(OpenAiResponsesDecoder),
 }
 
 impl Decoder {
@@ -144,6 +161,8 @@ impl Decoder {
             Format::SessionDelta => Decoder::SessionDelta(SessionDeltaDecoder::default()),
             Format::TextDone => Decoder::TextDone(TextDoneDecoder::default()),
             Format::AgUi => Decoder::AgUi(AgUiDecoder::default()),
+            Format::OpenAiChat => Decoder::OpenAiChat(OpenAiChatDecoder::default()),
+            Format::OpenAiResponses => Decoder::OpenAiResponses(OpenAiResponsesDecoder::default()),
         }
     }
 
@@ -168,6 +187,8 @@ impl Decoder {
             Decoder::SessionDelta(d) => d.decode(sse, &mut |event| emit(event, None)),
             Decoder::TextDone(d) => d.decode(sse, &mut |event| emit(event, None)),
             Decoder::AgUi(d) => d.decode(sse, &mut |event| emit(event, None)),
+            Decoder::OpenAiChat(d) => d.decode(sse, &mut |event| emit(event, None)),
+            Decoder::OpenAiResponses(d) => d.decode(sse, &mut |event| emit(event, None)),
         }
     }
 
@@ -178,17 +199,29 @@ impl Decoder {
             Decoder::SessionDelta(d) => d.end(),
             Decoder::TextDone(d) => d.end(),
             Decoder::AgUi(d) => d.end(),
+            Decoder::OpenAiChat(d) => d.end(),
+            Decoder::OpenAiResponses(d) => d.end(),
         }
     }
 }
 
-/// Encoder settings a front may choose (SPEC §2, §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Encoder settings a front may choose (SPEC §2, §6, §10).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EncodeOptions {
     /// ui-message: write an `event: <type>` line before each `data:` line (seed 002 style).
     pub event_lines: bool,
     /// text-done: render tool calls and reasoning as text rather than dropping them.
     pub tools_as_text: bool,
+    /// openai-chat: write the usage chunk (`choices: []`) before `[DONE]`
+    /// (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// openai-chat / openai-responses: `model` (default `agentgate`).
+    pub model: Option<std::sync::Arc<str>>,
+    /// openai-chat / openai-responses: the completion's / response's `id` (default: generated,
+    /// `chatcmpl-<32 hex>` / `resp_<32 hex>`).
+    pub response_id: Option<std::sync::Arc<str>>,
+    /// openai-chat / openai-responses: `created` / `created_at`, Unix seconds (default: now).
+    pub created: Option<u64>,
 }
 
 /// Turns canonical events into one format's SSE bytes, filling in what the format needs.
@@ -198,6 +231,8 @@ pub enum Encoder {
     SessionDelta(SessionDeltaEncoder),
     TextDone(TextDoneEncoder),
     AgUi(AgUiEncoder),
+    OpenAiChat(OpenAiChatEncoder),
+    OpenAiResponses(OpenAiResponsesEncoder),
 }
 
 impl Encoder {
@@ -207,6 +242,10 @@ impl Encoder {
             Format::SessionDelta => Encoder::SessionDelta(SessionDeltaEncoder::default()),
             Format::TextDone => Encoder::TextDone(TextDoneEncoder::new(options.tools_as_text)),
             Format::AgUi => Encoder::AgUi(AgUiEncoder::default()),
+            Format::OpenAiChat => Encoder::OpenAiChat(OpenAiChatEncoder::new(&options)),
+            Format::OpenAiResponses => {
+                Encoder::OpenAiResponses(OpenAiResponsesEncoder::new(&options))
+            }
         }
     }
 
@@ -226,6 +265,8 @@ impl Encoder {
             Encoder::SessionDelta(e) => e.encode(event, out),
             Encoder::TextDone(e) => e.encode(event, out),
             Encoder::AgUi(e) => e.encode(event, out),
+            Encoder::OpenAiChat(e) => e.encode(event, out),
+            Encoder::OpenAiResponses(e) => e.encode(event, out),
         }
     }
 
@@ -236,6 +277,8 @@ impl Encoder {
             Encoder::SessionDelta(e) => e.is_done(),
             Encoder::TextDone(e) => e.is_done(),
             Encoder::AgUi(e) => e.is_done(),
+            Encoder::OpenAiChat(e) => e.is_done(),
+            Encoder::OpenAiResponses(e) => e.is_done(),
         }
     }
 

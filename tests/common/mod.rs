@@ -107,6 +107,9 @@ pub fn bad_inputs() -> Vec<BadInput> {
         "data: {\"type\":\"RUN_STARTED\",\"threadId\":\"thread_bad\",\"runId\":\"run_bad\"}\n\n\
         data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\",\"role\":\"assistant\"}\n\n\
         data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"Partial answer\"}\n\n";
+    const OC_HEAD: &str = "data: {\"id\":\"chatcmpl-bad\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Partial answer\"},\"finish_reason\":null}]}\n\n";
+    const OR_HEAD: &str = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_bad\",\"object\":\"response\",\"status\":\"in_progress\",\"output\":[]},\"sequence_number\":0}\n\n\
+        event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Partial answer\",\"sequence_number\":1}\n\n";
     let big = "x".repeat(4096);
     let case = |name, format, head: &str, tail: &str, max_event, needle| BadInput {
         name,
@@ -295,6 +298,78 @@ pub fn bad_inputs() -> Vec<BadInput> {
             Format::AgUi,
             AG_HEAD,
             "data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\" and the rest",
+            MAX,
+            "before it finished",
+        ),
+        case(
+            "malformed-json",
+            Format::OpenAiChat,
+            OC_HEAD,
+            "data: {\"id\":\"chatcmpl-bad\",\"choices\":[\n\n",
+            MAX,
+            "malformed JSON",
+        ),
+        case(
+            "malformed-json",
+            Format::OpenAiResponses,
+            OR_HEAD,
+            "event: response.output_text.delta\ndata: {\"type\":\n\n",
+            MAX,
+            "malformed JSON",
+        ),
+        case(
+            "unknown-type",
+            Format::OpenAiResponses,
+            OR_HEAD,
+            "event: thread.message\ndata: {\"type\":\"thread.message\"}\n\n",
+            MAX,
+            "unknown event type `thread.message`",
+        ),
+        case(
+            "missing-field",
+            Format::OpenAiResponses,
+            OR_HEAD,
+            "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":1,\"sequence_number\":2}\n\n",
+            MAX,
+            "without `item`",
+        ),
+        case(
+            "upstream-error",
+            Format::OpenAiChat,
+            OC_HEAD,
+            "data: {\"error\":{\"message\":\"model overloaded\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\ndata: [DONE]\n\n",
+            MAX,
+            "model overloaded",
+        ),
+        case(
+            "upstream-error",
+            Format::OpenAiResponses,
+            OR_HEAD,
+            "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"model overloaded\",\"param\":null,\"sequence_number\":2}\n\n",
+            MAX,
+            "model overloaded",
+        ),
+        case(
+            "too-large",
+            Format::OpenAiChat,
+            OC_HEAD,
+            &format!(": {big}\n\n"),
+            1024,
+            "larger than 1024 bytes",
+        ),
+        case(
+            "truncated",
+            Format::OpenAiChat,
+            OC_HEAD,
+            "data: {\"id\":\"chatcmpl-bad\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            MAX,
+            "before it finished",
+        ),
+        case(
+            "truncated",
+            Format::OpenAiResponses,
+            OR_HEAD,
+            "event: response.output_text.done\ndata: {\"type\":\"response.output_te",
             MAX,
             "before it finished",
         ),
