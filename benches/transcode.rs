@@ -1,4 +1,4 @@
-//! Transcoding throughput for every pair of formats (3 × 3), on a stream of 50 × 16-byte text
+//! Transcoding throughput for every pair of formats (6 × 6), on a stream of 50 × 16-byte text
 //! deltas and one of 50 × 4 KiB deltas, the input given whole: a fresh `Transcoder` per
 //! iteration writing into a reused buffer, `finish` included.
 //!
@@ -56,6 +56,71 @@ fn upstream(format: Format, size: usize) -> Vec<u8> {
                 s.push_str("\"}\n\n");
             }
             s.push_str("data: {\"type\":\"done\",\"content\":\"\"}\n\ndata: [DONE]\n\n");
+        }
+        Format::AgUi => {
+            s.push_str("data: {\"type\":\"RUN_STARTED\",\"threadId\":\"thread_1\",\"runId\":\"run_1\"}\n\n");
+            s.push_str("data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\",\"role\":\"assistant\"}\n\n");
+            for _ in 0..EVENTS {
+                s.push_str(
+                    "data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"",
+                );
+                s.push_str(&delta);
+                s.push_str("\"}\n\n");
+            }
+            s.push_str("data: {\"type\":\"TEXT_MESSAGE_END\",\"messageId\":\"m1\"}\n\n");
+            s.push_str("data: {\"type\":\"RUN_FINISHED\",\"threadId\":\"thread_1\",\"runId\":\"run_1\",\"result\":{\"usage\":{\"credits\":1}}}\n\n");
+        }
+        Format::OpenAiChat => {
+            let head = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\
+                        \"created\":1700000000,\"model\":\"m\",\"choices\":[";
+            s.push_str(head);
+            s.push_str("{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+            for _ in 0..EVENTS {
+                s.push_str(head);
+                s.push_str("{\"index\":0,\"delta\":{\"content\":\"");
+                s.push_str(&delta);
+                s.push_str("\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+            }
+            s.push_str(head);
+            s.push_str(
+                "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n",
+            );
+            s.push_str(head);
+            s.push_str("],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":50,\"total_tokens\":55}}\n\n");
+            s.push_str("data: [DONE]\n\n");
+        }
+        Format::OpenAiResponses => {
+            let mut seq = 0;
+            let mut event = |s: &mut String, ty: &str, body: &str| {
+                s.push_str(&format!(
+                    "event: {ty}\ndata: {{\"type\":\"{ty}\",{body},\"sequence_number\":{seq}}}\n\n"
+                ));
+                seq += 1;
+            };
+            let response = |status: &str| {
+                format!(
+                    "\"response\":{{\"id\":\"resp_1\",\"object\":\"response\",\"created_at\":1700000000,\
+                     \"status\":\"{status}\",\"model\":\"m\",\"output\":[],\"usage\":null}}"
+                )
+            };
+            event(&mut s, "response.created", &response("in_progress"));
+            event(
+                &mut s,
+                "response.output_item.added",
+                "\"output_index\":0,\"item\":{\"id\":\"msg_1\",\"type\":\"message\",\"status\":\"in_progress\",\"role\":\"assistant\",\"content\":[]}",
+            );
+            for _ in 0..EVENTS {
+                let body = format!(
+                    "\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"{delta}\",\"logprobs\":[]"
+                );
+                event(&mut s, "response.output_text.delta", &body);
+            }
+            event(
+                &mut s,
+                "response.output_item.done",
+                "\"output_index\":0,\"item\":{\"id\":\"msg_1\",\"type\":\"message\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[]}",
+            );
+            event(&mut s, "response.completed", &response("completed"));
         }
     }
     s.into_bytes()

@@ -234,7 +234,7 @@ pub fn answer(api: Api, message: &str, conversation: &str, turn: u32) -> Vec<Eve
     }
     events.push(Event::Finish {
         reason: Some(FinishReason::Stop),
-        usage: Some(crate::formats::Usage { credits }),
+        usage: Some(crate::formats::Usage::credits(credits)),
         metadata: metadata.map(|m| Json::from_value(&m)),
     });
     events

@@ -64,8 +64,9 @@ pub fn transcode_chunks<'a>(
     out
 }
 
-/// Replaces the ids an encoder makes up (`msg_<32 hex>`, `api:<uuid>`) by fixed text, so two
-/// runs over the same input compare equal. Ids that occur in `input` are left alone: those
+/// Replaces the ids an encoder makes up (`msg_<32 hex>`, `thread_<32 hex>`, `api:<uuid>`,
+/// `chatcmpl-<32 hex>`, `resp_<32 hex>`) by fixed text, so two runs over the same input
+/// compare equal. Ids that occur in `input` are left alone: those
 /// came from the upstream and must pass through unchanged.
 pub fn normalise_generated_ids(output: &[u8], input: &[u8]) -> Vec<u8> {
     fn is_hex(b: u8) -> bool {
@@ -88,8 +89,14 @@ pub fn normalise_generated_ids(output: &[u8], input: &[u8]) -> Vec<u8> {
         let rest = &output[i..];
         let generated = if rest.starts_with(b"msg_") && hex_run(&rest[4..], 32) {
             Some((36, &b"msg_GENERATED"[..]))
+        } else if rest.starts_with(b"thread_") && hex_run(&rest[7..], 32) {
+            Some((39, &b"thread_GENERATED"[..]))
         } else if rest.starts_with(b"api:") && is_uuid(&rest[4..]) {
             Some((40, &b"api:GENERATED"[..]))
+        } else if rest.starts_with(b"chatcmpl-") && hex_run(&rest[9..], 32) {
+            Some((41, &b"chatcmpl-GENERATED"[..]))
+        } else if rest.starts_with(b"resp_") && hex_run(&rest[5..], 32) {
+            Some((37, &b"resp_GENERATED"[..]))
         } else {
             None
         };
@@ -132,7 +139,8 @@ pub fn parse_sse(body: &[u8]) -> Vec<OwnedSse> {
 /// Asserts that `output` is a complete, well-formed stream in `format`: only `event:`/`data:`
 /// lines ended by `\n`, every event terminated, one terminal event at the very end (ui-message
 /// and text-done: then `data: [DONE]`; session-delta: `session` first, `done` last), and our
-/// own decoder for `format` reads it back without error.
+/// own decoder for `format` reads it back without error. The OpenAI formats: see
+/// [`assert_openai_well_formed`].
 pub fn assert_well_formed(format: Format, output: &[u8]) {
     let text = std::str::from_utf8(output).expect("output is not UTF-8");
     assert!(
@@ -147,6 +155,97 @@ pub fn assert_well_formed(format: Format, output: &[u8]) {
         );
     }
     let events = parse_sse(output);
+    if matches!(format, Format::OpenAiChat | Format::OpenAiResponses) {
+        assert_openai_well_formed(format, &events);
+    } else {
+        assert_typed_well_formed(format, &events);
+    }
+    let decoded = decode_all(format, output)
+        .unwrap_or_else(|e| panic!("our {format} decoder rejects our {format} output: {e}"));
+    let terminals = decoded.iter().filter(|e| e.is_terminal()).count();
+    assert_eq!(terminals, 1, "{decoded:?}");
+    assert!(
+        decoded.last().is_some_and(Event::is_terminal),
+        "{decoded:?}"
+    );
+}
+
+/// openai-chat: `chat.completion.chunk` objects with one `id`, `created` and `model`, the
+/// role in the first chunk's delta, one chunk with a `finish_reason` (then at most the usage
+/// chunk, `choices: []`) or one `{"error":…}`, then `data: [DONE]` once, last.
+/// openai-responses: `event:` lines equal to `type`, `sequence_number` 0, 1, 2, …,
+/// `response.created` first, and one `response.completed` / `.incomplete` / `.failed`, last.
+fn assert_openai_well_formed(format: Format, events: &[OwnedSse]) {
+    use serde_json::Value;
+    assert!(!events.is_empty(), "empty output");
+    let parse = |e: &OwnedSse| -> Value {
+        serde_json::from_str(&e.data)
+            .unwrap_or_else(|err| panic!("data is not JSON ({err}): {:?}", e.data))
+    };
+    if format == Format::OpenAiChat {
+        let (last, body) = events.split_last().unwrap_or_else(|| unreachable!());
+        assert_eq!(last.data, "[DONE]", "{events:?}");
+        let chunks: Vec<Value> = body.iter().map(parse).collect();
+        assert!(!chunks.is_empty(), "{events:?}");
+        let mut ends = 0;
+        for (i, c) in chunks.iter().enumerate() {
+            if c.get("error").is_some() {
+                assert_eq!(i, chunks.len() - 1, "error not last: {events:?}");
+                assert!(c["error"]["message"].is_string(), "{c}");
+                ends += 1;
+                continue;
+            }
+            assert_eq!(c["object"], "chat.completion.chunk", "{c}");
+            for key in ["id", "model"] {
+                assert!(c[key].is_string(), "{key}: {c}");
+                assert_eq!(c[key], chunks[0][key], "{key} changes: {c}");
+            }
+            assert!(c["created"].is_u64(), "{c}");
+            let choices = c["choices"].as_array().expect("choices");
+            if choices.is_empty() {
+                assert!(c["usage"]["total_tokens"].is_u64(), "{c}");
+                assert_eq!(ends, 1, "usage chunk before the finish: {events:?}");
+                continue;
+            }
+            assert_eq!(ends, 0, "chunk after the end: {events:?}");
+            assert_eq!(choices.len(), 1, "{c}");
+            assert_eq!(choices[0]["index"], 0, "{c}");
+            assert!(choices[0]["delta"].is_object(), "{c}");
+            assert_eq!(
+                choices[0]["delta"].get("role").is_some(),
+                i == 0,
+                "role not (only) in the first delta: {c}"
+            );
+            if !choices[0]["finish_reason"].is_null() {
+                ends += 1;
+            }
+        }
+        assert_eq!(ends, 1, "{events:?}");
+    } else {
+        let typed: Vec<Value> = events.iter().map(parse).collect();
+        for (i, (e, v)) in events.iter().zip(&typed).enumerate() {
+            let ty = v["type"].as_str().expect("type");
+            assert_eq!(e.event, ty, "`event:` line disagrees with `type`");
+            assert_eq!(v["sequence_number"], i, "{v}");
+        }
+        assert_eq!(typed[0]["type"], "response.created", "{events:?}");
+        let terminal = [
+            "response.completed",
+            "response.incomplete",
+            "response.failed",
+        ];
+        let ends = typed
+            .iter()
+            .filter(|v| terminal.iter().any(|t| v["type"] == *t))
+            .count();
+        assert_eq!(ends, 1, "{events:?}");
+        let last = &typed[typed.len() - 1];
+        assert!(terminal.iter().any(|t| last["type"] == *t), "{events:?}");
+        assert_eq!(last["response"]["id"], typed[0]["response"]["id"]);
+    }
+}
+
+fn assert_typed_well_formed(format: Format, events: &[OwnedSse]) {
     let types: Vec<String> = events
         .iter()
         .map(|e| {
@@ -176,8 +275,8 @@ pub fn assert_well_formed(format: Format, output: &[u8]) {
     let t: Vec<&str> = types.iter().map(String::as_str).collect();
     let terminal: &[&str] = match format {
         Format::UiMessage => &["finish", "error", "abort"],
-        Format::SessionDelta => &["done"],
-        Format::TextDone => &["done"],
+        Format::AgUi => &["RUN_FINISHED", "RUN_ERROR"],
+        _ => &["done"],
     };
     match format {
         Format::UiMessage | Format::TextDone => {
@@ -191,53 +290,74 @@ pub fn assert_well_formed(format: Format, output: &[u8]) {
                 assert_eq!(t[0], "start", "{t:?}");
             }
         }
-        Format::SessionDelta => {
+        Format::AgUi => {
+            assert_eq!(t.first(), Some(&"RUN_STARTED"), "{t:?}");
+            assert!(t.last().is_some_and(|x| terminal.contains(x)), "{t:?}");
+            let ends = t.iter().filter(|x| terminal.contains(x));
+            assert_eq!(ends.count(), 1, "{t:?}");
+            assert_eq!(
+                t.iter().filter(|x| **x == "RUN_STARTED").count(),
+                1,
+                "{t:?}"
+            );
+            assert!(!t.contains(&"[DONE]"), "{t:?}");
+        }
+        _ => {
             assert_eq!(t.first(), Some(&"session"), "{t:?}");
             assert_eq!(t.last(), Some(&"done"), "{t:?}");
             assert_eq!(t.iter().filter(|x| **x == "done").count(), 1, "{t:?}");
             assert_eq!(t.iter().filter(|x| **x == "session").count(), 1, "{t:?}");
         }
     }
-    let decoded = decode_all(format, output)
-        .unwrap_or_else(|e| panic!("our {format} decoder rejects our {format} output: {e}"));
-    let terminals = decoded.iter().filter(|e| e.is_terminal()).count();
-    assert_eq!(terminals, 1, "{decoded:?}");
-    assert!(
-        decoded.last().is_some_and(Event::is_terminal),
-        "{decoded:?}"
-    );
 }
 
-/// The fuzz target's body. `data[0]` picks the input format, the output format, the
-/// chunking, ui-message `event:` lines and a small event bound; the rest is upstream bytes.
-/// Checks that the output is well formed ([`assert_well_formed`]) and that it does not
-/// depend on how the input was cut into chunks.
+/// The fuzz target's body. `data[0]` picks the input format (`% 6`), the output format
+/// (`/ 6 % 6`), and from `data[0] / 36` (0..=7) the chunking, the flags (ui-message `event:`
+/// lines and the openai-chat usage chunk) and a small (256-byte) event bound:
+///
+/// | `/ 36` | chunking | flags | bound |
+/// |---|---|---|---|
+/// | 0 | 1 byte | | |
+/// | 1 | 2 bytes | yes | |
+/// | 2 | 2 bytes | | 256 |
+/// | 3 | 7 bytes | yes | 256 |
+/// | 4 | 64 bytes | | |
+/// | 5 | growing | | |
+/// | 6 | whole | | |
+/// | 7 (`252..=255` only) | 1 byte | yes | 256 |
+///
+/// The rest is upstream bytes. Checks that the output is well formed
+/// ([`assert_well_formed`]) and that it does not depend on how the input was cut into chunks.
 pub fn check_transcode(data: &[u8]) {
     let Some((&selector, input)) = data.split_first() else {
         return;
     };
-    let from = Format::ALL[usize::from(selector % 3)];
-    let to = Format::ALL[usize::from(selector / 3 % 3)];
-    let rest = selector / 9; // 0..=28
-    let chunking = match rest % 7 {
-        0 => Chunking::Every(1),
-        1 => Chunking::Every(2),
-        2 => Chunking::Every(3),
-        3 => Chunking::Every(7),
-        4 => Chunking::Every(64),
-        5 => Chunking::Growing,
-        _ => Chunking::Whole,
+    let n = Format::ALL.len() as u8;
+    let from = Format::ALL[usize::from(selector % n)];
+    let to = Format::ALL[usize::from(selector / n % n)];
+    let (chunking, flags, bound) = match selector / (n * n) {
+        0 => (Chunking::Every(1), false, false),
+        1 => (Chunking::Every(2), true, false),
+        2 => (Chunking::Every(2), false, true),
+        3 => (Chunking::Every(7), true, true),
+        4 => (Chunking::Every(64), false, false),
+        5 => (Chunking::Growing, false, false),
+        6 => (Chunking::Whole, false, false),
+        _ => (Chunking::Every(1), true, true),
     };
     let options = EncodeOptions {
-        event_lines: rest / 7 % 2 == 1,
-        tools_as_text: false,
+        event_lines: flags,
+        include_usage: flags,
+        // A fixed clock: whole and chunked runs must compare equal.
+        created: Some(1_700_000_000),
+        ..Default::default()
     };
-    let max_event = if rest / 14 == 1 {
+    let max_event = if bound {
         256
     } else {
         sse::DEFAULT_MAX_EVENT_BYTES
     };
-    let whole = transcode_chunks(from, to, options, max_event, [input]);
+    let whole = transcode_chunks(from, to, options.clone(), max_event, [input]);
     assert_well_formed(to, &whole);
     if chunking != Chunking::Whole {
         let chunked = transcode_chunks(from, to, options, max_event, chunking.split(input));

@@ -422,6 +422,79 @@ fn stream_media(format: Format) -> Value {
             }),
             true,
         ),
+        Format::AgUi => (
+            "AG-UI events (`@ag-ui/core` 1.x), one JSON object per `data:` line: `RUN_STARTED` \
+             (`threadId` = the conversation), `TEXT_MESSAGE_START`/`_CONTENT`/`_END`, \
+             `REASONING_*`, `TOOL_CALL_*`, `STEP_*`, state and custom events, then \
+             `RUN_FINISHED` (`result.usage.credits`) or `RUN_ERROR`. No `[DONE]`.",
+            "data: {\"type\":\"RUN_STARTED\",\"threadId\":\"t1\",\"runId\":\"r1\"}\n\n\
+             data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"r1-text-1\",\"role\":\"assistant\"}\n\n\
+             data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"r1-text-1\",\"delta\":\"Hello\"}\n\n\
+             data: {\"type\":\"TEXT_MESSAGE_END\",\"messageId\":\"r1-text-1\"}\n\n\
+             data: {\"type\":\"RUN_FINISHED\",\"threadId\":\"t1\",\"runId\":\"r1\"}\n\n",
+            json!({
+                "type": "object",
+                "required": ["type"],
+                "properties": {
+                    "type": { "type": "string" },
+                    "threadId": { "type": "string" },
+                    "runId": { "type": "string" },
+                    "messageId": { "type": "string" },
+                    "delta": { "type": "string" },
+                    "toolCallId": { "type": "string" },
+                    "toolCallName": { "type": "string" },
+                    "content": {},
+                    "stepName": { "type": "string" },
+                    "result": {},
+                    "message": { "type": "string" }
+                }
+            }),
+            false,
+        ),
+        Format::OpenAiChat => (
+            "OpenAI Chat Completions stream: `chat.completion.chunk` objects (one `id`, the role \
+             in the first delta, `content`, `reasoning_content`, `tool_calls` deltas, then a \
+             chunk with `finish_reason`, the usage chunk with `choices: []` and `usage.credits` \
+             when asked), ended by `data: [DONE]`. A failure is `{\"error\":{…}}`, then \
+             `[DONE]`.",
+            "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"agent\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hello\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n\
+             data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"agent\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n\
+             data: [DONE]\n\n",
+            json!({
+                "type": "object",
+                "properties": {
+                    "id": { "type": "string" },
+                    "object": { "type": "string", "enum": ["chat.completion.chunk"] },
+                    "created": { "type": "integer" },
+                    "model": { "type": "string" },
+                    "choices": { "type": "array" },
+                    "usage": { "type": "object" },
+                    "error": { "type": "object" }
+                }
+            }),
+            true,
+        ),
+        Format::OpenAiResponses => (
+            "OpenAI Responses stream: `event: <type>` and a JSON event with `type` and \
+             `sequence_number` (`response.created`, `response.in_progress`, \
+             `response.output_item.added`, `response.content_part.added`, \
+             `response.output_text.delta`, `response.reasoning_text.delta`, \
+             `response.function_call_arguments.delta`, their `.done` events, then \
+             `response.completed`, `response.incomplete` or `response.failed` with the whole \
+             Response object and `usage.credits`).",
+            "event: response.output_text.delta\n\
+             data: {\"type\":\"response.output_text.delta\",\"item_id\":\"msg_0\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hello\",\"logprobs\":[],\"sequence_number\":4}\n\n",
+            json!({
+                "type": "object",
+                "required": ["type", "sequence_number"],
+                "properties": {
+                    "type": { "type": "string" },
+                    "sequence_number": { "type": "integer", "minimum": 0 },
+                    "response": { "type": "object" }
+                }
+            }),
+            false,
+        ),
     };
     let json_data = json!({
         "type": "string",

@@ -236,7 +236,7 @@ mod tests {
                       data: {\"type\":\"finish\"}\n\ndata: [DONE]\n\n";
         let options = EncodeOptions {
             event_lines: true,
-            tools_as_text: false,
+            ..Default::default()
         };
         let mut t = Transcoder::new(Format::UiMessage, Format::UiMessage, options, ());
         let mut out = BytesMut::new();

@@ -145,10 +145,18 @@ const OPTIONS: [EncodeOptions; 2] = [
     EncodeOptions {
         event_lines: false,
         tools_as_text: false,
+        include_usage: false,
+        model: None,
+        response_id: None,
+        created: None,
     },
     EncodeOptions {
         event_lines: true,
         tools_as_text: false,
+        include_usage: false,
+        model: None,
+        response_id: None,
+        created: None,
     },
 ];
 
@@ -164,7 +172,7 @@ fn every_fixture_as_ui_message_is_accepted_by_the_ai_sdk() {
         };
         let tools = match (f.case.as_str(), f.format) {
             (_, Format::TextDone) => 0,
-            ("tool" | "parts", _) => 1,
+            ("tool" | "parts" | "state", _) => 1,
             ("steps", _) => 2,
             _ => 0,
         };
@@ -197,7 +205,7 @@ fn bad_input_and_failed_streams_as_ui_message_are_accepted_by_the_ai_sdk() {
             body: transcode_chunks(
                 bad.format,
                 Format::UiMessage,
-                OPTIONS[i % 2],
+                OPTIONS[i % 2].clone(),
                 bad.max_event,
                 [&bad.bytes[..]],
             ),
@@ -224,7 +232,7 @@ fn bad_input_and_failed_streams_as_ui_message_are_accepted_by_the_ai_sdk() {
                 .position(|w| w == marker)
                 .unwrap()
                 + 200;
-            let mut t = Transcoder::new(f.format, Format::UiMessage, options, ());
+            let mut t = Transcoder::new(f.format, Format::UiMessage, options.clone(), ());
             let mut out = BytesMut::new();
             t.feed(&f.bytes[..at.min(f.bytes.len())], &mut out);
             t.fail("upstream timed out", &mut out);

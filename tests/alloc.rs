@@ -111,6 +111,32 @@ fn upstream(format: Format, n: usize) -> Vec<u8> {
                 s.push_str("\"}\n\n");
             }
         }
+        Format::AgUi => {
+            s.push_str("data: {\"type\":\"RUN_STARTED\",\"threadId\":\"t\",\"runId\":\"r\"}\n\n");
+            s.push_str("data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\"}\n\n");
+            for _ in 0..n {
+                s.push_str(
+                    "data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"",
+                );
+                s.push_str(DELTA);
+                s.push_str("\"}\n\n");
+            }
+        }
+        Format::OpenAiChat => {
+            for _ in 0..n {
+                s.push_str("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"");
+                s.push_str(DELTA);
+                s.push_str("\"},\"finish_reason\":null}]}\n\n");
+            }
+        }
+        Format::OpenAiResponses => {
+            s.push_str("event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\"},\"sequence_number\":0}\n\n");
+            for i in 0..n {
+                s.push_str("event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"");
+                s.push_str(DELTA);
+                s.push_str(&format!("\",\"sequence_number\":{}}}\n\n", i + 1));
+            }
+        }
     }
     s.into_bytes()
 }
@@ -144,9 +170,10 @@ fn steady_state(from: Format, to: Format, warm: usize, measured: usize) -> usize
 }
 
 #[test]
-fn ui_message_and_text_done_pairs_allocate_nothing_per_delta() {
-    for from in [Format::UiMessage, Format::TextDone] {
-        for to in [Format::UiMessage, Format::TextDone] {
+fn ui_message_text_done_and_ag_ui_pairs_allocate_nothing_per_delta() {
+    let formats = [Format::UiMessage, Format::TextDone, Format::AgUi];
+    for from in formats {
+        for to in formats {
             let allocs = steady_state(from, to, 200, 20_000);
             assert_eq!(
                 allocs, 0,
@@ -168,6 +195,29 @@ fn session_delta_pairs_allocate_only_to_grow_the_accumulated_text() {
     for from in Format::ALL {
         for to in Format::ALL {
             if from != Format::SessionDelta && to != Format::SessionDelta {
+                continue;
+            }
+            let allocs = steady_state(from, to, warm, measured);
+            assert!(
+                allocs <= bound,
+                "{from} → {to}: {allocs} allocations for {measured} deltas (bound {bound})"
+            );
+            eprintln!("{from} → {to}: {allocs} allocations for {measured} deltas");
+        }
+    }
+}
+
+/// The OpenAI formats, in and out (with the ui-message and text-done ones): the Responses
+/// encoder keeps each item's text for its `.done` events, so it allocates only to grow it.
+#[test]
+fn openai_pairs_allocate_only_to_grow_the_kept_text() {
+    let (warm, measured): (usize, usize) = (100, 1_400);
+    let doublings = ((warm + measured) / warm).ilog2() as usize + 2;
+    let bound = 10 * doublings;
+    let openai = [Format::OpenAiChat, Format::OpenAiResponses];
+    for from in Format::ALL {
+        for to in Format::ALL {
+            if !openai.contains(&from) && !openai.contains(&to) {
                 continue;
             }
             let allocs = steady_state(from, to, warm, measured);

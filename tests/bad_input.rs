@@ -65,6 +65,49 @@ fn assert_error_then_end(to: Format, out: &[u8], needle: &str) -> String {
                 .collect();
             (e["content"].as_str().unwrap().to_owned(), text)
         }
+        Format::AgUi => {
+            let e = json(&events[n - 1]);
+            assert_eq!(e["type"], "RUN_ERROR", "{events:?}");
+            let text: String = events
+                .iter()
+                .map(json)
+                .filter(|c| c["type"] == "TEXT_MESSAGE_CONTENT")
+                .map(|c| c["delta"].as_str().unwrap().to_owned())
+                .collect();
+            (e["message"].as_str().unwrap().to_owned(), text)
+        }
+        Format::OpenAiChat => {
+            assert_eq!(events[n - 1].data, "[DONE]", "{events:?}");
+            let e = json(&events[n - 2]);
+            let text: String = events
+                .iter()
+                .map(json)
+                .filter_map(|c| {
+                    c["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect();
+            (e["error"]["message"].as_str().unwrap().to_owned(), text)
+        }
+        Format::OpenAiResponses => {
+            let e = json(&events[n - 1]);
+            assert_eq!(e["type"], "response.failed", "{events:?}");
+            assert_eq!(e["response"]["status"], "failed", "{events:?}");
+            let text: String = events
+                .iter()
+                .map(json)
+                .filter(|c| c["type"] == "response.output_text.delta")
+                .map(|c| c["delta"].as_str().unwrap().to_owned())
+                .collect();
+            (
+                e["response"]["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                text,
+            )
+        }
     };
     assert!(
         error.contains(needle),
@@ -80,7 +123,7 @@ fn bad_input_gives_an_error_event_then_a_proper_end_in_every_format() {
             let whole = transcode_chunks(
                 bad.format,
                 to,
-                EncodeOptions::default(),
+                fixed_clock(),
                 bad.max_event,
                 [&bad.bytes[..]],
             );
@@ -89,13 +132,7 @@ fn bad_input_gives_an_error_event_then_a_proper_end_in_every_format() {
             let expected = normalise_generated_ids(&whole, &bad.bytes);
             for at in 0..=bad.bytes.len() {
                 let (a, b) = bad.bytes.split_at(at);
-                let split = transcode_chunks(
-                    bad.format,
-                    to,
-                    EncodeOptions::default(),
-                    bad.max_event,
-                    [a, b],
-                );
+                let split = transcode_chunks(bad.format, to, fixed_clock(), bad.max_event, [a, b]);
                 assert_eq!(
                     String::from_utf8_lossy(&normalise_generated_ids(&split, &bad.bytes)),
                     String::from_utf8_lossy(&expected),
@@ -114,7 +151,7 @@ fn the_transcoder_reports_which_decode_error_ended_the_stream() {
         let mut t = Transcoder::with_max_event(
             bad.format,
             Format::UiMessage,
-            EncodeOptions::default(),
+            fixed_clock(),
             (),
             bad.max_event,
         );
@@ -140,6 +177,10 @@ fn the_transcoder_reports_which_decode_error_ended_the_stream() {
 fn terminal_end(bytes: &[u8], format: Format) -> usize {
     let marker: &[u8] = match format {
         Format::UiMessage => b"{\"type\":\"finish\"",
+        Format::AgUi => b"{\"type\":\"RUN_FINISHED\"",
+        // The answer finishes at `[DONE]` (a usage chunk may follow the finish reason).
+        Format::OpenAiChat => b"data: [DONE]",
+        Format::OpenAiResponses => b"{\"type\":\"response.completed\"",
         _ => b"{\"type\":\"done\"",
     };
     let start = bytes
@@ -170,7 +211,7 @@ fn a_fixture_cut_at_every_offset_always_ends_properly() {
                 &transcode_chunks(
                     f.format,
                     to,
-                    EncodeOptions::default(),
+                    fixed_clock(),
                     DEFAULT_MAX_EVENT_BYTES,
                     [&f.bytes[..]],
                 ),
@@ -181,7 +222,7 @@ fn a_fixture_cut_at_every_offset_always_ends_properly() {
                 let out = transcode_chunks(
                     f.format,
                     to,
-                    EncodeOptions::default(),
+                    fixed_clock(),
                     DEFAULT_MAX_EVENT_BYTES,
                     [prefix],
                 );
@@ -206,7 +247,7 @@ fn a_fixture_cut_at_every_offset_always_ends_properly() {
 fn fail_mid_stream_ends_properly_and_then_nothing_more_is_written() {
     for f in fixtures() {
         for to in Format::ALL {
-            let mut t = Transcoder::new(f.format, to, EncodeOptions::default(), ());
+            let mut t = Transcoder::new(f.format, to, fixed_clock(), ());
             let mut out = BytesMut::new();
             t.feed(&f.bytes[..f.bytes.len() / 3], &mut out);
             t.fail("upstream timed out after 30 s", &mut out);
@@ -230,7 +271,7 @@ fn an_upstream_abort_ends_every_format_properly() {
         let out = transcode_chunks(
             Format::UiMessage,
             to,
-            EncodeOptions::default(),
+            fixed_clock(),
             DEFAULT_MAX_EVENT_BYTES,
             [&input[..]],
         );
@@ -240,9 +281,22 @@ fn an_upstream_abort_ends_every_format_properly() {
             Format::UiMessage => &last[last.len() - 2],
             Format::SessionDelta => &last[last.len() - 1],
             Format::TextDone => &last[last.len() - 2],
+            Format::AgUi => &last[last.len() - 1],
+            Format::OpenAiChat => &last[last.len() - 2],
+            Format::OpenAiResponses => &last[last.len() - 1],
         };
         match to {
             Format::UiMessage => assert_eq!(terminal["type"], "abort"),
+            Format::AgUi => {
+                assert_eq!(terminal["type"], "RUN_FINISHED");
+                assert_eq!(terminal["outcome"]["type"], "cancelled");
+            }
+            // No abort in Chat Completions: the answer stops.
+            Format::OpenAiChat => assert_eq!(terminal["choices"][0]["finish_reason"], "stop"),
+            Format::OpenAiResponses => {
+                assert_eq!(terminal["type"], "response.incomplete");
+                assert_eq!(terminal["response"]["status"], "incomplete");
+            }
             _ => assert_eq!(terminal["finishReason"], "interrupted"),
         }
     }
@@ -261,7 +315,7 @@ fn session_delta_tool_events_without_ids_pair_start_and_result() {
     let out = transcode_chunks(
         Format::SessionDelta,
         Format::UiMessage,
-        EncodeOptions::default(),
+        fixed_clock(),
         DEFAULT_MAX_EVENT_BYTES,
         [&input[..]],
     );
@@ -314,4 +368,13 @@ fn cli_reports_bad_input_and_bad_arguments() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown API `openai`"), "{stderr}");
+}
+
+/// Default options with a fixed `created` (the OpenAI encoders' clock), so that two runs
+/// compare equal.
+fn fixed_clock() -> EncodeOptions {
+    EncodeOptions {
+        created: Some(1_700_000_000),
+        ..Default::default()
+    }
 }

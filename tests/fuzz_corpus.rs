@@ -45,6 +45,26 @@ fn every_corpus_file_passes_the_fuzz_check() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A seed is named `<fixture>.<from>.to.<to>.<options>` or `nasty-<what>.to.<to>`: its
+/// selector byte must pick that pair (`% 6`, `/ 6 % 6`), else a change of the selector
+/// silently turned it into another test.
+#[test]
+fn every_corpus_name_agrees_with_its_selector() {
+    use agentgate::formats::Format;
+    let n = Format::ALL.len();
+    for (name, data) in corpus() {
+        let selector = usize::from(data[0]);
+        let (head, tail) = name
+            .split_once(".to.")
+            .unwrap_or_else(|| panic!("{name}: no `.to.`"));
+        let to = tail.split('.').next().unwrap();
+        assert_eq!(Format::ALL[selector / n % n].as_str(), to, "{name}");
+        if let Some((_, from)) = head.split_once('.') {
+            assert_eq!(Format::ALL[selector % n].as_str(), from, "{name}");
+        }
+    }
+}
+
 #[test]
 fn every_fixture_seeds_the_corpus() {
     let files = corpus();
@@ -96,7 +116,8 @@ proptest! {
         let f = which.get(&fixtures);
         // Keep the selector's input format that of the fixture, most of the time.
         let from = agentgate::formats::Format::ALL.iter().position(|x| *x == f.format).unwrap() as u8;
-        let selector = if selector % 4 == 0 { selector } else { selector / 3 % 85 * 3 + from };
+        let n = agentgate::formats::Format::ALL.len() as u8;
+        let selector = if selector % 4 == 0 { selector } else { selector / n % (256 / n as u16) as u8 * n + from };
         let mut data = vec![selector];
         data.extend_from_slice(&f.bytes);
         for e in edits {

@@ -1,10 +1,12 @@
 //! Golden tests: every fixture (`tests/fixtures/streams/<case>.<format>.sse`) transcoded into
-//! every format (3 × 3 pairs where the fixture exists) and into the four sync JSON bodies, compared
+//! every format (5 × 5 pairs where the fixture exists; the OpenAI outputs with a fixed `created`
+//! and the usage chunk) and into the sync JSON bodies, compared
 //! with `tests/fixtures/golden/`. Then every fixture is re-run split at every byte offset and fed
 //! one byte at a time: the output must not change.
 //!
 //! `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the goldens; review them before committing.
-//! Generated ids (`msg_<32 hex>`, `api:<uuid>` not present in the input) are normalised.
+//! Generated ids (`msg_<32 hex>`, `api:<uuid>`, `chatcmpl-<32 hex>`, `resp_<32 hex>` not present
+//! in the input) are normalised.
 
 mod common;
 
@@ -60,6 +62,16 @@ fn check_golden(name: &str, actual: &[u8]) -> Option<String> {
     ))
 }
 
+/// The options the goldens are written with: a fixed `created` (the OpenAI outputs' only
+/// clock-dependent field) and the openai-chat usage chunk.
+fn golden_options() -> EncodeOptions {
+    EncodeOptions {
+        include_usage: true,
+        created: Some(1_700_000_000),
+        ..Default::default()
+    }
+}
+
 fn transcode(f: &Fixture, to: Format, options: EncodeOptions, chunks: Vec<&[u8]>) -> Vec<u8> {
     let out = transcode_chunks(f.format, to, options, DEFAULT_MAX_EVENT_BYTES, chunks);
     normalise_generated_ids(&out, &f.bytes)
@@ -79,7 +91,7 @@ fn every_fixture_into_every_format_matches_its_golden() {
     let mut failures = Vec::new();
     for f in fixtures() {
         for to in Format::ALL {
-            let out = transcode(&f, to, EncodeOptions::default(), vec![&f.bytes]);
+            let out = transcode(&f, to, golden_options(), vec![&f.bytes]);
             assert_well_formed(to, &out);
             failures.extend(check_golden(
                 &format!("{}.{}.to.{}.sse", f.case, f.format, to),
@@ -101,7 +113,7 @@ fn ui_message_with_event_lines_matches_its_golden() {
         fixture("steps", Format::UiMessage),
         fixture("utf8", Format::SessionDelta),
     ] {
-        let out = transcode(&f, Format::UiMessage, options, vec![&f.bytes]);
+        let out = transcode(&f, Format::UiMessage, options.clone(), vec![&f.bytes]);
         assert_well_formed(Format::UiMessage, &out);
         failures.extend(check_golden(
             &format!("{}.{}.to.ui-message.event-lines.sse", f.case, f.format),
@@ -121,11 +133,11 @@ fn every_split_gives_the_same_output() {
     };
     for f in fixtures() {
         for to in Format::ALL {
-            let options = EncodeOptions::default();
-            let whole = transcode(&f, to, options, vec![&f.bytes]);
+            let options = golden_options();
+            let whole = transcode(&f, to, options.clone(), vec![&f.bytes]);
             for at in 0..=f.bytes.len() {
                 let (a, b) = f.bytes.split_at(at);
-                let split = transcode(&f, to, options, vec![a, b]);
+                let split = transcode(&f, to, options.clone(), vec![a, b]);
                 assert!(
                     split == whole,
                     "{} → {to} split at byte {at} differs:\n{}\n---- whole:\n{}",
@@ -136,10 +148,11 @@ fn every_split_gives_the_same_output() {
             }
             let mut runs = vec![(options, whole)];
             if to == Format::UiMessage {
-                runs.push((event_lines, transcode(&f, to, event_lines, vec![&f.bytes])));
+                let el = transcode(&f, to, event_lines.clone(), vec![&f.bytes]);
+                runs.push((event_lines.clone(), el));
             }
             for (options, whole) in runs {
-                let bytewise = transcode(&f, to, options, f.bytes.chunks(1).collect());
+                let bytewise = transcode(&f, to, options.clone(), f.bytes.chunks(1).collect());
                 assert!(
                     bytewise == whole,
                     "{} → {to} ({options:?}) fed one byte at a time differs:\n{}",
@@ -202,12 +215,52 @@ fn sync_bodies_match_their_golden() {
     report(failures);
 }
 
+/// `agentgate transcode --to json:openai-chat|json:openai-responses` (the non-stream
+/// `chat.completion` and Response objects) on every fixture with a tool call, reasoning or
+/// multi-byte text, whole and trickled.
+#[test]
+fn openai_sync_bodies_match_their_golden() {
+    let mut failures = Vec::new();
+    for f in fixtures()
+        .into_iter()
+        .filter(|f| ["tool", "utf8", "reasoning"].contains(&f.case.as_str()))
+    {
+        for to in [Format::OpenAiChat, Format::OpenAiResponses] {
+            let mut whole = Vec::new();
+            let target = Target::OpenAiJson(to);
+            let err = run(f.format, target, golden_options(), &f.bytes[..], &mut whole).unwrap();
+            assert!(err.is_none(), "{}: {err:?}", f.name());
+            let mut trickled = Vec::new();
+            run(
+                f.format,
+                target,
+                golden_options(),
+                Trickle(&f.bytes),
+                &mut trickled,
+            )
+            .unwrap();
+            let (whole, trickled) = (
+                normalise_generated_ids(&whole, &f.bytes),
+                normalise_generated_ids(&trickled, &f.bytes),
+            );
+            assert_eq!(whole, trickled, "{} → json:{to}", f.name());
+            failures.extend(check_golden(
+                &format!("{}.{}.to.json-{to}.json", f.case, f.format),
+                &whole,
+            ));
+        }
+    }
+    report(failures);
+}
+
 /// The binary itself (`agentgate transcode`) gives the golden output and exit code 0.
 #[test]
 fn cli_binary_writes_the_golden_output() {
     for (f, to) in [
         (fixture("steps", Format::UiMessage), "session-delta"),
         (fixture("utf8", Format::TextDone), "ui-message"),
+        (fixture("tool", Format::OpenAiChat), "session-delta"),
+        (fixture("tool", Format::OpenAiResponses), "ui-message"),
     ] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentgate"))
             .args(["transcode", "--from", f.format.as_str(), "--to", to])

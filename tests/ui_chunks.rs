@@ -255,6 +255,13 @@ fn an_unknown_chunk_type_passes_to_ui_message_and_is_left_out_elsewhere() {
         let future: Value = serde_json::from_str(future).unwrap();
         match to {
             Format::UiMessage => assert!(got.contains(&future), "{out}"),
+            // AG-UI carries it as a `CUSTOM` event named after its type.
+            Format::AgUi => assert!(
+                got.contains(
+                    &serde_json::json!({"type": "CUSTOM", "name": "hologram", "value": future})
+                ),
+                "{out}"
+            ),
             _ => assert!(!out.contains("hologram"), "{to}: {out}"),
         }
     }

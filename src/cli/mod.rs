@@ -69,11 +69,12 @@ enum Command {
     Usage(admin::UsageArgs),
     /// Transcode an SSE stream on stdin into another format on stdout, as it arrives.
     Transcode {
-        /// Input format: ui-message, session-delta or text-done.
+        /// Input format: ui-message, session-delta, text-done, ag-ui, openai-chat or
+        /// openai-responses.
         #[arg(long)]
         from: Format,
-        /// Output: a stream format, or json:<api> (pharen, chatbase, agents, guayaba) for
-        /// that API's sync body.
+        /// Output: a stream format, or json:<api> (pharen, chatbase, agents, guayaba,
+        /// openai-chat, openai-responses) for that API's sync body.
         #[arg(long)]
         to: Target,
         /// ui-message output: also write `event: <type>` lines (seed 002 style).
@@ -82,6 +83,9 @@ enum Command {
         /// text-done output: render tool calls and reasoning as text.
         #[arg(long)]
         tools_as_text: bool,
+        /// openai-chat output: write the usage chunk (`stream_options.include_usage`).
+        #[arg(long)]
+        include_usage: bool,
     },
 }
 
@@ -162,10 +166,13 @@ pub fn run() -> ExitCode {
             to,
             event_lines,
             tools_as_text,
+            include_usage,
         } => {
             let options = EncodeOptions {
                 event_lines,
                 tools_as_text,
+                include_usage,
+                ..Default::default()
             };
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();

@@ -10,20 +10,24 @@ use crate::fronts::Api;
 use crate::sse;
 use crate::transcode::Transcoder;
 
-/// Where `transcode` writes: a stream format, or `json:<api>` for that API's sync body.
+/// Where `transcode` writes: a stream format, or `json:<api>` for that API's sync body
+/// (`json:openai-chat` the `chat.completion` object, `json:openai-responses` the Response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Stream(Format),
     Json(Api),
+    /// `json:openai-chat` / `json:openai-responses`.
+    OpenAiJson(Format),
 }
 
 impl FromStr for Target {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.strip_prefix("json:") {
+            Some(f @ ("openai-chat" | "openai-responses")) => f.parse().map(Target::OpenAiJson),
             Some(api) => api.parse().map(Target::Json),
             None => s.parse().map(Target::Stream).map_err(|e| {
-                format!("{e}, or json:<api> with api one of pharen, chatbase, agents, guayaba")
+                format!("{e}, or json:<api> with api one of pharen, chatbase, agents, guayaba, openai-chat, openai-responses")
             }),
         }
     }
@@ -76,7 +80,7 @@ pub fn run(
             output.flush()?;
             Ok(transcoder.error().cloned())
         }
-        Target::Json(api) => {
+        Target::Json(_) | Target::OpenAiJson(_) => {
             let mut parser = sse::Parser::default();
             let mut decoder = Decoder::new(from);
             let mut aggregate = Aggregate::default();
@@ -88,7 +92,14 @@ pub fn run(
                 Ok(result.is_ok())
             })?;
             let error = result.and_then(|()| decoder.end()).err();
-            let body = api.sync_body(&aggregate, &SyncContext::default());
+            let ctx = SyncContext::default();
+            let body = match to {
+                Target::Json(api) => api.sync_body(&aggregate, &ctx),
+                Target::OpenAiJson(Format::OpenAiResponses) => {
+                    crate::formats::response_body(&aggregate, &options, &ctx)
+                }
+                _ => crate::formats::chat_completion_body(&aggregate, &options, &ctx),
+            };
             serde_json::to_writer_pretty(&mut output, &body)?;
             output.write_all(b"\n")?;
             output.flush()?;

@@ -408,7 +408,8 @@ fn bad_enum_values() {
     );
     assert_eq!(
         error("[[front]]\napi = \"agents\"\nformat = \"xml\"\n"),
-        "t.toml:3:10: unknown stream format `xml` (expected ui-message, session-delta or text-done)"
+        "t.toml:3:10: unknown stream format `xml` (expected ui-message, session-delta, text-done, \
+         ag-ui, openai-chat or openai-responses)"
     );
     assert_eq!(
         error("[server]\nlog_format = \"xml\"\n"),

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::event::{Event, FinishReason};
+use super::event::{Event, FinishReason, Usage};
 
 /// One tool call seen in an answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +24,9 @@ pub struct Aggregate {
     pub reasoning: String,
     pub tool_calls: Vec<ToolCall>,
     pub credits: Option<f64>,
+    /// Tokens the backend reported (OpenAI formats).
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
     pub finish_reason: Option<FinishReason>,
     /// Set when the answer ended in an error instead of a finish.
     pub error: Option<String>,
@@ -84,6 +87,8 @@ impl Aggregate {
             Event::Finish { reason, usage, .. } => {
                 self.finish_reason = *reason;
                 self.credits = usage.map(|u| u.credits);
+                self.input_tokens = usage.and_then(|u| u.input_tokens);
+                self.output_tokens = usage.and_then(|u| u.output_tokens);
                 self.finished = true;
             }
             Event::ToolInputError {
@@ -115,6 +120,15 @@ impl Aggregate {
                 self.finished = true;
             }
             _ => {}
+        }
+    }
+
+    /// The answer's usage: its credits (0 when none) and token counts.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            credits: self.credits.unwrap_or(0.0),
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
         }
     }
 

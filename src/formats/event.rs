@@ -298,11 +298,27 @@ impl Serialize for FinishReason {
     }
 }
 
-/// What an answer cost, in credits.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// What an answer cost, in credits, and the tokens the backend reported where its format
+/// carries them (the OpenAI formats; 0 credits there when the backend reported only tokens).
+/// The other formats write only `credits`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct Usage {
     #[serde(serialize_with = "serialize_credits")]
     pub credits: f64,
+    #[serde(skip)]
+    pub input_tokens: Option<u64>,
+    #[serde(skip)]
+    pub output_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Usage of `credits`, without token counts.
+    pub fn credits(credits: f64) -> Usage {
+        Usage {
+            credits,
+            ..Usage::default()
+        }
+    }
 }
 
 /// Writes whole credit amounts as integers (`2`, not `2.0`).
@@ -364,5 +380,5 @@ pub(crate) fn usage_in_metadata(metadata: &RawValue) -> Option<Usage> {
     }
     let meta: Meta = serde_json::from_str(metadata.get()).ok()?;
     let credits = meta.usage?.credits?;
-    credits.is_finite().then_some(Usage { credits })
+    credits.is_finite().then_some(Usage::credits(credits))
 }

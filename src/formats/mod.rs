@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// One of the three agent stream formats agentgate speaks (SPEC §2).
+/// One of the agent stream formats agentgate speaks (SPEC §2, §10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// Vercel AI SDK UIMessage stream (`data:` JSON chunks, `[DONE]`).
@@ -12,16 +12,32 @@ pub enum Format {
     SessionDelta,
     /// `text` / `done` / `[DONE]` (seed 003).
     TextDone,
+    /// AG-UI events (`RUN_STARTED` … `RUN_FINISHED`; SPEC §9).
+    AgUi,
+    /// OpenAI Chat Completions `chat.completion.chunk` stream (SPEC §10).
+    OpenAiChat,
+    /// OpenAI Responses streaming events (SPEC §10).
+    OpenAiResponses,
 }
 
 impl Format {
-    pub const ALL: [Format; 3] = [Format::UiMessage, Format::SessionDelta, Format::TextDone];
+    pub const ALL: [Format; 6] = [
+        Format::UiMessage,
+        Format::SessionDelta,
+        Format::TextDone,
+        Format::AgUi,
+        Format::OpenAiChat,
+        Format::OpenAiResponses,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Format::UiMessage => "ui-message",
             Format::SessionDelta => "session-delta",
             Format::TextDone => "text-done",
+            Format::AgUi => "ag-ui",
+            Format::OpenAiChat => "openai-chat",
+            Format::OpenAiResponses => "openai-responses",
         }
     }
 }
@@ -39,8 +55,12 @@ impl FromStr for Format {
             "ui-message" | "ui" => Ok(Format::UiMessage),
             "session-delta" | "sd" => Ok(Format::SessionDelta),
             "text-done" | "td" => Ok(Format::TextDone),
+            "ag-ui" => Ok(Format::AgUi),
+            "openai-chat" => Ok(Format::OpenAiChat),
+            "openai-responses" => Ok(Format::OpenAiResponses),
             other => Err(format!(
-                "unknown stream format `{other}` (expected ui-message, session-delta or text-done)"
+                "unknown stream format `{other}` (expected ui-message, session-delta, text-done, \
+                 ag-ui, openai-chat or openai-responses)"
             )),
         }
     }
@@ -53,16 +73,22 @@ impl<'de> serde::Deserialize<'de> for Format {
     }
 }
 
+mod ag_ui;
 mod aggregate;
 mod event;
 mod fast;
+mod openai_chat;
+mod openai_responses;
 mod parts;
 mod session_delta;
 mod text_done;
 mod ui;
 
+pub use ag_ui::{AgUiDecoder, AgUiEncoder};
 pub use aggregate::{Aggregate, SyncContext, ToolCall};
 pub use event::{serialize_credits, CowStr, Event, FinishReason, Json, Str, Usage};
+pub use openai_chat::{chat_completion_body, OpenAiChatDecoder, OpenAiChatEncoder};
+pub use openai_responses::{response_body, OpenAiResponsesDecoder, OpenAiResponsesEncoder};
 pub use parts::UiParts;
 pub use session_delta::{SessionDeltaDecoder, SessionDeltaEncoder};
 pub use text_done::{TextDoneDecoder, TextDoneEncoder};
@@ -123,6 +149,9 @@ pub enum Decoder {
     Ui(UiDecoder),
     SessionDelta(SessionDeltaDecoder),
     TextDone(TextDoneDecoder),
+    AgUi(AgUiDecoder),
+    OpenAiChat(OpenAiChatDecoder),
+    OpenAiResponses(OpenAiResponsesDecoder),
 }
 
 impl Decoder {
@@ -131,6 +160,9 @@ impl Decoder {
             Format::UiMessage => Decoder::Ui(UiDecoder::default()),
             Format::SessionDelta => Decoder::SessionDelta(SessionDeltaDecoder::default()),
             Format::TextDone => Decoder::TextDone(TextDoneDecoder::default()),
+            Format::AgUi => Decoder::AgUi(AgUiDecoder::default()),
+            Format::OpenAiChat => Decoder::OpenAiChat(OpenAiChatDecoder::default()),
+            Format::OpenAiResponses => Decoder::OpenAiResponses(OpenAiResponsesDecoder::default()),
         }
     }
 
@@ -154,6 +186,9 @@ impl Decoder {
             Decoder::Ui(d) => d.decode(sse, emit),
             Decoder::SessionDelta(d) => d.decode(sse, &mut |event| emit(event, None)),
             Decoder::TextDone(d) => d.decode(sse, &mut |event| emit(event, None)),
+            Decoder::AgUi(d) => d.decode(sse, &mut |event| emit(event, None)),
+            Decoder::OpenAiChat(d) => d.decode(sse, &mut |event| emit(event, None)),
+            Decoder::OpenAiResponses(d) => d.decode(sse, &mut |event| emit(event, None)),
         }
     }
 
@@ -163,17 +198,30 @@ impl Decoder {
             Decoder::Ui(d) => d.end(),
             Decoder::SessionDelta(d) => d.end(),
             Decoder::TextDone(d) => d.end(),
+            Decoder::AgUi(d) => d.end(),
+            Decoder::OpenAiChat(d) => d.end(),
+            Decoder::OpenAiResponses(d) => d.end(),
         }
     }
 }
 
-/// Encoder settings a front may choose (SPEC §2, §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Encoder settings a front may choose (SPEC §2, §6, §10).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EncodeOptions {
     /// ui-message: write an `event: <type>` line before each `data:` line (seed 002 style).
     pub event_lines: bool,
     /// text-done: render tool calls and reasoning as text rather than dropping them.
     pub tools_as_text: bool,
+    /// openai-chat: write the usage chunk (`choices: []`) before `[DONE]`
+    /// (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// openai-chat / openai-responses: `model` (default `agentgate`).
+    pub model: Option<std::sync::Arc<str>>,
+    /// openai-chat / openai-responses: the completion's / response's `id` (default: generated,
+    /// `chatcmpl-<32 hex>` / `resp_<32 hex>`).
+    pub response_id: Option<std::sync::Arc<str>>,
+    /// openai-chat / openai-responses: `created` / `created_at`, Unix seconds (default: now).
+    pub created: Option<u64>,
 }
 
 /// Turns canonical events into one format's SSE bytes, filling in what the format needs.
@@ -182,6 +230,9 @@ pub enum Encoder {
     Ui(UiEncoder),
     SessionDelta(SessionDeltaEncoder),
     TextDone(TextDoneEncoder),
+    AgUi(AgUiEncoder),
+    OpenAiChat(OpenAiChatEncoder),
+    OpenAiResponses(OpenAiResponsesEncoder),
 }
 
 impl Encoder {
@@ -190,6 +241,11 @@ impl Encoder {
             Format::UiMessage => Encoder::Ui(UiEncoder::new(options.event_lines)),
             Format::SessionDelta => Encoder::SessionDelta(SessionDeltaEncoder::default()),
             Format::TextDone => Encoder::TextDone(TextDoneEncoder::new(options.tools_as_text)),
+            Format::AgUi => Encoder::AgUi(AgUiEncoder::default()),
+            Format::OpenAiChat => Encoder::OpenAiChat(OpenAiChatEncoder::new(&options)),
+            Format::OpenAiResponses => {
+                Encoder::OpenAiResponses(OpenAiResponsesEncoder::new(&options))
+            }
         }
     }
 
@@ -208,6 +264,9 @@ impl Encoder {
             Encoder::Ui(e) => e.encode_chunk(event, chunk, out),
             Encoder::SessionDelta(e) => e.encode(event, out),
             Encoder::TextDone(e) => e.encode(event, out),
+            Encoder::AgUi(e) => e.encode(event, out),
+            Encoder::OpenAiChat(e) => e.encode(event, out),
+            Encoder::OpenAiResponses(e) => e.encode(event, out),
         }
     }
 
@@ -217,6 +276,9 @@ impl Encoder {
             Encoder::Ui(e) => e.is_done(),
             Encoder::SessionDelta(e) => e.is_done(),
             Encoder::TextDone(e) => e.is_done(),
+            Encoder::AgUi(e) => e.is_done(),
+            Encoder::OpenAiChat(e) => e.is_done(),
+            Encoder::OpenAiResponses(e) => e.is_done(),
         }
     }
 

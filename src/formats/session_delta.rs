@@ -155,7 +155,7 @@ impl SessionDeltaDecoder {
                         .usage
                         .and_then(|u| u.credits)
                         .filter(|c| c.is_finite())
-                        .map(|credits| Usage { credits }),
+                        .map(Usage::credits),
                     metadata: None,
                 });
             }

@@ -79,7 +79,7 @@ impl TextDoneDecoder {
                     .usage
                     .and_then(|u| u.credits)
                     .filter(|c| c.is_finite())
-                    .map(|credits| Usage { credits });
+                    .map(Usage::credits);
                 let reason = wire.finish_reason.map(|r| FinishReason::parse(&r.0));
                 if let Some(id) = wire.conversation_id {
                     // The backend reveals its conversation id here; pass it on as metadata.

@@ -867,7 +867,7 @@ mod tests {
         enc.encode(
             &Event::Finish {
                 reason: None,
-                usage: usage.map(|credits| Usage { credits }),
+                usage: usage.map(Usage::credits),
                 metadata: raw.map(Json::owned),
             },
             &mut out,

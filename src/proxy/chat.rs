@@ -337,6 +337,7 @@ impl Gateway {
             EncodeOptions {
                 event_lines: front.event_lines,
                 tools_as_text: front.tools_as_text,
+                ..Default::default()
             },
             a.meter,
         );

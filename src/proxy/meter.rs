@@ -191,7 +191,7 @@ impl ChatMeter {
     }
 
     fn finish_metadata(&self, credits: f64) -> Option<Json<'static>> {
-        let usage = Usage { credits };
+        let usage = Usage::credits(credits);
         let ids = crate::apis::FinishIds {
             conversation_id: &self.ids.conversation_id,
             message_id: &self.ids.message_id,
@@ -303,7 +303,11 @@ impl ChatMeter {
                 let charged = self.charge();
                 self.charged = Some(charged);
                 self.finished = true;
-                *usage = Some(Usage { credits: charged });
+                // The backend's token counts stay for the formats that carry them.
+                *usage = Some(Usage {
+                    credits: charged,
+                    ..usage.unwrap_or_default()
+                });
                 // agentgate's keys over the backend's, which are kept (SPEC §8).
                 *metadata = merge_metadata(metadata.take(), self.finish_metadata(charged));
             }

@@ -252,8 +252,7 @@ impl TeamRun {
         let mut encoder = Encoder::new(
             Format::UiMessage,
             EncodeOptions {
-                event_lines: false,
-                tools_as_text: false,
+                ..Default::default()
             },
         );
         let mut out = BytesMut::new();
@@ -299,7 +298,7 @@ impl TeamRun {
         encoder.encode(
             &Event::Finish {
                 reason: Some(FinishReason::Stop),
-                usage: Some(Usage { credits: total }),
+                usage: Some(Usage::credits(total)),
                 metadata: Some(Json::from_value(&meta)),
             },
             &mut out,

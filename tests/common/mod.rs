@@ -73,6 +73,7 @@ pub fn expected_text_parts(case: &str) -> &'static [&'static str] {
             "Let me look that up.\n\n",
             "The install guide says: run `agentgate serve` with a config file.",
         ],
+        "state" => &["Here is a plan for Lisbon.", "Booked 4 nights."],
         // The reset step's text ("DISCARDED draft") is not a part.
         "parts" => &["Here is what I found.", " Two sources."],
         "utf8" => &["Café crème, s'il vous plaît. 日本語のテキスト。👋🏽 👩\u{200d}👩\u{200d}👧\u{200d}👦 🏳\u{fe0f}\u{200d}🌈 ✓ Ünïcödé 😀"],
@@ -102,6 +103,13 @@ pub fn bad_inputs() -> Vec<BadInput> {
         "event: session\ndata: {\"type\":\"session\",\"sessionKey\":\"api:bad\"}\n\n\
         event: delta\ndata: {\"type\":\"delta\",\"text\":\"Partial answer\"}\n\n";
     const TD_HEAD: &str = "data: {\"type\":\"text\",\"content\":\"Partial answer\"}\n\n";
+    const AG_HEAD: &str =
+        "data: {\"type\":\"RUN_STARTED\",\"threadId\":\"thread_bad\",\"runId\":\"run_bad\"}\n\n\
+        data: {\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\",\"role\":\"assistant\"}\n\n\
+        data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"Partial answer\"}\n\n";
+    const OC_HEAD: &str = "data: {\"id\":\"chatcmpl-bad\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Partial answer\"},\"finish_reason\":null}]}\n\n";
+    const OR_HEAD: &str = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_bad\",\"object\":\"response\",\"status\":\"in_progress\",\"output\":[]},\"sequence_number\":0}\n\n\
+        event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Partial answer\",\"sequence_number\":1}\n\n";
     let big = "x".repeat(4096);
     let case = |name, format, head: &str, tail: &str, max_event, needle| BadInput {
         name,
@@ -240,6 +248,128 @@ pub fn bad_inputs() -> Vec<BadInput> {
             Format::TextDone,
             TD_HEAD,
             "",
+            MAX,
+            "before it finished",
+        ),
+        case(
+            "malformed-json",
+            Format::AgUi,
+            AG_HEAD,
+            "data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"oops}\n\n",
+            MAX,
+            "malformed JSON",
+        ),
+        case(
+            "missing-field",
+            Format::AgUi,
+            AG_HEAD,
+            "data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\"}\n\n",
+            MAX,
+            "without `delta`",
+        ),
+        case(
+            "missing-field",
+            Format::AgUi,
+            AG_HEAD,
+            "data: {\"type\":\"TOOL_CALL_ARGS\",\"toolCallId\":\"never-started\",\"delta\":\"{}\"}\n\n",
+            MAX,
+            "not open",
+        ),
+        case(
+            "too-large",
+            Format::AgUi,
+            AG_HEAD,
+            &format!(
+                "data: {{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"{big}\"}}\n\n"
+            ),
+            1024,
+            "larger than 1024 bytes",
+        ),
+        case(
+            "upstream-error",
+            Format::AgUi,
+            AG_HEAD,
+            "data: {\"type\":\"RUN_ERROR\",\"message\":\"model overloaded\",\"code\":\"overloaded\"}\n\n",
+            MAX,
+            "model overloaded",
+        ),
+        case(
+            "truncated",
+            Format::AgUi,
+            AG_HEAD,
+            "data: {\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\" and the rest",
+            MAX,
+            "before it finished",
+        ),
+        case(
+            "malformed-json",
+            Format::OpenAiChat,
+            OC_HEAD,
+            "data: {\"id\":\"chatcmpl-bad\",\"choices\":[\n\n",
+            MAX,
+            "malformed JSON",
+        ),
+        case(
+            "malformed-json",
+            Format::OpenAiResponses,
+            OR_HEAD,
+            "event: response.output_text.delta\ndata: {\"type\":\n\n",
+            MAX,
+            "malformed JSON",
+        ),
+        case(
+            "unknown-type",
+            Format::OpenAiResponses,
+            OR_HEAD,
+            "event: thread.message\ndata: {\"type\":\"thread.message\"}\n\n",
+            MAX,
+            "unknown event type `thread.message`",
+        ),
+        case(
+            "missing-field",
+            Format::OpenAiResponses,
+            OR_HEAD,
+            "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":1,\"sequence_number\":2}\n\n",
+            MAX,
+            "without `item`",
+        ),
+        case(
+            "upstream-error",
+            Format::OpenAiChat,
+            OC_HEAD,
+            "data: {\"error\":{\"message\":\"model overloaded\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\ndata: [DONE]\n\n",
+            MAX,
+            "model overloaded",
+        ),
+        case(
+            "upstream-error",
+            Format::OpenAiResponses,
+            OR_HEAD,
+            "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"model overloaded\",\"param\":null,\"sequence_number\":2}\n\n",
+            MAX,
+            "model overloaded",
+        ),
+        case(
+            "too-large",
+            Format::OpenAiChat,
+            OC_HEAD,
+            &format!(": {big}\n\n"),
+            1024,
+            "larger than 1024 bytes",
+        ),
+        case(
+            "truncated",
+            Format::OpenAiChat,
+            OC_HEAD,
+            "data: {\"id\":\"chatcmpl-bad\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            MAX,
+            "before it finished",
+        ),
+        case(
+            "truncated",
+            Format::OpenAiResponses,
+            OR_HEAD,
+            "event: response.output_text.done\ndata: {\"type\":\"response.output_te",
             MAX,
             "before it finished",
         ),
