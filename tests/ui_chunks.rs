@@ -255,7 +255,9 @@ fn an_unknown_chunk_type_passes_to_ui_message_and_is_left_out_elsewhere() {
             matches!(
                 c["type"].as_str(),
                 Some("error" | "RUN_ERROR" | "response.failed")
-            ) || c.get("error").is_some_and(|e| !e.is_null() && c["type"].is_null())
+            ) || c
+                .get("error")
+                .is_some_and(|e| !e.is_null() && c["type"].is_null())
         };
         assert!(!got.iter().any(is_error), "{to}: {out}");
         assert!(!out.contains("event: error"), "{to}: {out}");
