@@ -9,6 +9,7 @@
 //! - [`config`]: TOML config → validated immutable [`config::Config`].
 //! - [`proxy`]: the request pipeline, the metering hook and the streaming response body.
 //! - [`upstream`]: requests rewritten into each backend API; the pooled client.
+//! - [`app`]: the composition root: store, policy, metrics, snapshot and gateway from a config.
 //! - [`server`]: listeners, TLS, graceful shutdown, the admin listener.
 //! - [`reload`]: live config reload (SIGHUP, file change) with an atomic snapshot swap.
 //! - [`health`]: backend health checks.
@@ -29,6 +30,7 @@
 
 pub mod admin;
 pub mod apis;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -39,6 +41,7 @@ pub mod fronts;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 
 use crate::admin::{self, console, http::AdminCtx};
+use crate::app::App;
 use crate::auth::{self, KeyKind, KeyLimits, NewKeySpec, Scopes};
 use crate::config::{Config, StoreUrl, TlsConfig};
 use crate::metrics::Metrics;
@@ -130,26 +131,14 @@ async fn stop_admin(admin: Option<(JoinSet<()>, CancellationToken)>) {
 
 /// Starts demo backends, the gateway and every listener of `config`.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
-    let config = Arc::new(config);
-    let policy = Arc::new(Policy::open(&config).await.map_err(ServerError::Setup)?);
-    Policy::spawn_maintenance(&policy);
-    let streams_end = CancellationToken::new();
-    let metrics = Arc::new(Metrics::with_fail_open({
-        let policy = policy.clone();
-        Box::new(move || policy.limiter().fail_open_count())
-    }));
-    let reloader = Reloader::start(config.clone(), |snapshot| {
-        Arc::new(Gateway::new(
-            snapshot,
-            policy.clone(),
-            metrics.clone(),
-            streams_end.clone(),
-        ))
-    })
-    .await
-    .map_err(ServerError::Setup)?;
-    metrics.config_loaded();
-    let gateway = reloader.gateway().clone();
+    let App {
+        config,
+        policy,
+        streams_end,
+        reloader,
+        gateway,
+        ..
+    } = App::build(config).await.map_err(ServerError::Setup)?;
     if reloader.has_demo_agents().await {
         bootstrap_demo_key(&policy, &config).await;
     }
@@ -496,10 +485,8 @@ impl AdminBodyError {
             AdminBodyError::Timeout(_) => (http::StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             AdminBodyError::Unreadable(_) => (http::StatusCode::BAD_REQUEST, "bad_request"),
         };
-        let body = serde_json::json!({
-            "error": {"code": code, "message": self.to_string(), "details": {}}
-        });
-        let mut r = http::Response::new(Bytes::from(body.to_string()));
+        let body = crate::fronts::ApiError::new(status, code, self.to_string()).body();
+        let mut r = http::Response::new(body);
         *r.status_mut() = status;
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -549,11 +536,14 @@ async fn config_endpoint(
         );
         r
     };
-    let error = |status, code: &str, message: &str| {
-        json(
-            status,
-            serde_json::json!({"error": {"code": code, "message": message, "details": {}}}),
-        )
+    let error = |status, code: &'static str, message: &str| {
+        let mut r = http::Response::new(crate::fronts::ApiError::new(status, code, message).body());
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
     };
     if !ctx.authorized(&req) {
         let mut refused = error(

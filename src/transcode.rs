@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use crate::formats::{DecodeError, Decoder, EncodeOptions, Encoder, Event, Format};
 use crate::sse::{self, SseError};
 
-/// What a [`Meter`] tells the transcoder after seeing an event.
+/// What an [`EventTap`] tells the transcoder after seeing an event.
 pub enum Flow {
     Continue,
     /// Write this terminal event after the current one and end the stream (e.g. credits ran out).
@@ -20,18 +20,18 @@ pub enum Flow {
 /// Sees every canonical event between decoder and encoder, and may rewrite it. This is the
 /// one point where usage is metered, whatever the two formats are. `chunk` is the ui-message
 /// chunk the event was read from, when the upstream speaks ui-message.
-pub trait Meter {
+pub trait EventTap {
     fn on_event(&mut self, event: &mut Event<'_>, chunk: Option<&RawValue>) -> Flow;
 }
 
 /// No metering.
-impl Meter for () {
+impl EventTap for () {
     fn on_event(&mut self, _: &mut Event<'_>, _: Option<&RawValue>) -> Flow {
         Flow::Continue
     }
 }
 
-pub struct Transcoder<M: Meter = ()> {
+pub struct Transcoder<M: EventTap = ()> {
     parser: sse::Parser,
     decoder: Decoder,
     encoder: Encoder,
@@ -43,7 +43,7 @@ pub struct Transcoder<M: Meter = ()> {
     held: Option<(Event<'static>, Option<Box<RawValue>>)>,
 }
 
-impl<M: Meter> Transcoder<M> {
+impl<M: EventTap> Transcoder<M> {
     pub fn new(from: Format, to: Format, options: EncodeOptions, meter: M) -> Self {
         Self::with_max_event(from, to, options, meter, sse::DEFAULT_MAX_EVENT_BYTES)
     }

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use agentgate::formats::{EncodeOptions, Event, FinishReason, Format, Json, Usage};
 use agentgate::fuzzing::{assert_well_formed, parse_sse, transcode_chunks};
 use agentgate::sse::DEFAULT_MAX_EVENT_BYTES;
-use agentgate::transcode::{encode_all, Flow, Meter, Transcoder};
+use agentgate::transcode::{encode_all, EventTap, Flow, Transcoder};
 use bytes::BytesMut;
 use serde_json::{json, Value};
 
@@ -308,7 +308,7 @@ fn errored_truncated_and_cut_off_streams_as_ag_ui_are_accepted_by_the_ag_ui_clie
 /// finish with reason `length` after the first text or reasoning delta.
 struct CutOff;
 
-impl Meter for CutOff {
+impl EventTap for CutOff {
     fn on_event(&mut self, event: &mut Event<'_>, _: Option<&serde_json::value::RawValue>) -> Flow {
         match event {
             Event::Start {
@@ -439,7 +439,7 @@ fn message_ids_are_made_from_the_run_never_reused_across_runs() {
 
 struct RunIds(&'static str);
 
-impl Meter for RunIds {
+impl EventTap for RunIds {
     fn on_event(&mut self, event: &mut Event<'_>, _: Option<&serde_json::value::RawValue>) -> Flow {
         if let Event::Start { message_id, .. } = event {
             *message_id = Some(self.0.into());

@@ -142,3 +142,61 @@ async fn lease_mode_refuses_a_sqlite_store() {
         0
     );
 }
+
+/// A stream's keep-alive goes through the ledger: a reservation's expiry moves in the store
+/// while it is pending and not after it settled; in lease mode there is no reservation row
+/// and extending does nothing (it reports success without asking the store, which knows no
+/// such reservation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keep_alive_extends_through_the_ledger_and_does_nothing_in_lease_mode() {
+    let Some(fx) = fixture_on(Backend::Postgres, LedgerConfig::default()).await else {
+        return;
+    };
+    fx.ledger.grant("acme", 10.0, None).await.expect("grant");
+    let r = fx
+        .ledger
+        .reserve(req("acme", "plain", 1.0, 1.0))
+        .await
+        .expect("reserved");
+    let before = fx.store.reservation("plain").await.expect("read");
+    let before = before.expect("row").expires_at;
+    let extender = r.extender();
+    assert!(!extender.is_noop());
+    // The default reservation timeout is 15 minutes: an hour is later whatever the clock.
+    assert!(extender
+        .extend(Duration::from_secs(3600))
+        .await
+        .expect("extended"));
+    let after = fx.store.reservation("plain").await.expect("read");
+    assert!(after.expect("row").expires_at > before);
+    r.settle(1.0).await.expect("settled");
+    assert!(!extender
+        .extend(Duration::from_secs(3600))
+        .await
+        .expect("ran"));
+
+    let leased = Ledger::new(
+        fx.second_handle().await,
+        lease_config(5, Duration::from_secs(30)),
+    );
+    let r = leased
+        .reserve(req("acme", "leased", 1.0, 1.0))
+        .await
+        .expect("reserved from a lease");
+    let extender = r.extender();
+    assert!(extender.is_noop());
+    assert!(extender
+        .extend(Duration::from_secs(3600))
+        .await
+        .expect("nothing to do"));
+    assert!(r.extend().await.expect("nothing to do"));
+    assert!(fx
+        .store
+        .reservation("leased")
+        .await
+        .expect("read")
+        .is_none());
+    r.settle(1.0).await.expect("settled into the lease");
+    leased.release_leases().await.expect("released");
+    fx.ledger.check_invariants().await.expect("sums match");
+}

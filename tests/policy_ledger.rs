@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentgate::credits::{Begin, CreditError, Ledger, LedgerConfig};
+use agentgate::credits::{CreditError, Ledger, LedgerConfig};
+use agentgate::idempotency::Begin;
 use agentgate::store::{now_ms, SettleOutcome, SettleRequest};
 use policy_support::{fixture_on, req, short_timeouts, Backend};
 use tokio::sync::Barrier;
@@ -339,42 +340,28 @@ async fn idempotency_states_on(backend: Backend) {
     let Some(fx) = fixture_on(backend, short_timeouts()).await else {
         return;
     };
-    let l = &fx.ledger;
-    let Begin::New(token) = l
-        .idempotency_begin("acme", "k1", "hash-a")
-        .await
-        .expect("begin")
-    else {
+    let l = fx.ledger.idempotency();
+    let Begin::New(token) = l.begin("acme", "k1", "hash-a").await.expect("begin") else {
         panic!("first use is new");
     };
     assert!(matches!(
-        l.idempotency_begin("acme", "k1", "hash-a")
-            .await
-            .expect("b"),
+        l.begin("acme", "k1", "hash-a").await.expect("b"),
         Begin::InFlight
     ));
     assert!(matches!(
-        l.idempotency_begin("acme", "k1", "hash-b")
-            .await
-            .expect("b"),
+        l.begin("acme", "k1", "hash-b").await.expect("b"),
         Begin::Conflict
     ));
     // Another account may use the same key.
     assert!(matches!(
-        l.idempotency_begin("other", "k1", "hash-b")
-            .await
-            .expect("b"),
+        l.begin("other", "k1", "hash-b").await.expect("b"),
         Begin::New(_)
     ));
     assert!(l
         .complete(token, 200, "application/json", b"{\"ok\":true}")
         .await
         .expect("done"));
-    match l
-        .idempotency_begin("acme", "k1", "hash-a")
-        .await
-        .expect("b")
-    {
+    match l.begin("acme", "k1", "hash-a").await.expect("b") {
         Begin::Replay {
             status,
             content_type,
@@ -386,18 +373,16 @@ async fn idempotency_states_on(backend: Backend) {
         other => panic!("expected replay, got {other:?}"),
     }
     assert!(matches!(
-        l.idempotency_begin("acme", "k1", "hash-b")
-            .await
-            .expect("b"),
+        l.begin("acme", "k1", "hash-b").await.expect("b"),
         Begin::Conflict
     ));
 
     // Abandoned (the process died): retryable after the timeout, and the old claim is dead.
-    let Begin::New(old) = l.idempotency_begin("acme", "k2", "h").await.expect("b") else {
+    let Begin::New(old) = l.begin("acme", "k2", "h").await.expect("b") else {
         panic!("new");
     };
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let Begin::New(newer) = l.idempotency_begin("acme", "k2", "h").await.expect("b") else {
+    let Begin::New(newer) = l.begin("acme", "k2", "h").await.expect("b") else {
         panic!("abandoned claim is taken over");
     };
     assert!(!l
@@ -407,7 +392,7 @@ async fn idempotency_states_on(backend: Backend) {
     // Aborting releases the key for an immediate retry.
     assert!(l.abort(newer).await.expect("aborted"));
     assert!(matches!(
-        l.idempotency_begin("acme", "k2", "h").await.expect("b"),
+        l.begin("acme", "k2", "h").await.expect("b"),
         Begin::New(_)
     ));
 }
@@ -423,42 +408,32 @@ async fn idempotency_records_expire_on(backend: Backend) {
     let Some(fx) = fixture_on(backend, cfg).await else {
         return;
     };
-    let l = &fx.ledger;
-    let Begin::New(done) = l.idempotency_begin("acme", "done", "h1").await.expect("b") else {
+    let l = fx.ledger.idempotency();
+    let Begin::New(done) = l.begin("acme", "done", "h1").await.expect("b") else {
         panic!("new");
     };
     assert!(l.complete(done, 200, "text/plain", b"ok").await.expect("c"));
-    let Begin::New(_running) = l
-        .idempotency_begin("acme", "running", "h")
-        .await
-        .expect("b")
-    else {
+    let Begin::New(_running) = l.begin("acme", "running", "h").await.expect("b") else {
         panic!("new");
     };
     let now = now_ms();
-    assert_eq!(
-        l.expire_idempotency(now).await.expect("x"),
-        0,
-        "within the TTL"
-    );
+    assert_eq!(l.expire(now).await.expect("x"), 0, "within the TTL");
     assert!(matches!(
-        l.idempotency_begin("acme", "done", "h2").await.expect("b"),
+        l.begin("acme", "done", "h2").await.expect("b"),
         Begin::Conflict
     ));
     // Past the TTL: the answer is deleted, the live claim (locked for 10 minutes) stays.
     let later = now + 61_000;
-    assert_eq!(l.expire_idempotency(later).await.expect("x"), 1);
+    assert_eq!(l.expire(later).await.expect("x"), 1);
     assert!(matches!(
-        l.idempotency_begin("acme", "running", "h")
-            .await
-            .expect("b"),
+        l.begin("acme", "running", "h").await.expect("b"),
         Begin::InFlight
     ));
     // The key is free again, with any body.
     assert!(matches!(
-        l.idempotency_begin("acme", "done", "h2").await.expect("b"),
+        l.begin("acme", "done", "h2").await.expect("b"),
         Begin::New(_)
     ));
     // Once their locks have run out too, the abandoned claims go as well.
-    assert_eq!(l.expire_idempotency(now + 601_000).await.expect("x"), 2);
+    assert_eq!(l.expire(now + 601_000).await.expect("x"), 2);
 }

@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 use super::{key_json, usage_json, AdminError};
 use crate::auth::{self, KeyKind, KeyLimits, KeySpecError, NewKeySpec, Scopes};
 use crate::credits::{from_milli, CreditError, Ledger};
+use crate::fronts::ApiError;
 use crate::store::time::{format_rfc3339, parse_rfc3339};
 use crate::store::{now_ms, RevokeOutcome, Store, UsageFilter};
 
@@ -54,40 +55,23 @@ impl AdminCtx {
     }
 }
 
-struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    details: Value,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            details: Value::Null,
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-    }
+/// A failed admin request: the same error body as the fronts' (`{"error":{code,message,details}}`).
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
 }
 
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> ApiError {
         match e {
-            AdminError::Input(m) | AdminError::Config(m) => ApiError::bad_request(m),
+            AdminError::Input(m) | AdminError::Config(m) => bad_request(m),
             AdminError::KeyNotFound(id) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!("key {id} not found"),
             ),
             AdminError::Key(KeySpecError::Store(e)) | AdminError::Store(e) => internal(&e),
-            AdminError::Key(e) => ApiError::bad_request(e.to_string()),
-            AdminError::Credits(CreditError::InvalidAmount(m)) => ApiError::bad_request(m),
+            AdminError::Key(e) => bad_request(e.to_string()),
+            AdminError::Credits(CreditError::InvalidAmount(m)) => bad_request(m),
             AdminError::Credits(e) => internal(&e),
             AdminError::Io(e) => internal(&e),
         }
@@ -103,23 +87,25 @@ fn internal(e: &dyn std::fmt::Display) -> ApiError {
     )
 }
 
-/// The admin API's error body.
-pub(crate) fn error_json(code: &str, message: &str) -> Value {
-    json!({ "error": { "code": code, "message": message, "details": null } })
+/// The admin API's error body (the fronts' [`ApiError`] body).
+pub(crate) fn error_json(code: &'static str, message: &str) -> Value {
+    let e = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, message);
+    serde_json::from_slice(&e.body()).unwrap_or(Value::Null)
 }
 
 /// 401 with `WWW-Authenticate: Bearer`.
 pub(crate) fn unauthorized() -> Response<Bytes> {
-    let mut resp = error_response(ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or wrong admin token",
-    ));
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    resp
+    error_response(
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong admin token",
+        )
+        .with_header(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        ),
+    )
 }
 
 pub(crate) fn respond(status: StatusCode, body: &Value) -> Response<Bytes> {
@@ -133,10 +119,16 @@ pub(crate) fn respond(status: StatusCode, body: &Value) -> Response<Bytes> {
 }
 
 fn error_response(e: ApiError) -> Response<Bytes> {
-    respond(
-        e.status,
-        &json!({ "error": { "code": e.code, "message": e.message, "details": e.details } }),
-    )
+    let mut resp = Response::new(e.body());
+    *resp.status_mut() = e.status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    for (name, value) in e.headers {
+        resp.headers_mut().append(name, value);
+    }
+    resp
 }
 
 /// Handles one admin request.
@@ -193,7 +185,7 @@ fn not_found(path: &str) -> ApiError {
 
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        let mut err = ApiError::bad_request("malformed JSON body");
+        let mut err = bad_request("malformed JSON body");
         err.details = json!({ "reason": e.to_string() });
         err
     })
@@ -233,13 +225,13 @@ async fn create_key(body: &Bytes, ctx: &AdminCtx) -> Result<(StatusCode, Value),
         .as_deref()
         .unwrap_or("agent")
         .parse()
-        .map_err(|e: auth::UnknownKind| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e: auth::UnknownKind| bad_request(e.to_string()))?;
     let scopes: Scopes = match &b.scopes {
         None => Ok(Scopes::AGENTS_RUN),
         Some(ScopesField::Text(t)) => t.parse(),
         Some(ScopesField::List(l)) => l.join(",").parse(),
     }
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    .map_err(|e| bad_request(e.to_string()))?;
     let spec = NewKeySpec {
         account: b.account,
         kind,
@@ -342,7 +334,7 @@ async fn grant(
     ctx: &AdminCtx,
 ) -> Result<(StatusCode, Value), ApiError> {
     if !auth::valid_account(account) {
-        return Err(ApiError::bad_request("invalid account id"));
+        return Err(bad_request("invalid account id"));
     }
     let b: GrantBody = parse_json(body)?;
     let balance = ctx
@@ -373,7 +365,7 @@ async fn usage(req: &Request<Bytes>, ctx: &AdminCtx) -> Result<(StatusCode, Valu
         query_param(req, name)
             .map(|v| {
                 parse_rfc3339(&v)
-                    .ok_or_else(|| ApiError::bad_request(format!("{name}: not an RFC 3339 time")))
+                    .ok_or_else(|| bad_request(format!("{name}: not an RFC 3339 time")))
             })
             .transpose()
     };
@@ -432,7 +424,7 @@ async fn usage_hourly(
         Some(h) => match h.parse::<u32>() {
             Ok(h @ 1..=MAX_HOURLY_WINDOW) => h,
             _ => {
-                return Err(ApiError::bad_request(format!(
+                return Err(bad_request(format!(
                     "hours: a whole number from 1 to {MAX_HOURLY_WINDOW}"
                 )))
             }

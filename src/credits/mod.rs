@@ -23,16 +23,15 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 pub use lease::{LeaseAccount, LeaseBook, LeaseConfig};
 
+use crate::idempotency::Idempotency;
 use crate::store::{
-    now_ms, Done, IdemClaim, IdemCompletion, IdemOutcome, NewGrant, NewReservation, ReserveOutcome,
-    SettleOutcome, SettleRequest, Store, StoreError, StoreEvent, StoredResponse, UnixMs, WriteOp,
-    WriteQueue,
+    now_ms, Done, NewGrant, NewReservation, ReserveOutcome, SettleOutcome, SettleRequest, Store,
+    StoreError, StoreEvent, UnixMs, WriteOp, WriteQueue,
 };
 
 /// Millicredits per credit: amounts are integers internally, f64 credits at the API edge.
@@ -46,7 +45,7 @@ pub const MAX_GRANT_CREDITS: f64 = 1e12;
 pub const MAX_BALANCE_CREDITS: f64 = 1e15;
 
 /// [`MAX_BALANCE_CREDITS`] in millicredits, as the store checks it.
-pub const MAX_BALANCE_MILLI: i64 = 1_000_000_000_000_000_000;
+pub const MAX_BALANCE_MILLI: i64 = crate::store::MAX_BALANCE_MILLI;
 
 /// Credits to millicredits, rounded; NaN is 0 and out-of-range values saturate.
 pub fn to_milli(credits: f64) -> i64 {
@@ -142,6 +141,7 @@ struct LedgerInner {
     estimates: Arc<DashMap<String, Arc<Estimate>>>,
     /// Lease mode: the blocks of credits this process holds.
     leases: Option<Arc<LeaseBook>>,
+    idempotency: Idempotency,
 }
 
 /// The credit ledger. Cheap to clone.
@@ -169,31 +169,6 @@ pub struct Settlement {
     pub refunded: f64,
 }
 
-/// Answer to `idempotency_begin`.
-#[derive(Debug)]
-pub enum Begin {
-    /// First use (or an abandoned attempt taken over): run the request, then `complete`.
-    New(IdemToken),
-    /// The same request is running: 409.
-    InFlight,
-    /// The same key was used with another body: 422.
-    Conflict,
-    /// Already answered: send this again, charge nothing.
-    Replay {
-        status: u16,
-        content_type: String,
-        body: Bytes,
-    },
-}
-
-/// A claim on an idempotency key, to be completed (or aborted) once.
-#[derive(Debug)]
-pub struct IdemToken {
-    account: String,
-    idem_key: String,
-    owner: String,
-}
-
 impl Ledger {
     pub fn new(store: Store, cfg: LedgerConfig) -> Ledger {
         let estimates = Arc::new(DashMap::new());
@@ -201,8 +176,11 @@ impl Ledger {
             rt.spawn(follow_events(Arc::downgrade(&estimates), events));
         }
         let leases = cfg.lease.map(|l| LeaseBook::new(store.clone(), l));
+        let idempotency =
+            Idempotency::new(store.clone(), cfg.idempotency_timeout, cfg.idempotency_ttl);
         Ledger {
             inner: Arc::new(LedgerInner {
+                idempotency,
                 queue: store.queue(),
                 store,
                 cfg,
@@ -550,80 +528,9 @@ impl Ledger {
         self.inner.estimates.len()
     }
 
-    /// Deletes the idempotency records older than `[store] idempotency_ttl_s` at `now` (their
-    /// keys can then be used again); a request still running under its claim keeps it.
-    /// Returns how many it deleted.
-    pub async fn expire_idempotency(&self, now: UnixMs) -> Result<u64, CreditError> {
-        let before = now.saturating_sub(ms(self.inner.cfg.idempotency_ttl));
-        Ok(self.inner.store.expire_idempotency(before, now).await?)
-    }
-
-    /// Claims an idempotency key for a request with this body hash (hex SHA-256).
-    pub async fn idempotency_begin(
-        &self,
-        account: &str,
-        idem_key: &str,
-        body_sha256: &str,
-    ) -> Result<Begin, CreditError> {
-        let now = now_ms();
-        let owner = uuid::Uuid::new_v4().to_string();
-        let claim = IdemClaim {
-            account: account.to_owned(),
-            idem_key: idem_key.to_owned(),
-            body_hash: body_sha256.to_owned(),
-            owner: owner.clone(),
-            now,
-            locked_until: now.saturating_add(ms(self.inner.cfg.idempotency_timeout)),
-        };
-        Ok(match self.inner.store.idem_begin(claim).await? {
-            IdemOutcome::Claimed => Begin::New(IdemToken {
-                account: account.to_owned(),
-                idem_key: idem_key.to_owned(),
-                owner,
-            }),
-            IdemOutcome::InFlight => Begin::InFlight,
-            IdemOutcome::Conflict => Begin::Conflict,
-            IdemOutcome::Replay(r) => Begin::Replay {
-                status: r.status,
-                content_type: r.content_type,
-                body: Bytes::from(r.body),
-            },
-        })
-    }
-
-    /// Stores the answer under the claim; later retries replay it. Returns false if the claim
-    /// was lost (taken over after the timeout).
-    pub async fn complete(
-        &self,
-        token: IdemToken,
-        status: u16,
-        content_type: &str,
-        body: &[u8],
-    ) -> Result<bool, CreditError> {
-        Ok(self
-            .inner
-            .store
-            .idem_complete(IdemCompletion {
-                account: token.account,
-                idem_key: token.idem_key,
-                owner: token.owner,
-                response: StoredResponse {
-                    status,
-                    content_type: content_type.to_owned(),
-                    body: body.to_vec(),
-                },
-            })
-            .await?)
-    }
-
-    /// Releases the claim without an answer (the request failed before doing anything that
-    /// must not be repeated), so a retry runs again.
-    pub async fn abort(&self, token: IdemToken) -> Result<bool, CreditError> {
-        Ok(self
-            .inner
-            .store
-            .idem_abort(&token.account, &token.idem_key, &token.owner)
-            .await?)
+    /// The idempotency records of this ledger's store, with the `[store]` timeouts.
+    pub fn idempotency(&self) -> &Idempotency {
+        &self.inner.idempotency
     }
 }
 
@@ -736,12 +643,12 @@ fn clamp_charge(credits: f64, reserved: i64, id: &str) -> i64 {
 
 /// A shareable handle to set the charge of a reservation as usage is metered.
 #[derive(Clone, Debug)]
-pub struct ChargeMeter {
+pub struct ChargeHandle {
     charge: Arc<AtomicI64>,
     reserved: i64,
 }
 
-impl ChargeMeter {
+impl ChargeHandle {
     /// Sets what will be charged (credits), clamped to `[0, reserved]`.
     pub fn set(&self, credits: f64) {
         self.charge
@@ -775,6 +682,38 @@ pub struct Reservation {
     settled: bool,
     /// Lease mode: settled into this lease in memory instead of the store.
     lease: Option<LeaseHold>,
+}
+
+/// Extends one reservation's expiry through the ledger's store; see
+/// [`Reservation::extender`]. In lease mode there is no reservation row (the lease, renewed by
+/// its sync, holds the credits), so extending does nothing.
+#[derive(Clone, Debug)]
+pub struct ReservationExtender {
+    store: Store,
+    id: String,
+    leased: bool,
+}
+
+impl ReservationExtender {
+    /// The reservation's request id.
+    pub fn request_id(&self) -> &str {
+        &self.id
+    }
+
+    /// Pushes the expiry to now + `timeout`. Returns false if the reservation is no longer
+    /// pending; true without any store write in lease mode.
+    pub async fn extend(&self, timeout: Duration) -> Result<bool, StoreError> {
+        if self.leased {
+            return Ok(true);
+        }
+        let expires_at = now_ms().saturating_add(ms(timeout));
+        self.store.extend(&self.id, expires_at).await
+    }
+
+    /// Whether extending writes nothing (lease mode).
+    pub fn is_noop(&self) -> bool {
+        self.leased
+    }
 }
 
 struct LeaseHold {
@@ -816,22 +755,31 @@ impl Reservation {
     }
 
     /// A handle to set the charge from elsewhere (e.g. the response body's meter).
-    pub fn meter(&self) -> ChargeMeter {
-        ChargeMeter {
+    pub fn meter(&self) -> ChargeHandle {
+        ChargeHandle {
             charge: Arc::clone(&self.charge),
             reserved: self.reserved,
         }
     }
 
     /// Pushes the expiry to now + `reservation_timeout` (a live stream calls this
-    /// periodically). Returns false if the reservation is no longer pending.
+    /// periodically). Returns false if the reservation is no longer pending. Does nothing in
+    /// lease mode.
     pub async fn extend(&self) -> Result<bool, CreditError> {
-        if self.lease.is_some() {
-            // Lives in the lease, which its sync renews.
-            return Ok(true);
+        Ok(self
+            .extender()
+            .extend(self.ledger.inner.cfg.reservation_timeout)
+            .await?)
+    }
+
+    /// A handle that extends this reservation from elsewhere (the keep-alive timer of a
+    /// stream), without holding the reservation itself.
+    pub fn extender(&self) -> ReservationExtender {
+        ReservationExtender {
+            store: self.ledger.inner.store.clone(),
+            id: self.id.clone(),
+            leased: self.lease.is_some(),
         }
-        let expires_at = now_ms().saturating_add(ms(self.ledger.inner.cfg.reservation_timeout));
-        Ok(self.ledger.inner.store.extend(&self.id, expires_at).await?)
     }
 
     fn current_charge(&self) -> i64 {

@@ -473,6 +473,10 @@ impl UiEncoder {
                 &generated
             }
         };
+        // The common case, read without building a map: a `start` that has its `messageId`.
+        if let Some(raw) = chunk.filter(|raw| is_complete_start(raw)) {
+            return self.put_raw(out, "start", raw);
+        }
         let upstream = chunk.and_then(|raw| {
             let map = serde_json::from_str::<Map<String, Value>>(raw.get()).ok()?;
             Some((raw, map))
@@ -736,7 +740,8 @@ impl UiEncoder {
                     message_metadata,
                 };
                 // The upstream's own fields are kept; agentgate's are written over them.
-                match chunk.and_then(|raw| with_fields_of(raw, &finish)) {
+                let own_fields = chunk.filter(|raw| !typed_finish_says_all(raw, &finish));
+                match own_fields.and_then(|raw| with_fields_of(raw, &finish)) {
                     Some(map) => self.put_value(out, "finish", &map),
                     None => self.put(out, &finish),
                 }
@@ -776,6 +781,55 @@ fn chunk_type(raw: &RawValue) -> Option<CowStr<'_>> {
         ty: Option<CowStr<'a>>,
     }
     serde_json::from_str::<Typed<'_>>(raw.get()).ok()?.ty
+}
+
+/// True when `raw` is a `start` chunk with a `messageId` (of any value), so it goes out as it
+/// came. Read with one borrowing pass, no map.
+fn is_complete_start(raw: &RawValue) -> bool {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Start<'a> {
+        #[serde(borrow, rename = "type")]
+        ty: Option<CowStr<'a>>,
+        #[serde(borrow, default, deserialize_with = "present_raw")]
+        message_id: Option<&'a RawValue>,
+    }
+    // (A struct also reads from an array: only an object is a chunk.)
+    is_object(raw)
+        && serde_json::from_str::<Start<'_>>(raw.get())
+            .is_ok_and(|s| s.message_id.is_some() && s.ty.is_some_and(|ty| ty.0 == "start"))
+}
+
+/// True when the upstream's `finish` chunk `raw` has no field that `typed` does not write
+/// (then [`with_fields_of`] has nothing to keep). Read with one borrowing pass, no map; any
+/// other field makes it `false`, and the caller merges in full.
+fn typed_finish_says_all(raw: &RawValue, typed: &Out<'_>) -> bool {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Finish<'a> {
+        #[serde(borrow, rename = "type")]
+        _ty: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present_raw")]
+        finish_reason: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present_raw")]
+        message_metadata: Option<&'a RawValue>,
+    }
+    let Out::Finish {
+        finish_reason,
+        message_metadata,
+    } = typed
+    else {
+        return false;
+    };
+    is_object(raw)
+        && serde_json::from_str::<Finish<'_>>(raw.get()).is_ok_and(|f| {
+            (f.finish_reason.is_none() || finish_reason.is_some())
+                && (f.message_metadata.is_none() || message_metadata.is_some())
+        })
+}
+
+fn is_object(raw: &RawValue) -> bool {
+    raw.get().trim_start().starts_with('{')
 }
 
 fn is_start(ty: CowStr<'_>) -> bool {
@@ -823,6 +877,61 @@ mod tests {
             .find(|l| l.contains("\"finish\""))
             .unwrap()
             .to_owned()
+    }
+
+    #[test]
+    fn the_finish_and_start_fast_paths_agree_with_the_full_merge() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
+        let metadata = raw(r#"{"usage":{"credits":1}}"#);
+        let typed = [
+            Out::Finish {
+                finish_reason: None,
+                message_metadata: None,
+            },
+            Out::Finish {
+                finish_reason: Some(FinishReason::Stop),
+                message_metadata: Some(Metadata::Raw(&metadata)),
+            },
+        ];
+        let chunks = [
+            r#"{"type":"finish"}"#,
+            r#"{"type":"finish","finishReason":"stop"}"#,
+            r#"{"type":"finish","finishReason":null}"#,
+            r#"{"type":"finish","messageMetadata":{"a":1}}"#,
+            r#"{"type":"finish","finishReason":"stop","messageMetadata":{"a":1}}"#,
+            r#"{"type":"finish","finishReason":"stop","extra":true}"#,
+            r#"{"type":"finish","type":"finish"}"#,
+            r#"{"extra":1}"#,
+            r#"[1]"#,
+            r#"["finish",null,null]"#,
+        ];
+        let mut fast = 0;
+        for chunk in chunks {
+            for typed in &typed {
+                let chunk = raw(chunk);
+                if typed_finish_says_all(&chunk, typed) {
+                    fast += 1;
+                    assert!(with_fields_of(&chunk, typed).is_none(), "{chunk}");
+                }
+            }
+        }
+        // Both typed forms for the bare finish, the full one for each of the next four.
+        assert_eq!(fast, 6);
+        assert!(is_complete_start(&raw(
+            r#"{"type":"start","messageId":"m"}"#
+        )));
+        assert!(is_complete_start(&raw(
+            r#"{"messageId":null,"type":"start","x":1}"#
+        )));
+        for not in [
+            r#"{"type":"start"}"#,
+            r#"{"type":"message-start","messageId":"m"}"#,
+            r#"{"type":7,"messageId":"m"}"#,
+            r#"["start"]"#,
+            r#"["start","m"]"#,
+        ] {
+            assert!(!is_complete_start(&raw(not)), "{not}");
+        }
     }
 
     #[test]

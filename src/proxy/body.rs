@@ -16,7 +16,8 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::meter::GatewayMeter;
+use super::meter::ChatMeter;
+use super::settlement::StreamSettlement;
 use crate::transcode::Transcoder;
 
 /// How much of an upstream's tail (after its terminal event) is read so its connection can
@@ -30,9 +31,9 @@ const MAX_FRAME_BYTES: usize = 32 * 1024;
 /// gathered is written (see the `Pending` arm of `poll_frame`).
 const GATHER_YIELDS: u8 = 3;
 
-/// How a stream ended, handed to the end hook when the body is dropped.
+/// How a stream ended, handed to its [`StreamSettlement`] when the body is dropped.
 pub struct StreamEnd<'a> {
-    pub meter: &'a GatewayMeter,
+    pub meter: &'a ChatMeter,
     /// The client read the stream to its end.
     pub delivered: bool,
     pub bytes_out: u64,
@@ -47,13 +48,11 @@ pub struct StreamEnd<'a> {
     pub busy: Duration,
 }
 
-pub type EndHook = Box<dyn FnOnce(StreamEnd<'_>) + Send>;
-
 /// Runs once when an answer has completed (its finish is held back, not yet encoded). The
 /// finish is sent once the receiver it returns resolves `Ok`, e.g. once the exchange is durable
 /// in the store: a client is never told an answer is complete before that. `Err` (or a dropped
 /// sender) ends the stream with an error event and the format's end instead.
-pub type CommitHook = Box<dyn FnOnce(&GatewayMeter) -> Option<CommitWait> + Send>;
+pub type CommitHook = Box<dyn FnOnce(&ChatMeter) -> Option<CommitWait> + Send>;
 
 /// Resolves when a completed answer's exchange is durable (`Ok`) or cannot be made so (`Err`).
 pub type CommitWait = tokio::sync::oneshot::Receiver<Result<(), String>>;
@@ -64,7 +63,7 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct TranscodeBody {
     upstream: Option<Incoming>,
-    transcoder: Transcoder<GatewayMeter>,
+    transcoder: Transcoder<ChatMeter>,
     out: BytesMut,
     idle_timeout: Duration,
     last_activity: Instant,
@@ -76,7 +75,8 @@ pub struct TranscodeBody {
     failure: Option<String>,
     /// Turns yielded since the upstream last delivered data.
     yields: u8,
-    on_end: Option<EndHook>,
+    /// What the stream's end settles, run once when the body is dropped.
+    settlement: Option<StreamSettlement>,
     /// A copy of the output, kept for an idempotent replay (bounded).
     capture: Option<BytesMut>,
     commit: Option<CommitHook>,
@@ -88,10 +88,10 @@ pub struct TranscodeBody {
 impl TranscodeBody {
     pub fn new(
         upstream: Incoming,
-        transcoder: Transcoder<GatewayMeter>,
+        transcoder: Transcoder<ChatMeter>,
         idle_timeout: Duration,
         shutdown: CancellationToken,
-        on_end: EndHook,
+        settlement: StreamSettlement,
     ) -> Self {
         let now = Instant::now();
         TranscodeBody {
@@ -109,8 +109,8 @@ impl TranscodeBody {
             bytes_out: 0,
             failure: None,
             yields: 0,
-            on_end: Some(on_end),
-            capture: None,
+            capture: settlement.wants_capture().then(BytesMut::new),
+            settlement: Some(settlement),
             commit: None,
             committing: None,
             first_byte: None,
@@ -122,12 +122,6 @@ impl TranscodeBody {
     pub fn commit_before_end(mut self, hook: CommitHook) -> Self {
         self.transcoder.hold_finish();
         self.commit = Some(hook);
-        self
-    }
-
-    /// Keeps a copy of everything sent (up to `idempotency::MAX_REPLAY_BYTES`).
-    pub fn capture_output(mut self) -> Self {
-        self.capture = Some(BytesMut::new());
         self
     }
 
@@ -359,12 +353,12 @@ impl Drop for TranscodeBody {
             // client that left mid-stream, for what it was sent.
             self.transcoder.meter_mut().withdraw_finish();
         }
-        if let Some(on_end) = self.on_end.take() {
+        if let Some(settlement) = self.settlement.take() {
             let failure = self
                 .failure
                 .as_deref()
                 .or(self.transcoder.meter().failure());
-            on_end(StreamEnd {
+            settlement.finish(StreamEnd {
                 meter: self.transcoder.meter(),
                 delivered: self.ended,
                 bytes_out: self.bytes_out,

@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::body::CommitHook;
-use super::meter::GatewayMeter;
+use super::meter::ChatMeter;
 use crate::credits::to_milli;
 use crate::fronts::{Api, Conversation};
 use crate::store::{
@@ -174,7 +174,7 @@ impl Pending {
 
     /// The exchange to store for a completed answer; `None` when the answer did not complete
     /// (only completed exchanges are recorded, SPEC §7).
-    pub fn exchange(self, meter: &GatewayMeter, now: UnixMs) -> Option<Exchange> {
+    pub fn exchange(self, meter: &ChatMeter, now: UnixMs) -> Option<Exchange> {
         if !meter.finished() {
             return None;
         }

@@ -12,8 +12,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::conversations::{find_session, new_id, session_key, DEFAULT_CONVERSATION};
-use super::{json_response, read_body, store_unavailable, Agent, Ctx, Snapshot};
-use super::{Gateway, GatewayBody};
+use super::error::{store_unavailable, GatewayError};
+use super::request::{read_body, Ctx};
+use super::response::{json_response, GatewayBody};
+use super::snapshot::{Agent, Snapshot};
+use super::Gateway;
 use crate::auth::{KeyInfo, Scopes};
 use crate::config::FrontConfig;
 use crate::credits::from_milli;
@@ -42,7 +45,7 @@ impl Gateway {
         front: &FrontConfig,
         headers: &http::HeaderMap,
         scope: Scopes,
-    ) -> Result<Caller, ApiError> {
+    ) -> Result<Caller, GatewayError> {
         if !front.require_key {
             return Ok(Caller {
                 account: super::policy::ANONYMOUS.to_owned(),
@@ -69,13 +72,13 @@ impl Gateway {
         api: Api,
         key: Option<&KeyInfo>,
         agent_id: &str,
-    ) -> Result<&'s Agent, ApiError> {
+    ) -> Result<&'s Agent, GatewayError> {
         let agent = snap
             .agent(agent_id)
-            .ok_or_else(|| ApiError::agent_not_found(api, false))?;
+            .ok_or_else(|| GatewayError::Invalid(ApiError::agent_not_found(api, false)))?;
         match key.is_none_or(|k| k.may_access(&agent.config.id)) {
             true => Ok(agent),
-            false => Err(ApiError::agent_not_found(api, true)),
+            false => Err(GatewayError::Invalid(ApiError::agent_not_found(api, true))),
         }
     }
 
@@ -87,7 +90,7 @@ impl Gateway {
         route: Route,
         req: Request<Incoming>,
         ctx: &mut Ctx,
-    ) -> Result<Response<GatewayBody>, ApiError> {
+    ) -> Result<Response<GatewayBody>, GatewayError> {
         let api = front.api;
         let method = req.method().clone();
         let scope = match method {
@@ -104,11 +107,11 @@ impl Gateway {
             | Route::Sessions { agent_id }
             | Route::Session { agent_id, .. } => agent_id.clone(),
             Route::TeamChat { .. } => {
-                return Err(ApiError::new(
+                return Err(GatewayError::Invalid(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "not_found",
                     "no such endpoint",
-                ))
+                )))
             }
         };
         let agent = Self::agent_for(snap, api, caller.key.as_ref(), &agent_id)?;
@@ -124,11 +127,11 @@ impl Gateway {
         let store = &self.policy.store;
         let account = caller.account.as_str();
         let not_found = |what: &str| {
-            ApiError::new(
+            GatewayError::Invalid(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!("{what} not found"),
-            )
+            ))
         };
         // A session as guayaba lists it: another front's id behind `api:` is that id.
         let route = match route {
@@ -281,10 +284,10 @@ impl Gateway {
                 let b: Body = parse_json(api, &body)?
                     .ok_or_else(|| ApiError::invalid(api, "a JSON body is required"))?;
                 if b.title.is_none() && b.archived.is_none() {
-                    return Err(ApiError::invalid(
+                    return Err(GatewayError::Invalid(ApiError::invalid(
                         api,
                         "give `title` and/or `archived` to change",
-                    ));
+                    )));
                 }
                 if let Some(t) = &b.title {
                     check_title(api, t)?;
@@ -310,7 +313,7 @@ impl Gateway {
                 if let Ok(v) = http::HeaderValue::from_str(&allow) {
                     e = e.with_header(http::header::ALLOW, v);
                 }
-                Err(e)
+                Err(GatewayError::Invalid(e))
             }
         }
     }
@@ -323,7 +326,7 @@ impl Gateway {
         archived: Option<bool>,
         query: &Query,
         api: Api,
-    ) -> Result<(Vec<ConversationRecord>, Option<String>), ApiError> {
+    ) -> Result<(Vec<ConversationRecord>, Option<String>), GatewayError> {
         let before = query.cursor_after(api)?;
         let mut rows = self
             .policy
@@ -346,7 +349,7 @@ impl Gateway {
         id: &str,
         title: Option<String>,
         archived: Option<bool>,
-    ) -> Result<Option<ConversationRecord>, ApiError> {
+    ) -> Result<Option<ConversationRecord>, GatewayError> {
         let out = self
             .policy
             .store

@@ -5,8 +5,9 @@ use bytes::Bytes;
 use http::StatusCode;
 use sha2::{Digest, Sha256};
 
-use crate::credits::{Begin, IdemToken, Ledger};
+use crate::credits::Ledger;
 use crate::fronts::ApiError;
+use crate::idempotency::{Begin, IdemToken};
 
 /// Largest answer kept for replay; a longer one is not replayable (the retry runs anew).
 pub const MAX_REPLAY_BYTES: usize = 8 << 20;
@@ -52,7 +53,8 @@ pub async fn claim(
     let digest = hash.finalize();
     let hex = crate::auth::to_hex(&digest);
     let begun = ledger
-        .idempotency_begin(account, key, &hex)
+        .idempotency()
+        .begin(account, key, &hex)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "idempotency store unavailable");
@@ -98,6 +100,7 @@ impl IdemGuard {
         let ledger = self.ledger.clone();
         spawn(async move {
             if let Err(e) = ledger
+                .idempotency()
                 .complete(token, status.as_u16(), content_type, &body)
                 .await
             {
@@ -112,7 +115,7 @@ impl Drop for IdemGuard {
         if let Some(token) = self.token.take() {
             let ledger = self.ledger.clone();
             spawn(async move {
-                if let Err(e) = ledger.abort(token).await {
+                if let Err(e) = ledger.idempotency().abort(token).await {
                     tracing::warn!(error = %e, "idempotency key not released");
                 }
             });

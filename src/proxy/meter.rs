@@ -1,4 +1,4 @@
-//! The gateway's [`Meter`]: gives the client agentgate's ids, meters output as it passes,
+//! The gateway's [`EventTap`]: gives the client agentgate's ids, meters output as it passes,
 //! cuts the stream off when the reservation is used up, and writes the charge into the
 //! finish event, so what the client sees as usage is what is charged.
 
@@ -10,7 +10,7 @@ use crate::config::AgentCredits;
 use crate::credits::{from_milli, to_milli};
 use crate::formats::{Aggregate, Event, FinishReason, Json, UiParts, Usage};
 use crate::fronts::Api;
-use crate::transcode::{Flow, Meter};
+use crate::transcode::{EventTap, Flow};
 
 /// The ids the client sees in this answer.
 #[derive(Debug, Clone, Default)]
@@ -21,8 +21,10 @@ pub struct Ids {
     pub user_id: Option<String>,
 }
 
+/// Meters one chat answer as it passes (the [`EventTap`] of a chat's transcoder): its ids,
+/// usage and charge, and its transcript when the exchange is recorded.
 #[derive(Debug)]
-pub struct GatewayMeter {
+pub struct ChatMeter {
     front: Api,
     ids: Ids,
     pricing: AgentCredits,
@@ -77,9 +79,9 @@ pub fn answer_bytes(event: &Event<'_>) -> usize {
     }
 }
 
-impl GatewayMeter {
+impl ChatMeter {
     pub fn new(front: Api, ids: Ids, pricing: AgentCredits) -> Self {
-        GatewayMeter {
+        ChatMeter {
             front,
             ids,
             pricing,
@@ -225,7 +227,7 @@ fn merge_metadata(theirs: Option<Json<'_>>, ours: Option<Json<'static>>) -> Opti
     Some(Json::from_value(&merged))
 }
 
-impl Meter for GatewayMeter {
+impl EventTap for ChatMeter {
     fn on_event(&mut self, event: &mut Event<'_>, chunk: Option<&RawValue>) -> Flow {
         let flow = self.meter_event(event);
         if let Some((answer, parts)) = self.transcript.as_deref_mut() {
@@ -244,7 +246,7 @@ impl Meter for GatewayMeter {
     }
 }
 
-impl GatewayMeter {
+impl ChatMeter {
     fn meter_event(&mut self, event: &mut Event<'_>) -> Flow {
         match event {
             Event::TextDelta { delta, .. } | Event::ReasoningDelta { delta, .. } => {

@@ -7,9 +7,13 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::error::{GatewayError, Limit};
 use crate::auth::{AuthError, Authenticator, KeyInfo, Scopes};
 use crate::config::{AgentConfig, AgentCredits, Config, Rate, ReserveMode, StoreUrl};
-use crate::credits::{CreditError, LeaseConfig, Ledger, LedgerConfig, Reservation, ReserveRequest};
+use crate::credits::{
+    CreditError, LeaseConfig, Ledger, LedgerConfig, Reservation, ReservationExtender,
+    ReserveRequest,
+};
 use crate::fronts::{Api, ApiError};
 use crate::limits::{Allowed, FleetLimiter, RateLimiter, RateQuota, SlotGuard, StreamSlots};
 use crate::metrics::Metrics;
@@ -193,7 +197,7 @@ impl Policy {
         &self,
         api: Api,
         authorization: Option<&str>,
-    ) -> Result<KeyInfo, ApiError> {
+    ) -> Result<KeyInfo, GatewayError> {
         self.authenticate_for(api, authorization, Scopes::AGENTS_RUN)
             .await
     }
@@ -204,7 +208,7 @@ impl Policy {
         api: Api,
         authorization: Option<&str>,
         scope: Scopes,
-    ) -> Result<KeyInfo, ApiError> {
+    ) -> Result<KeyInfo, GatewayError> {
         let key = self
             .auth
             .authenticate(authorization, api.bare_key_auth())
@@ -212,11 +216,11 @@ impl Policy {
             .map_err(auth_error)?;
         if !key.has_scope(scope) {
             let name = scope.names().collect::<Vec<_>>().join(",");
-            return Err(ApiError::new(
+            return Err(GatewayError::Auth(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 format!("this API key does not have the {name} scope"),
-            ));
+            )));
         }
         Ok(key)
     }
@@ -230,7 +234,7 @@ impl Policy {
         agent: &AgentConfig,
         stream: bool,
         request_id: &str,
-    ) -> Result<Admission, ApiError> {
+    ) -> Result<Admission, GatewayError> {
         let Some(key) = key else {
             return self.admit_open(agent, stream).await;
         };
@@ -267,19 +271,21 @@ impl Policy {
             .reserve(&key, agent, request_id)
             .await
             .map_err(|e| match e {
-                CreditError::Insufficient { balance, needed } => ApiError::new(
-                    StatusCode::PAYMENT_REQUIRED,
-                    "insufficient_credits",
-                    "insufficient credits",
-                )
-                .with_details(serde_json::json!({ "balance": balance, "needed": needed })),
+                CreditError::Insufficient { balance, needed } => GatewayError::Credits(
+                    ApiError::new(
+                        StatusCode::PAYMENT_REQUIRED,
+                        "insufficient_credits",
+                        "insufficient credits",
+                    )
+                    .with_details(serde_json::json!({ "balance": balance, "needed": needed })),
+                ),
                 other => {
                     tracing::error!(error = %other, "credit reservation failed");
-                    ApiError::new(
+                    GatewayError::Credits(ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",
                         "the credit ledger is unavailable",
-                    )
+                    ))
                 }
             })?;
         // Until the backend answers, a request that ends (refused later, backend unreachable,
@@ -365,7 +371,12 @@ impl Policy {
         if pruned.total() > 0 {
             tracing::debug!(?pruned, "idle entries pruned");
         }
-        match self.ledger.expire_idempotency(crate::store::now_ms()).await {
+        match self
+            .ledger
+            .idempotency()
+            .expire(crate::store::now_ms())
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "expired idempotency records deleted"),
             Err(e) => tracing::warn!(error = %e, "idempotency expiry failed"),
@@ -397,7 +408,11 @@ impl Policy {
         &self.limiter
     }
 
-    async fn admit_open(&self, agent: &AgentConfig, stream: bool) -> Result<Admission, ApiError> {
+    async fn admit_open(
+        &self,
+        agent: &AgentConfig,
+        stream: bool,
+    ) -> Result<Admission, GatewayError> {
         let allowed = self
             .limiter
             .check(ANONYMOUS, None, &agent.id, agent.rate.and_then(quota))
@@ -476,21 +491,20 @@ impl Drop for Admission {
 /// Keeps a live request's reservation from being taken for abandoned by recovery: extends it
 /// every third of `timeout` on a timer (whatever the client's reading pace or the backend's)
 /// until the returned guard is dropped with the request.
-pub fn keep_alive(store: Store, id: String, timeout: Duration) -> DropGuard {
+pub fn keep_alive(reservation: ReservationExtender, timeout: Duration) -> DropGuard {
     let stop = CancellationToken::new();
     let stopped = stop.clone();
     let every = (timeout / 3).max(MIN_RECOVERY_INTERVAL);
-    let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    let id = reservation.request_id().to_owned();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = stopped.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let expires_at = crate::store::now_ms().saturating_add(timeout_ms);
             tokio::select! {
                 _ = stopped.cancelled() => return,
-                r = tokio::time::timeout(every, store.extend(&id, expires_at)) => match r {
+                r = tokio::time::timeout(every, reservation.extend(timeout)) => match r {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(request_id = %id, error = %e, "reservation not extended")
@@ -505,27 +519,15 @@ pub fn keep_alive(store: Store, id: String, timeout: Duration) -> DropGuard {
 
 /// A stream needs a key with `agents:stream` (403). Checked by [`Policy::admit`], and before
 /// an idempotent replay, which must pass the checks a fresh request would.
-pub fn stream_scope(key: Option<&KeyInfo>, stream: bool) -> Result<(), ApiError> {
+pub fn stream_scope(key: Option<&KeyInfo>, stream: bool) -> Result<(), GatewayError> {
     if stream && key.is_some_and(|k| !k.has_scope(Scopes::AGENTS_STREAM)) {
-        return Err(ApiError::new(
+        return Err(GatewayError::Auth(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "this API key does not allow streaming (agents:stream scope)",
-        ));
+        )));
     }
     Ok(())
-}
-
-/// Which limit refused a request answered 429 by [`Policy::admit`]: `key`, `agent` or
-/// `streams` (for metrics).
-pub fn refusing_limit(e: &ApiError) -> &'static str {
-    if e.message.starts_with("too many concurrent streams") {
-        "streams"
-    } else if e.message.contains("of the agent") {
-        "agent"
-    } else {
-        "key"
-    }
 }
 
 /// `[store] lease_credits > 0`: lease mode, which needs a store shared through PostgreSQL.
@@ -547,30 +549,38 @@ fn lease_config(config: &Config, store: &Store) -> Result<Option<LeaseConfig>, S
     }))
 }
 
-fn rate_limited(refused: crate::limits::RateLimited) -> ApiError {
+fn rate_limited(refused: crate::limits::RateLimited) -> GatewayError {
     let mut e = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         format!("rate limit of the {} reached", refused.policy()),
     );
     e.headers = refused.headers();
-    e
+    let limit = match refused.policy() {
+        "agent" => Limit::Agent,
+        _ => Limit::Key,
+    };
+    GatewayError::Limited { limit, error: e }
 }
 
 fn quota(rate: Rate) -> Option<RateQuota> {
     RateQuota::new(rate.per_second, rate.burst)
 }
 
-fn too_many_streams(whose: &str) -> ApiError {
-    ApiError::new(
+fn too_many_streams(whose: &str) -> GatewayError {
+    let error = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         format!("too many concurrent streams for this {whose}"),
     )
-    .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
+    .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    GatewayError::Limited {
+        limit: Limit::Streams,
+        error,
+    }
 }
 
-fn auth_error(e: AuthError) -> ApiError {
+fn auth_error(e: AuthError) -> GatewayError {
     let status = e.status();
     let code = if status == StatusCode::UNAUTHORIZED {
         "unauthorized"
@@ -581,12 +591,12 @@ fn auth_error(e: AuthError) -> ApiError {
     let error = ApiError::new(status, code, e.to_string());
     if status == StatusCode::UNAUTHORIZED {
         // RFC 9110 §11.6.1: a 401 names the scheme to authenticate with.
-        error.with_header(
+        GatewayError::Auth(error.with_header(
             http::header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer"),
-        )
+        ))
     } else {
-        error
+        GatewayError::Auth(error)
     }
 }
 

@@ -18,13 +18,19 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
+use super::aggregate::aggregate_with;
+use super::error::GatewayError;
 use super::history::credits_json;
-use super::meter::{GatewayMeter, Ids};
-use super::{aggregate_with, json_response, read_body, Ctx, Gateway, GatewayBody, Snapshot, Trace};
+use super::meter::{ChatMeter, Ids};
+use super::request::{read_body, Ctx};
+use super::response::{json_response, GatewayBody};
+use super::snapshot::Snapshot;
+use super::Gateway;
 use crate::auth::{KeyInfo, Scopes};
 use crate::config::{FrontConfig, TeamConfig};
 use crate::formats::{EncodeOptions, Encoder, Event, FinishReason, Format, Json, Usage};
 use crate::fronts::{Api, ApiError, ChatRequest, Conversation, Route, MAX_MESSAGE_CHARS};
+use crate::telemetry::TraceContext;
 
 /// How one member (or the summariser) did.
 #[derive(Debug, Clone)]
@@ -55,7 +61,7 @@ impl Gateway {
         front: &FrontConfig,
         route: Route,
         req: Request<Incoming>,
-        trace: Trace,
+        trace: TraceContext,
         ctx: &mut Ctx,
     ) -> Result<Response<GatewayBody>, ApiError> {
         let Route::TeamChat {
@@ -181,7 +187,7 @@ struct TeamRun {
     mode: String,
     message: String,
     /// The trace context passed on to the backends.
-    trace: Trace,
+    trace: TraceContext,
     /// The client-facing id (echoed, logged, sent to the backends).
     request_id: String,
     /// agentgate's own id of the team chat; members' reservation ids derive from it.
@@ -458,23 +464,18 @@ async fn ask(
     key: Option<KeyInfo>,
     agent_id: &str,
     message: String,
-    (trace, (request_id, id)): (Trace, (String, String)),
+    (trace, (request_id, id)): (TraceContext, (String, String)),
     mut on_text: impl FnMut(&str) + Send,
 ) -> Result<(String, f64), (String, String)> {
-    let fail = |e: ApiError| (e.code.to_owned(), e.message);
+    let fail = |e: GatewayError| e.code_and_message(Api::Agents);
     let agent = snap
         .agents
         .get(agent_id)
         .ok_or_else(|| ("not_found".to_owned(), "agent not configured".to_owned()))?;
-    let mut admission = gateway
-        .policy
-        .admit(key, &agent.config, false, &id)
+    let admission = gateway
+        .admit_agent(key, agent, false, &id)
         .await
         .map_err(fail)?;
-    admission.count_credits(gateway.metrics(), &agent.label);
-    if !agent.config.enabled || !agent.up.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(("agent_not_running".into(), "agent is not running".into()));
-    }
     let chat = ChatRequest {
         message: Some(message),
         conversation: Conversation::New,
@@ -494,7 +495,7 @@ async fn ask(
         user_message_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
         user_id: None,
     };
-    let meter = GatewayMeter::new(Api::Agents, ids, pricing);
+    let meter = ChatMeter::new(Api::Agents, ids, pricing);
     let format = crate::upstream::stream_format(agent.config.upstream_api);
     let idle = agent.config.timeouts.idle;
     // A member that fails is charged nothing, as a sync chat that fails (the reservation,

@@ -50,10 +50,8 @@ fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
     {
         return None;
     }
-    let body = serde_json::json!({
-        "error": {"code": code, "message": message, "details": {}}
-    })
-    .to_string();
+    // The fronts' error body; the status is hyper's own, in the head.
+    let body = crate::fronts::ApiError::new(http::StatusCode::BAD_REQUEST, code, message).body();
     let mut out = Vec::with_capacity(head.len() + body.len() + 64);
     let mut lines = head[..end].split(|&b| b == b'\n');
     if let Some(status) = lines.next() {
@@ -69,11 +67,12 @@ fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(
         format!(
-            "content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "content-type: application/json\r\ncontent-length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),
     );
+    out.extend_from_slice(&body);
     Some(out)
 }
 

@@ -1,4 +1,4 @@
-//! Conversations and transcripts on PostgreSQL: the statements of `conversations.rs` with `$n`
+//! Conversations and transcripts on PostgreSQL: the statements of `sqlite/transcripts.rs` with `$n`
 //! placeholders, each write one transaction on a pooled connection.
 //!
 //! Replicas may record exchanges of one conversation at once. The upsert of the conversation
@@ -6,50 +6,13 @@
 //! exchange committed before, and message numbers never collide.
 
 use deadpool_postgres::Object;
-use tokio_postgres::Row;
 
-use super::conversations::{
+use super::super::rows::{self, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
+use super::super::transcripts::{
     After, ConversationOutcome, ConversationRecord, ConversationWrite, Exchange, MessageRecord,
 };
-use super::postgres::{col, pg_err};
-use super::StoreError;
-
-const CONVERSATION_COLUMNS: &str =
-    "account, agent_id, id, front, backend_id, title, archived, created_at, updated_at, user_id";
-
-fn conversation_row(r: &Row) -> Result<ConversationRecord, StoreError> {
-    Ok(ConversationRecord {
-        account: col(r, 0)?,
-        agent_id: col(r, 1)?,
-        id: col(r, 2)?,
-        front: col(r, 3)?,
-        backend_id: col(r, 4)?,
-        title: col(r, 5)?,
-        archived: col(r, 6)?,
-        created_at: col(r, 7)?,
-        updated_at: col(r, 8)?,
-        user_id: col(r, 9)?,
-    })
-}
-
-const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, seq, role, content, tool_calls, credits, created_at, read_at, truncated, parts";
-
-fn message_row(r: &Row) -> Result<MessageRecord, StoreError> {
-    Ok(MessageRecord {
-        id: col(r, 0)?,
-        conversation_id: col(r, 1)?,
-        seq: col(r, 2)?,
-        role: col(r, 3)?,
-        content: col(r, 4)?,
-        tool_calls: col(r, 5)?,
-        credits: col(r, 6)?,
-        created_at: col(r, 7)?,
-        read_at: col(r, 8)?,
-        truncated: col(r, 9)?,
-        parts: col(r, 10)?,
-    })
-}
+use super::super::StoreError;
+use super::{col, pg_err};
 
 /// One [`ConversationWrite`], in one transaction.
 pub(crate) async fn apply(
@@ -85,7 +48,7 @@ pub(crate) async fn apply(
                 .await
                 .map_err(pg_err)?;
             match row {
-                Some(r) => ConversationOutcome::Conversation(Some(conversation_row(&r)?)),
+                Some(r) => ConversationOutcome::Conversation(Some(rows::conversation(&r)?)),
                 None => return Err(StoreError::Duplicate("conversation id")),
             }
         }
@@ -110,7 +73,7 @@ pub(crate) async fn apply(
                 )
                 .await
                 .map_err(pg_err)?;
-            ConversationOutcome::Conversation(row.as_ref().map(conversation_row).transpose()?)
+            ConversationOutcome::Conversation(row.as_ref().map(rows::conversation).transpose()?)
         }
         ConversationWrite::Delete {
             account,
@@ -254,7 +217,7 @@ pub(crate) async fn get_conversation(
         .await
         .map_err(pg_err)?
         .as_ref()
-        .map(conversation_row)
+        .map(rows::conversation)
         .transpose()
 }
 
@@ -295,7 +258,7 @@ pub(crate) async fn list_conversations(
     .await
     .map_err(pg_err)?
     .iter()
-    .map(conversation_row)
+    .map(rows::conversation)
     .collect()
 }
 
@@ -330,7 +293,7 @@ pub(crate) async fn history(
     .await
     .map_err(pg_err)?
     .iter()
-    .map(message_row)
+    .map(rows::message)
     .collect()
 }
 
@@ -362,6 +325,6 @@ pub(crate) async fn inbox(
     .await
     .map_err(pg_err)?
     .iter()
-    .map(message_row)
+    .map(rows::message)
     .collect()
 }
