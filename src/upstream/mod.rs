@@ -76,7 +76,14 @@ impl Call<'_> {
             user_id: self.user_id,
             options: self.options,
         });
-        let base_path = self.base.path().trim_end_matches('/');
+        // A backend called on its base URL (ag-ui) keeps its path (and query) as they stand.
+        let path_and_query = match path.is_empty() {
+            true => self
+                .base
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            false => format!("{}{path}", self.base.path().trim_end_matches('/')),
+        };
         let uri = Uri::builder()
             .scheme(self.base.scheme_str().unwrap_or("http"))
             .authority(
@@ -85,7 +92,7 @@ impl Call<'_> {
                     .map(|a| a.as_str())
                     .ok_or_else(|| BuildError("upstream URL has no host".into()))?,
             )
-            .path_and_query(format!("{base_path}{path}"))
+            .path_and_query(path_and_query)
             .build()
             .map_err(|e| BuildError(e.to_string()))?;
         let mut req = Request::builder()
