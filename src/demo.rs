@@ -1,4 +1,4 @@
-//! `agentgate demo-agent`: an echo backend speaking any of the four chat APIs.
+//! `agentgate demo-agent`: an echo backend speaking any of the chat APIs.
 //!
 //! It streams its answer word by word with small pauses, calls a `get_weather` tool when the
 //! message asks about the weather, sends a `source-url` and a `data-demo` part (ui-message

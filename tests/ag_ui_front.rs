@@ -108,7 +108,10 @@ async fn check_with_ag_ui_client(body: &str, thread: Option<&str>, text: &str) {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    assert_eq!(verdict["ok"], true, "@ag-ui/client refused:\n{verdict}\n{body}");
+    assert_eq!(
+        verdict["ok"], true,
+        "@ag-ui/client refused:\n{verdict}\n{body}"
+    );
     let texts: String = verdict["texts"]
         .as_array()
         .expect("texts")
@@ -128,7 +131,11 @@ async fn ag_ui_front_before_an_ag_ui_backend_and_each_seed_backend() {
     assert!(a.raw.trim_end().ends_with("}"));
     assert_eq!(a.raw.matches("RUN_FINISHED").count(), 1);
     let w = run(&c, &gw, &agent_id(1), "weather in Paris?", Some("thread-w")).await;
-    assert!(w.text.starts_with("The weather in Paris is sunny"), "{}", w.text);
+    assert!(
+        w.text.starts_with("The weather in Paris is sunny"),
+        "{}",
+        w.text
+    );
     assert_eq!(w.tool_inputs, ["get_weather"]);
     assert_eq!(w.tool_outputs.len(), 1);
     // ag-ui front → each seed backend.
@@ -161,7 +168,11 @@ async fn each_seed_front_reaches_an_ag_ui_backend() {
         let body: Value = response.json().await.expect("JSON body");
         // agents continues the account's default conversation: the backend's second turn.
         let turn = if front == Api::Agents { 2 } else { 1 };
-        assert_eq!(read_sync(front, &body).text, echo(turn, "sync seed"), "{front}");
+        assert_eq!(
+            read_sync(front, &body).text,
+            echo(turn, "sync seed"),
+            "{front}"
+        );
     }
     gw.running.shutdown().await;
 }
@@ -173,8 +184,14 @@ async fn thread_id_continues_the_conversation_for_its_account_only() {
     let id = agent_id(1);
     let thread = "my-thread.1";
     // The demo backend counts turns per threadId it receives: turn 2 means it got the same one.
-    assert_eq!(run(&c, &gw, &id, "one", Some(thread)).await.text, echo(1, "one"));
-    assert_eq!(run(&c, &gw, &id, "two", Some(thread)).await.text, echo(2, "two"));
+    assert_eq!(
+        run(&c, &gw, &id, "one", Some(thread)).await.text,
+        echo(1, "one")
+    );
+    assert_eq!(
+        run(&c, &gw, &id, "two", Some(thread)).await.text,
+        echo(2, "two")
+    );
 
     let other = create_key(
         &gw.running,
@@ -200,7 +217,10 @@ async fn thread_id_continues_the_conversation_for_its_account_only() {
         run(&o, &gw, &id, "let me in", Some(thread)).await.text,
         echo(1, "let me in")
     );
-    assert_eq!(run(&c, &gw, &id, "three", Some(thread)).await.text, echo(3, "three"));
+    assert_eq!(
+        run(&c, &gw, &id, "three", Some(thread)).await.text,
+        echo(3, "three")
+    );
     gw.running.shutdown().await;
 }
 
@@ -215,7 +235,16 @@ async fn errors_before_the_stream_are_json() {
         .expect("client");
     let r = send_chat(&bare, &gw, Api::AgUi, &id, "no key", Some("t"), true).await;
     assert_error(r, 401).await;
-    let r = send_chat(&client(), &gw, Api::AgUi, "no-such-agent", "x", Some("t"), true).await;
+    let r = send_chat(
+        &client(),
+        &gw,
+        Api::AgUi,
+        "no-such-agent",
+        "x",
+        Some("t"),
+        true,
+    )
+    .await;
     assert_error(r, 404).await;
     let poor = create_key(
         &gw.running,
@@ -229,7 +258,16 @@ async fn errors_before_the_stream_are_json() {
         },
     )
     .await;
-    let r = send_chat(&client_with(&poor), &gw, Api::AgUi, &id, "broke", Some("t"), true).await;
+    let r = send_chat(
+        &client_with(&poor),
+        &gw,
+        Api::AgUi,
+        &id,
+        "broke",
+        Some("t"),
+        true,
+    )
+    .await;
     assert_error(r, 402).await;
     // A RunAgentInput without a user message, and a threadId that cannot be a key: 400.
     let url = gw.url(&chat_path(Api::AgUi, &id, true));
@@ -237,7 +275,12 @@ async fn errors_before_the_stream_are_json() {
         json!({ "threadId": "t", "messages": [{ "id": "1", "role": "assistant", "content": "x" }] }),
         json!({ "threadId": "a b", "messages": [{ "id": "1", "role": "user", "content": "x" }] }),
     ] {
-        let r = client().post(&url).json(&body).send().await.expect("answer");
+        let r = client()
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("answer");
         assert_error(r, 400).await;
     }
     gw.running.shutdown().await;
@@ -271,13 +314,48 @@ async fn upstream_gets_a_run_agent_input_on_its_url_as_it_stands() {
         assert_eq!(r.header("accept"), Some("text/event-stream"));
     }
     let (first, second) = (seen[0].json(), seen[1].json());
-    assert!(uuid::Uuid::parse_str(first["threadId"].as_str().unwrap()).is_ok(), "{first}");
-    assert_eq!(first["messages"], json!([{ "id": first["messages"][0]["id"], "role": "user", "content": "first" }]));
+    assert!(
+        uuid::Uuid::parse_str(first["threadId"].as_str().unwrap()).is_ok(),
+        "{first}"
+    );
+    assert_eq!(
+        first["messages"],
+        json!([{ "id": first["messages"][0]["id"], "role": "user", "content": "first" }])
+    );
     assert_eq!(first["tools"], json!([]));
     assert_eq!(first["context"], json!([]));
     assert_eq!(first["state"], json!({}));
     // The backend's own thread (from its RUN_STARTED) continues the conversation.
     assert_eq!(second["threadId"], "up-1", "{second}");
     assert_ne!(first["runId"], second["runId"]);
+    gw.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_front_serves_its_openapi_document() {
+    let gw = gateway().await;
+    let r = client()
+        .get(gw.url("/ag-ui/openapi.json"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.expect("JSON");
+    let meta: Value = serde_json::from_str(include_str!("fixtures/openapi-3.1-schema.json"))
+        .expect("vendored OAS schema");
+    let oas = jsonschema::draft202012::new(&meta).expect("the OAS 3.1 schema compiles");
+    let errors: Vec<String> = oas.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "not OpenAPI 3.1: {errors:?}");
+    let op = &doc["paths"]["/ag-ui/api/agents/{id}/run"]["post"];
+    assert!(op.is_object(), "{doc}");
+    for status in ["200", "400", "401", "402", "404"] {
+        assert!(op["responses"][status].is_object(), "{status} missing");
+    }
+    let request = &doc["components"]["schemas"]["AgUiChatRequest"];
+    assert_eq!(request["required"], json!(["messages"]));
+    assert_eq!(request["properties"]["threadId"]["maxLength"], 256);
+    for (name, schema) in doc["components"]["schemas"].as_object().expect("schemas") {
+        assert!(jsonschema::meta::is_valid(schema), "schema {name}");
+    }
     gw.running.shutdown().await;
 }

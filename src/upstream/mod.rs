@@ -76,12 +76,9 @@ impl Call<'_> {
             user_id: self.user_id,
             options: self.options,
         });
-        // A backend called on its base URL (ag-ui) keeps its path (and query) as they stand.
+        // A backend called on its base URL (ag-ui) keeps its path as it stands.
         let path_and_query = match path.is_empty() {
-            true => self
-                .base
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            true => self.base.path().to_owned(),
             false => format!("{}{path}", self.base.path().trim_end_matches('/')),
         };
         let uri = Uri::builder()

@@ -481,8 +481,10 @@ pub fn read_stream(format: &str, body: &str) -> Answer {
                     _ => {}
                 }
             }
-            a.ended_properly = matches!(ty(n.wrapping_sub(1)).as_deref(), Some("RUN_FINISHED" | "RUN_ERROR"))
-                && ty(0).as_deref() == Some("RUN_STARTED");
+            a.ended_properly = matches!(
+                ty(n.wrapping_sub(1)).as_deref(),
+                Some("RUN_FINISHED" | "RUN_ERROR")
+            ) && ty(0).as_deref() == Some("RUN_STARTED");
         }
         other => panic!("unknown format {other}"),
     }
