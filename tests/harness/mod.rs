@@ -131,6 +131,10 @@ pub async fn balance(running: &Running, account: &str) -> f64 {
     ledger.balance(account).await.expect("balance read")
 }
 
+/// The APIs of the fronts [`FRONTS`] mounts (the four seed APIs; the ag-ui front is mounted
+/// by the tests that use it).
+pub const SEED_FRONTS: [Api; 4] = [Api::Pharen, Api::Chatbase, Api::Agents, Api::Guayaba];
+
 /// The four fronts on the main listener, each under `/<api name>`.
 pub const FRONTS: &str = r#"
 [[front]]
