@@ -1,4 +1,4 @@
-//! `agentgate demo-agent`: an echo backend speaking any of the four chat APIs.
+//! `agentgate demo-agent`: an echo backend speaking any of the chat APIs.
 //!
 //! It streams its answer word by word with small pauses, calls a `get_weather` tool when the
 //! message asks about the weather, sends a `source-url` and a `data-demo` part (ui-message
@@ -87,11 +87,17 @@ impl DemoAgent {
         let Ok(body) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
             return text(StatusCode::BAD_REQUEST, "malformed JSON");
         };
-        let Some(route) = crate::apis::match_chat(self.api, &path) else {
-            return text(StatusCode::NOT_FOUND, "no such path");
+        // A backend called on its URL as it stands (ag-ui) answers on any path.
+        let route = match crate::apis::match_chat(self.api, &path) {
+            Some(route) => route,
+            None if self.api.upstream_uses_base_path() => crate::apis::ChatRoute {
+                agent_id: "demo".into(),
+                stream_path: true,
+            },
+            None => return text(StatusCode::NOT_FOUND, "no such path"),
         };
         let agent_id = route.agent_id;
-        let message = crate::apis::str_field(&body, "message").unwrap_or_default();
+        let message = self.api.demo_message(&body);
         let read = self.api.demo_read(&body, wants_sse, route.stream_path);
         let stream = read.stream;
         let conversation = read

@@ -153,7 +153,7 @@ async fn a_conversation_continues_across_requests_and_fronts_for_every_upstream_
                         Api::Pharen => assert!(uuid::Uuid::parse_str(&got).is_ok(), "{got}"),
                         Api::Guayaba => assert!(got.starts_with("api:"), "{got}"),
                         Api::Agents => assert_eq!(got, "default"),
-                        Api::Chatbase => assert!(got.starts_with("conv_"), "{got}"),
+                        Api::Chatbase | Api::AgUi => assert!(got.starts_with("conv_"), "{got}"),
                     }
                     conversation = Some(got);
                 }

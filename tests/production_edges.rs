@@ -31,7 +31,7 @@ async fn first_byte_timeout_holds_on_its_own_on_every_front() {
     .await;
     let gw = std::sync::Arc::new(gw);
     let mut runs = Vec::new();
-    for front in Api::ALL {
+    for front in SEED_FRONTS {
         for stream in [true, false] {
             let (gw, id) = (gw.clone(), id.clone());
             runs.push(tokio::spawn(async move {
@@ -254,7 +254,7 @@ async fn an_upper_case_agent_uuid_is_the_same_agent() {
     .await;
     let upper = id.to_uppercase();
     let c = client();
-    for front in Api::ALL {
+    for front in SEED_FRONTS {
         let r = send_chat(&c, &gw, front, &upper, "hi", None, false).await;
         assert_eq!(
             r.status(),

@@ -116,6 +116,11 @@ pub trait ChatApi: Sync + 'static {
     /// The JSON body of a chat sent to a backend speaking this API (always asking for a
     /// stream); the path is [`upstream_path`].
     fn upstream_body(&self, call: &UpstreamChat<'_>) -> Value;
+    /// A backend speaking this API is called on its `upstream` URL as it stands, not on a
+    /// path of [`ChatApi::routes`] (ag-ui: one URL per agent; `upstream_agent_id` unused).
+    fn upstream_uses_base_path(&self) -> bool {
+        false
+    }
 
     // ---- Answers ------------------------------------------------------------------------------
 
@@ -150,6 +155,11 @@ pub trait ChatApi: Sync + 'static {
     /// conversation the body names and whether to stream. `stream_path`: it came on a
     /// streaming chat path.
     fn demo_read(&self, body: &Value, wants_sse: bool, stream_path: bool) -> DemoRead;
+
+    /// The user message the demo backend answers (its `message` field, leniently).
+    fn demo_message(&self, body: &Value) -> String {
+        str_field(body, "message").unwrap_or_default()
+    }
 
     /// Metadata the demo backend sends before its finish (`agents`: the conversation id).
     fn demo_metadata(&self, _conversation: &str) -> Option<Value> {
@@ -226,8 +236,12 @@ pub struct FinishIds<'a> {
 }
 
 /// The path (template filled with the percent-encoded agent id) a backend speaking `api` is
-/// called on: its streaming chat route if it has one, else its chat route.
+/// called on: its streaming chat route if it has one, else its chat route; empty when the
+/// backend is called on its base URL as it stands ([`ChatApi::upstream_uses_base_path`]).
 pub fn upstream_path(api: Api, encoded_agent_id: &str) -> String {
+    if api.upstream_uses_base_path() {
+        return String::new();
+    }
     let chat = |stream| {
         api.routes().iter().find(|r| {
             r.kind
@@ -273,6 +287,7 @@ registry! {
     Chatbase => chatbase::Chatbase,
     Agents => agents::Agents,
     Guayaba => guayaba::Guayaba,
+    AgUi => ag_ui::AgUi,
 }
 
 impl std::ops::Deref for Api {

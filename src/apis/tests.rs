@@ -87,7 +87,7 @@ fn every_api_is_named_parsed_and_registered_once() {
     }
     let err = "nope".parse::<Api>().unwrap_err();
     assert!(
-        err.contains("expected pharen, chatbase, agents or guayaba"),
+        err.contains("expected pharen, chatbase, agents, guayaba or ag-ui"),
         "{err}"
     );
 }

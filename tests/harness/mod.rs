@@ -131,6 +131,10 @@ pub async fn balance(running: &Running, account: &str) -> f64 {
     ledger.balance(account).await.expect("balance read")
 }
 
+/// The APIs of the fronts [`FRONTS`] mounts (the four seed APIs; the ag-ui front is mounted
+/// by the tests that use it).
+pub const SEED_FRONTS: [Api; 4] = [Api::Pharen, Api::Chatbase, Api::Agents, Api::Guayaba];
+
 /// The four fronts on the main listener, each under `/<api name>`.
 pub const FRONTS: &str = r#"
 [[front]]
@@ -214,6 +218,7 @@ pub fn chat_path(front: Api, agent: &str, stream: bool) -> String {
         Api::Agents if stream => format!("/agents/api/agents/{agent}/chat/stream"),
         Api::Agents => format!("/agents/api/agents/{agent}/chat"),
         Api::Guayaba => format!("/guayaba/api/v1/agents/{agent}/chat"),
+        Api::AgUi => format!("/ag-ui/api/agents/{agent}/run"),
     }
 }
 
@@ -224,16 +229,30 @@ pub fn conversation_field(front: Api) -> &'static str {
         Api::Chatbase => "conversationId",
         Api::Agents => "conversation_id",
         Api::Guayaba => "sessionKey",
+        Api::AgUi => "threadId",
     }
 }
 
 /// A chat body in `front`'s own shape, asking for a stream or not as that API does.
 pub fn chat_body(front: Api, message: &str, conversation: Option<&str>, stream: bool) -> Value {
+    if front == Api::AgUi {
+        // AG-UI's `RunAgentInput`: always streams; `threadId` is the conversation.
+        let mut body = json!({
+            "runId": format!("run-{}", uuid::Uuid::new_v4()),
+            "messages": [{ "id": "m1", "role": "user", "content": message }],
+            "tools": [], "context": [], "state": {}, "forwardedProps": {},
+        });
+        if let Some(c) = conversation {
+            body["threadId"] = json!(c);
+        }
+        return body;
+    }
     let mut body = json!({ "message": message });
     match front {
         // pharen streams on `Accept`, agents on its `/chat/stream` path.
         Api::Pharen | Api::Agents => {}
         Api::Chatbase | Api::Guayaba => body["stream"] = json!(stream),
+        Api::AgUi => {}
     }
     if let Some(c) = conversation {
         // pharen takes `conversation_uuid` or `conversation_id`: streams use one, sync the other.
@@ -271,6 +290,7 @@ pub fn front_format(front: Api) -> &'static str {
         Api::Pharen | Api::Chatbase => "ui-message",
         Api::Agents => "text-done",
         Api::Guayaba => "session-delta",
+        Api::AgUi => "ag-ui",
     }
 }
 
@@ -440,6 +460,36 @@ pub fn read_stream(format: &str, body: &str) -> Answer {
             a.ended_properly =
                 n >= 2 && events[n - 1].data == "[DONE]" && ty(n - 2).as_deref() == Some("done");
         }
+        "ag-ui" => {
+            for e in &events {
+                let v = e.json().unwrap_or_else(|| panic!("not JSON: {e:?}"));
+                match v["type"].as_str().unwrap_or_default() {
+                    "RUN_STARTED" => {
+                        a.conversation = v["threadId"].as_str().map(str::to_owned);
+                    }
+                    "TEXT_MESSAGE_CONTENT" | "TEXT_MESSAGE_CHUNK" => {
+                        a.text.push_str(v["delta"].as_str().unwrap_or_default())
+                    }
+                    "TOOL_CALL_START" => a
+                        .tool_inputs
+                        .push(v["toolCallName"].as_str().unwrap_or_default().to_owned()),
+                    "TOOL_CALL_RESULT" => a
+                        .tool_outputs
+                        .push(v["toolCallId"].as_str().unwrap_or_default().to_owned()),
+                    "RUN_FINISHED" => {
+                        a.credits = v["result"]["usage"]["credits"].as_f64();
+                    }
+                    "RUN_ERROR" => a
+                        .errors
+                        .push(v["message"].as_str().unwrap_or_default().to_owned()),
+                    _ => {}
+                }
+            }
+            a.ended_properly = matches!(
+                ty(n.wrapping_sub(1)).as_deref(),
+                Some("RUN_FINISHED" | "RUN_ERROR")
+            ) && ty(0).as_deref() == Some("RUN_STARTED");
+        }
         other => panic!("unknown format {other}"),
     }
     a
@@ -469,7 +519,8 @@ pub fn read_sync(front: Api, body: &Value) -> Answer {
             );
             assert!(s("userMessageId").is_some(), "{body}");
         }
-        Api::Agents => {
+        // ag-ui always streams; its sync body (for a backend) is agents-style.
+        Api::Agents | Api::AgUi => {
             a.text = s("response").unwrap_or_default();
             a.conversation = s("conversation_id");
             assert!(
