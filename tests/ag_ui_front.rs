@@ -10,7 +10,6 @@ use agentgate::auth::{KeyKind, KeyLimits, NewKeySpec, Scopes};
 use agentgate::fronts::Api;
 use harness::*;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 
 const SEEDS: [Api; 4] = [Api::Pharen, Api::Chatbase, Api::Agents, Api::Guayaba];
 
@@ -18,17 +17,14 @@ fn echo(turn: u32, message: &str) -> String {
     format!("Echo (turn {turn}): {message}")
 }
 
-/// The four seed fronts plus the ag-ui front under `/ag-ui`.
-fn config_with_ag_ui(agents: &[String]) -> String {
-    format!(
-        "{}\n[[front]]\napi = \"ag-ui\"\nprefix = \"/ag-ui\"\n",
-        config("", agents)
-    )
-}
-
 /// A gateway with agent 1 behind an ag-ui demo backend (on a path of its own, called as it
 /// stands) and agents 2..=5 behind the four seed demo backends.
 async fn gateway() -> Gateway {
+    gateway_and(&[]).await
+}
+
+/// [`gateway`] with `more` agents besides.
+async fn gateway_and(more: &[String]) -> Gateway {
     let ag_ui = demo_agent(Api::AgUi).await;
     let mut agents = vec![agent(
         &agent_id(1),
@@ -45,7 +41,33 @@ async fn gateway() -> Gateway {
             "",
         ));
     }
-    spawn_gateway(&config_with_ag_ui(&agents)).await
+    agents.extend_from_slice(more);
+    spawn_gateway(&config_with_ag_ui("", &agents)).await
+}
+
+/// Agent 6: the backend written with `@ag-ui/encoder`.
+const ENCODER_AGENT: u32 = 6;
+
+fn encoder_echo(turn: u32, message: &str) -> String {
+    format!("Echo (encoder, turn {turn}): {message}")
+}
+
+/// A gateway as [`gateway`] with agent 6 behind `tests/js/ag-ui-backend.mjs`; `None` (said why)
+/// where node is absent.
+async fn gateway_with_encoder() -> Option<(Gateway, EncoderBackend)> {
+    let encoder = EncoderBackend::spawn().await?;
+    let extra = agent(&agent_id(ENCODER_AGENT), &encoder.url(), Api::AgUi, "");
+    Some((gateway_and(&[extra]).await, encoder))
+}
+
+/// `HttpAgent` POSTing its own `RunAgentInput` to the front: its verdict, which must be `ok`.
+async fn http_agent(gw: &Gateway, agent: &str, message: &str, thread: Option<&str>) -> Value {
+    let url = gw.url(&chat_path(Api::AgUi, agent, true));
+    let verdict = ag_ui_client_run(&url, test_key().expose(), message, thread)
+        .await
+        .expect("node ran for the encoder backend");
+    assert_eq!(verdict["ok"], true, "@ag-ui/client: {verdict}");
+    verdict
 }
 
 /// One run on the ag-ui front: 200 `text/event-stream`, read back, properly ended.
@@ -75,50 +97,14 @@ async fn run(
 /// `@ag-ui/client`'s `HttpAgent` (verification on) must accept the stream and assemble the
 /// same text; skipped (with its reason) where node is absent.
 async fn check_with_ag_ui_client(body: &str, thread: Option<&str>, text: &str) {
-    let dir = match node_harness() {
-        Ok(dir) => dir,
-        Err(why) => {
-            eprintln!("skip @ag-ui/client check: {why}");
-            return;
-        }
+    let Some(verdict) = check_ag_ui_stream(body, thread).await else {
+        return;
     };
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(dir.join("check-ag-ui-stream.mjs"));
-    if let Some(id) = thread {
-        cmd.args(["-", "--thread-id", id]);
-    }
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node starts");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(body.as_bytes()).await.expect("write body");
-    drop(stdin);
-    let out = tokio::time::timeout(PATIENCE, child.wait_with_output())
-        .await
-        .expect("node answers in time")
-        .expect("node runs");
-    let line = String::from_utf8_lossy(&out.stdout);
-    let verdict: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
-        panic!(
-            "check-ag-ui-stream.mjs printed no JSON ({e}): {line}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
     assert_eq!(
         verdict["ok"], true,
         "@ag-ui/client refused:\n{verdict}\n{body}"
     );
-    let texts: String = verdict["texts"]
-        .as_array()
-        .expect("texts")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert_eq!(texts, text, "{verdict}");
+    assert_eq!(client_text(&verdict), text, "{verdict}");
 }
 
 #[tokio::test]
@@ -300,7 +286,7 @@ async fn upstream_gets_a_run_agent_input_on_its_url_as_it_stands() {
         Api::AgUi,
         "",
     )];
-    let gw = spawn_gateway(&config_with_ag_ui(&agents)).await;
+    let gw = spawn_gateway(&config_with_ag_ui("", &agents)).await;
     let c = client();
     let a = run(&c, &gw, &agent_id(1), "first", Some("client-thread")).await;
     assert_eq!(a.text, "hi there");
@@ -357,5 +343,112 @@ async fn the_front_serves_its_openapi_document() {
     for (name, schema) in doc["components"]["schemas"].as_object().expect("schemas") {
         assert!(jsonschema::meta::is_valid(schema), "schema {name}");
     }
+    gw.running.shutdown().await;
+}
+
+/// `@ag-ui/client`'s `HttpAgent` calls the front itself (key, `RunAgentInput`, verification
+/// on) and gets its answer from every upstream: the four seed backends, the ag-ui demo backend
+/// and a backend written with `@ag-ui/encoder`, whose thread it continues and whose tool call
+/// and result it assembles. The encoder backend is sent a `RunAgentInput` with the thread it
+/// chose, and never the client's key.
+#[tokio::test]
+async fn http_agent_reaches_every_upstream_and_an_encoder_backend() {
+    let Some((gw, encoder)) = gateway_with_encoder().await else {
+        return;
+    };
+    for n in 1..=5 {
+        let v = http_agent(&gw, &agent_id(n), "Hi from HttpAgent é 👋", None).await;
+        assert_eq!(
+            client_text(&v),
+            echo(1, "Hi from HttpAgent é 👋"),
+            "agent {n}"
+        );
+    }
+    let id = agent_id(ENCODER_AGENT);
+    let thread = "encoder-thread";
+    let v = http_agent(&gw, &id, "first 日本語", Some(thread)).await;
+    assert_eq!(client_text(&v), encoder_echo(1, "first 日本語"));
+    assert_eq!(v["threadId"], thread, "{v}");
+    let v = http_agent(&gw, &id, "second", Some(thread)).await;
+    assert_eq!(client_text(&v), encoder_echo(2, "second"));
+    let v = http_agent(&gw, &id, "weather?", Some("weather-thread")).await;
+    assert_eq!(
+        client_text(&v),
+        format!("Sunny in Paris. {}", encoder_echo(1, "weather?"))
+    );
+    assert_eq!(v["toolCalls"][0]["name"], "get_weather", "{v}");
+    assert_eq!(v["toolCalls"][0]["arguments"], r#"{"city":"Paris"}"#, "{v}");
+    assert_eq!(v["toolResults"].as_array().map(Vec::len), Some(1), "{v}");
+
+    let seen = encoder.received(3).await;
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let (one, two) = (&seen[0], &seen[1]);
+    assert_eq!(one["path"], "/agent/run");
+    assert_eq!(one["headers"]["accept"], "text/event-stream");
+    assert!(one["headers"].get("authorization").is_none(), "{one}");
+    assert_eq!(one["input"]["messages"][0]["role"], "user");
+    assert_eq!(one["input"]["messages"][0]["content"], "first 日本語");
+    // The backend's thread (from its RUN_STARTED) continues the conversation.
+    assert_eq!(two["input"]["threadId"], one["input"]["threadId"]);
+    assert_ne!(seen[2]["input"]["threadId"], one["input"]["threadId"]);
+    gw.running.shutdown().await;
+}
+
+/// Each seed front streams the encoder backend's answer in its own format.
+#[tokio::test]
+async fn each_seed_front_reaches_an_encoder_backend() {
+    let Some((gw, _encoder)) = gateway_with_encoder().await else {
+        return;
+    };
+    let c = client();
+    let id = agent_id(ENCODER_AGENT);
+    for front in SEEDS {
+        let response = send_chat(&c, &gw, front, &id, "from a seed é", None, true).await;
+        assert_eq!(response.status(), 200, "{front}");
+        let body = response.text().await.expect("body");
+        let a = read_stream(front_format(front), &body);
+        assert!(a.ended_properly, "{front}:\n{body}");
+        assert!(a.errors.is_empty(), "{front}:\n{body}");
+        assert_eq!(a.text, encoder_echo(1, "from a seed é"), "{front}:\n{body}");
+    }
+    gw.running.shutdown().await;
+}
+
+/// The encoder backend drops its connection after the first words: `HttpAgent` sees the words,
+/// then `RUN_ERROR` as the stream's proper end, and the run is charged for what was said.
+#[tokio::test]
+async fn an_upstream_dying_mid_stream_ends_with_run_error() {
+    let Some((gw, _encoder)) = gateway_with_encoder().await else {
+        return;
+    };
+    let id = agent_id(ENCODER_AGENT);
+    let url = gw.url(&chat_path(Api::AgUi, &id, true));
+    let v = ag_ui_client_run(&url, test_key().expose(), "please die", Some("dying"))
+        .await
+        .expect("node ran");
+    assert_eq!(v["ok"], true, "@ag-ui/client: {v}");
+    assert_eq!(
+        v["types"].as_array().and_then(|t| t.last()),
+        Some(&json!("RUN_ERROR")),
+        "{v}"
+    );
+    assert!(v["runError"]["message"].is_string(), "{v}");
+    assert_eq!(client_text(&v), "Echo ", "{v}");
+    // The same over plain HTTP: a stream that ends, not a cut.
+    let r = send_chat(
+        &client(),
+        &gw,
+        Api::AgUi,
+        &id,
+        "die again",
+        Some("dying-2"),
+        true,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.expect("a stream that ends");
+    let a = read_stream("ag-ui", &body);
+    assert!(a.ended_properly, "{body}");
+    assert_eq!(a.errors.len(), 1, "{body}");
     gw.running.shutdown().await;
 }

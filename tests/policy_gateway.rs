@@ -1150,8 +1150,9 @@ async fn rate_limits_and_stream_caps_through_the_gateway() {
 
 // ------------------------------------------------------------ 6. the mid-stream hard limit --
 
-/// Output priced so that the reservation runs out mid-answer: every front's stream ends as its
-/// format must, the backend's connection is closed, and the charge is the whole reservation.
+/// Output priced so that the reservation runs out mid-answer: every front's stream (the ag-ui
+/// front's too) ends as its format must, the backend's connection is closed, and the charge is
+/// the whole reservation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hard_limit_ends_every_format_properly_mid_stream() {
     const DELTAS: usize = 20;
@@ -1164,7 +1165,7 @@ async fn the_hard_limit_ends_every_format_properly_mid_stream() {
     .await;
     let id = agent_id(6);
     // Base 1, cap 5: the 50th character (5th delta) uses the reservation of 6 up.
-    let gw = spawn_gateway(&config(
+    let gw = spawn_gateway(&config_with_ag_ui(
         "",
         &[agent(
             &id,
@@ -1176,7 +1177,7 @@ async fn the_hard_limit_ends_every_format_properly_mid_stream() {
     .await;
     let base = format!("http://{}", gw.addr);
     let c = client();
-    for front in ALL_FRONTS {
+    for front in ALL_FRONTS.into_iter().chain([Api::AgUi]) {
         let r = chat(&c, &base, front, &id, true, "long answer please")
             .send()
             .await
@@ -1227,6 +1228,23 @@ async fn the_hard_limit_ends_every_format_properly_mid_stream() {
             "text-done" => {
                 terminal("done");
                 assert_eq!(events.last().map(|e| e.data.as_str()), Some("[DONE]"));
+            }
+            // SPEC §9: the run finishes (its `result` says why), the last event of the stream.
+            "ag-ui" => {
+                let finish = terminal("RUN_FINISHED");
+                assert_eq!(finish["result"]["creditsExhausted"], true, "{body}");
+                assert_eq!(
+                    events
+                        .last()
+                        .and_then(|e| e.json())
+                        .map(|v| v["type"].clone()),
+                    Some("RUN_FINISHED".into()),
+                    "{body}"
+                );
+                if let Some(verdict) = check_ag_ui_stream(&body, None).await {
+                    assert_eq!(verdict["ok"], true, "@ag-ui/client refused: {verdict}");
+                    assert_eq!(client_text(&verdict), answer.text, "{verdict}");
+                }
             }
             other => panic!("{other}"),
         }

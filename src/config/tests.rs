@@ -826,8 +826,7 @@ fn embedded_default_parses() {
         .iter()
         .all(|a| a.upstream == Upstream::Demo && a.uuid().is_some()));
     let apis: Vec<_> = config.agents().iter().map(|a| a.upstream_api).collect();
-    // The quick start's demo agents speak the four seed APIs (an ag-ui one is still to come).
-    assert_eq!(apis, Api::ALL[..4]);
+    assert_eq!(apis, Api::ALL);
     let team = config.teams().first().expect("a team");
     assert_eq!(team.members.len(), 3);
     assert!(team.summarizer.is_some());

@@ -19,9 +19,12 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod ag_ui;
 #[path = "../common/node.rs"]
 mod node;
 pub mod process;
+
+pub use ag_ui::*;
 
 pub const LOOPBACK: &str = "127.0.0.1:0";
 

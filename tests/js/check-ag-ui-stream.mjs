@@ -9,6 +9,10 @@
 // the end) and applies the events to the agent's messages and state.
 //
 //   node check-ag-ui-stream.mjs [body.sse] [--thread-id ID]   (reads stdin without a path)
+//   node check-ag-ui-stream.mjs --url URL --key KEY --message TEXT [--thread-id ID]
+//
+// With --url the HttpAgent calls the gateway itself (a real POST of its RunAgentInput, with
+// `authorization: Bearer KEY` and one user message) instead of reading a body it is handed.
 //
 // Prints ONE JSON line:
 //   {"ok":true,"types":[...],"threadId","runId","messages":[...],"state":{...},
@@ -33,9 +37,12 @@ function errorMessage(error) {
 }
 
 function parseArgs(argv) {
-  const args = { path: null, threadId: null };
+  const args = { path: null, threadId: null, url: null, key: null, message: null };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--thread-id') args.threadId = argv[++i];
+    else if (argv[i] === '--url') args.url = argv[++i];
+    else if (argv[i] === '--key') args.key = argv[++i];
+    else if (argv[i] === '--message') args.message = argv[++i];
     else args.path = argv[i];
   }
   return args;
@@ -50,7 +57,7 @@ async function readInput(path) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
-  const bytes = await readInput(args.path);
+  const bytes = args.url ? null : await readInput(args.path);
 
   // Whatever the client logs is a finding: it warns where it drops or strips material.
   const logged = [];
@@ -58,15 +65,22 @@ async function main() {
     console[level] = (...parts) => logged.push(`console.${level}: ${parts.map(String).join(' ')}`);
   }
 
-  const agent = new HttpAgent({
-    url: 'http://agentgate.test/run',
-    threadId: args.threadId ?? undefined,
-    fetch: async () =>
-      new Response(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
-        status: 200,
-        headers: { 'content-type': 'text/event-stream' },
-      }),
-  });
+  const agent = args.url
+    ? new HttpAgent({
+        url: args.url,
+        threadId: args.threadId ?? undefined,
+        headers: args.key ? { authorization: `Bearer ${args.key}` } : {},
+        initialMessages: [{ id: 'user-1', role: 'user', content: args.message ?? 'hello' }],
+      })
+    : new HttpAgent({
+        url: 'http://agentgate.test/run',
+        threadId: args.threadId ?? undefined,
+        fetch: async () =>
+          new Response(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
+            status: 200,
+            headers: { 'content-type': 'text/event-stream' },
+          }),
+      });
   const events = [];
   let runError = null;
   agent.subscribe({
