@@ -59,8 +59,9 @@ fn embedded_default_is_the_shipped_quick_start() -> std::io::Result<()> {
     let shipped = std::fs::read_to_string(config_dir().join("agentgate.toml"))?;
     assert_eq!(DEFAULT_CONFIG, shipped);
     let config = Config::embedded().unwrap_or_else(|e| panic!("embedded config:\n{e}"));
-    assert_eq!(config.fronts().len(), 4);
-    assert_eq!(config.agents().len(), 4);
+    // Five fronts, five demo agents: one per chat API.
+    assert_eq!(config.fronts().len(), 5);
+    assert_eq!(config.agents().len(), 5);
     assert!(config
         .agent("00000000-0000-4000-8000-000000000001")
         .is_some());

@@ -9,8 +9,8 @@ use serde_json::{json, Map, Value};
 use super::request::{check_conversation_key, check_length, malformed};
 use super::shared::{message_schema, usage_ref, SyncCommon};
 use super::{
-    str_field, ApiError, ChatApi, ChatRequest, Conversation, DemoRead, RouteDef, RouteKind,
-    UpstreamChat, MAX_CONVERSATION_KEY_LEN,
+    str_field, ApiError, ChatApi, ChatRequest, Conversation, DemoRead, FinishIds, RouteDef,
+    RouteKind, UpstreamChat, MAX_CONVERSATION_KEY_LEN,
 };
 use crate::formats::{Aggregate, Format, SyncContext};
 
@@ -125,6 +125,12 @@ impl ChatApi for AgUi {
             "state": {},
             "forwardedProps": {},
         })
+    }
+
+    /// `RUN_FINISHED.result` (SPEC §9): the usage, and `creditsExhausted` where the run was
+    /// cut at the credit limit.
+    fn finish_metadata(&self, _ids: &FinishIds<'_>, usage: Value) -> Option<Value> {
+        Some(json!({ "usage": usage }))
     }
 
     fn sync_body(&self, aggregate: &Aggregate, ctx: &SyncContext) -> Value {

@@ -819,8 +819,9 @@ fn load_resolves_paths_against_the_file() -> Result<(), Box<dyn std::error::Erro
 #[test]
 fn embedded_default_parses() {
     let config = Config::embedded().expect("the embedded config is valid");
-    assert_eq!(config.fronts().len(), 4);
-    assert_eq!(config.agents().len(), 4);
+    // One front and one demo agent per chat API.
+    let fronts: Vec<_> = config.fronts().iter().map(|f| f.api).collect();
+    assert_eq!(fronts, Api::ALL);
     assert!(config
         .agents()
         .iter()
