@@ -114,27 +114,9 @@ fn check(script: &Path, case: &Case) -> Result<(), String> {
 
 /// Runs every case (a few node processes at a time) and reports every failure at once.
 fn check_all(script: &Path, cases: &[Case]) {
-    let mut failures = Vec::new();
-    for batch in cases.chunks(4) {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = batch
-                .iter()
-                .map(|case| (case, s.spawn(|| check(script, case))))
-                .collect();
-            for (case, h) in handles {
-                if let Err(e) = h.join().unwrap() {
-                    failures.push(format!("{}: {e}", case.name));
-                }
-            }
-        });
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} bodies failed the @ag-ui/client check:\n\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n\n")
-    );
+    common::node::check_all("@ag-ui/client", cases, |c| c.name.clone(), |_, c| {
+        check(script, c)
+    });
 }
 
 fn to_ag_ui(from: Format, bytes: &[u8], max_event: usize) -> Vec<u8> {

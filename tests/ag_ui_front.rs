@@ -94,6 +94,24 @@ async fn run(
     answer
 }
 
+/// A stream from a seed `front` to `agent`: 200, properly ended, no error, `text`.
+async fn stream_from(
+    c: &reqwest::Client,
+    gw: &Gateway,
+    front: Api,
+    agent: &str,
+    message: &str,
+    text: &str,
+) {
+    let response = send_chat(c, gw, front, agent, message, None, true).await;
+    assert_eq!(response.status(), 200, "{front}");
+    let body = response.text().await.expect("body");
+    let a = read_stream(front_format(front), &body);
+    assert!(a.ended_properly, "{front}:\n{body}");
+    assert!(a.errors.is_empty(), "{front}:\n{body}");
+    assert_eq!(a.text, text, "{front} stream:\n{body}");
+}
+
 /// `@ag-ui/client`'s `HttpAgent` (verification on) must accept the stream and assemble the
 /// same text; skipped (with its reason) where node is absent.
 async fn check_with_ag_ui_client(body: &str, thread: Option<&str>, text: &str) {
@@ -143,12 +161,7 @@ async fn each_seed_front_reaches_an_ag_ui_backend() {
     let c = client();
     let id = agent_id(1);
     for front in SEEDS {
-        let response = send_chat(&c, &gw, front, &id, "from a seed", None, true).await;
-        assert_eq!(response.status(), 200, "{front}");
-        let body = response.text().await.expect("body");
-        let a = read_stream(front_format(front), &body);
-        assert!(a.ended_properly, "{front}:\n{body}");
-        assert_eq!(a.text, echo(1, "from a seed"), "{front} stream:\n{body}");
+        stream_from(&c, &gw, front, &id, "from a seed", &echo(1, "from a seed")).await;
         let response = send_chat(&c, &gw, front, &id, "sync seed", None, false).await;
         assert_eq!(response.status(), 200, "{front}");
         let body: Value = response.json().await.expect("JSON body");
@@ -403,13 +416,8 @@ async fn each_seed_front_reaches_an_encoder_backend() {
     let c = client();
     let id = agent_id(ENCODER_AGENT);
     for front in SEEDS {
-        let response = send_chat(&c, &gw, front, &id, "from a seed é", None, true).await;
-        assert_eq!(response.status(), 200, "{front}");
-        let body = response.text().await.expect("body");
-        let a = read_stream(front_format(front), &body);
-        assert!(a.ended_properly, "{front}:\n{body}");
-        assert!(a.errors.is_empty(), "{front}:\n{body}");
-        assert_eq!(a.text, encoder_echo(1, "from a seed é"), "{front}:\n{body}");
+        let expected = encoder_echo(1, "from a seed é");
+        stream_from(&c, &gw, front, &id, "from a seed é", &expected).await;
     }
     gw.running.shutdown().await;
 }

@@ -118,27 +118,7 @@ fn check(script: &Path, case: &Case) -> Result<(), String> {
 
 /// Runs every case (a few node processes at a time) and reports every failure at once.
 fn check_all(script: &Path, cases: &[Case]) {
-    let mut failures = Vec::new();
-    for batch in cases.chunks(4) {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = batch
-                .iter()
-                .map(|case| (case, s.spawn(|| check(script, case))))
-                .collect();
-            for (case, h) in handles {
-                if let Err(e) = h.join().unwrap() {
-                    failures.push(format!("{}: {e}", case.name));
-                }
-            }
-        });
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} bodies failed the AI SDK check:\n\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n\n")
-    );
+    common::node::check_all("AI SDK", cases, |c| c.name.clone(), |_, c| check(script, c));
 }
 
 const OPTIONS: [EncodeOptions; 2] = [

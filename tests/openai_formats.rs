@@ -83,31 +83,11 @@ fn check(script: &Path, dir: &Path, i: usize, case: &Case) -> Result<(), String>
 fn check_all(script: &Path, cases: &[Case]) {
     // Each test gets its own directory: the tests of this binary run side by side.
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let mut failures = Vec::new();
-    for (b, batch) in cases.chunks(4).enumerate() {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = batch
-                .iter()
-                .enumerate()
-                .map(|(i, case)| {
-                    let dir = &dir;
-                    (case, s.spawn(move || check(script, dir, b * 4 + i, case)))
-                })
-                .collect();
-            for (case, h) in handles {
-                if let Err(e) = h.join().unwrap() {
-                    failures.push(format!("{} ({}): {e}", case.name, case.kind));
-                }
-            }
-        });
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} bodies failed the openai client check:\n\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n\n")
+    common::node::check_all(
+        "openai client",
+        cases,
+        |c| format!("{} ({})", c.name, c.kind),
+        |i, c| check(script, tmp.path(), i, c),
     );
 }
 

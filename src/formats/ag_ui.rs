@@ -782,14 +782,7 @@ impl AgUiEncoder {
             Event::TextStart { id } => self.open_text(out, id),
             Event::TextDelta { id, delta } => {
                 self.open_text(out, id);
-                let message_id = self.message_id(id);
-                sse::write_event_with(out, None, |out| {
-                    fast::write_fields(
-                        out,
-                        "TEXT_MESSAGE_CONTENT",
-                        &[("messageId", message_id), ("delta", delta)],
-                    )
-                });
+                put_content(out, "TEXT_MESSAGE_CONTENT", self.message_id(id), delta);
             }
             Event::TextEnd { id } => {
                 if let Some(at) = self.text.iter().position(|x| x == id) {
@@ -799,14 +792,7 @@ impl AgUiEncoder {
             Event::ReasoningStart { id } => self.open_reasoning(out, id),
             Event::ReasoningDelta { id, delta } => {
                 self.open_reasoning(out, id);
-                let message_id = self.message_id(id);
-                sse::write_event_with(out, None, |out| {
-                    fast::write_fields(
-                        out,
-                        "REASONING_MESSAGE_CONTENT",
-                        &[("messageId", message_id), ("delta", delta)],
-                    )
-                });
+                put_content(out, "REASONING_MESSAGE_CONTENT", self.message_id(id), delta);
             }
             Event::ReasoningEnd { id } => {
                 if let Some(at) = self.reasoning.iter().position(|x| x == id) {
@@ -983,4 +969,11 @@ fn with_usage(metadata: &RawValue, usage: Usage) -> Option<Box<RawValue>> {
         }
     }
     serde_json::value::to_raw_value(&map).ok()
+}
+
+/// A `TEXT_MESSAGE_CONTENT` or `REASONING_MESSAGE_CONTENT` event of `message_id`.
+fn put_content(out: &mut BytesMut, ty: &str, message_id: &str, delta: &str) {
+    sse::write_event_with(out, None, |out| {
+        fast::write_fields(out, ty, &[("messageId", message_id), ("delta", delta)])
+    });
 }

@@ -167,3 +167,38 @@ impl Drop for InstallLock {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Runs `check` on every case, four at a time (each runs a node process), and fails once with
+/// every failure listed: `what` names the judge, `name` a case. `check` gets the case's index.
+pub fn check_all<C: Sync>(
+    what: &str,
+    cases: &[C],
+    name: impl Fn(&C) -> String,
+    check: impl Fn(usize, &C) -> Result<(), String> + Sync,
+) {
+    let mut failures = Vec::new();
+    for (b, batch) in cases.chunks(4).enumerate() {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, case)| {
+                    let check = &check;
+                    (case, s.spawn(move || check(b * 4 + i, case)))
+                })
+                .collect();
+            for (case, h) in handles {
+                if let Err(e) = h.join().unwrap() {
+                    failures.push(format!("{}: {e}", name(case)));
+                }
+            }
+        });
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} bodies failed the {what} check:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
