@@ -114,9 +114,12 @@ fn check(script: &Path, case: &Case) -> Result<(), String> {
 
 /// Runs every case (a few node processes at a time) and reports every failure at once.
 fn check_all(script: &Path, cases: &[Case]) {
-    common::node::check_all("@ag-ui/client", cases, |c| c.name.clone(), |_, c| {
-        check(script, c)
-    });
+    common::node::check_all(
+        "@ag-ui/client",
+        cases,
+        |c| c.name.clone(),
+        |_, c| check(script, c),
+    );
 }
 
 fn to_ag_ui(from: Format, bytes: &[u8], max_event: usize) -> Vec<u8> {

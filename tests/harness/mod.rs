@@ -24,6 +24,7 @@ pub mod ag_ui;
 mod node;
 pub mod process;
 
+#[allow(unused_imports)] // not every test binary uses the AG-UI parties
 pub use ag_ui::*;
 
 pub const LOOPBACK: &str = "127.0.0.1:0";
