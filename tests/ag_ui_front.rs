@@ -305,9 +305,32 @@ async fn upstream_gets_a_run_agent_input_on_its_url_as_it_stands() {
     assert_eq!(a.text, "hi there");
     let a = run(&c, &gw, &agent_id(1), "second", Some("client-thread")).await;
     assert_eq!(a.text, "hi there");
+    // The client's tools, context, state and forwarded props go on as it sent them.
+    let extras = json!({
+        "tools": [{ "name": "confirm", "description": "Ask the user", "parameters": { "type": "object" } }],
+        "context": [{ "description": "page", "value": "/home" }],
+        "state": { "step": 2 },
+        "forwardedProps": { "locale": "es" },
+    });
+    let mut body = chat_body(Api::AgUi, "third", Some("other-thread"), true);
+    for (k, v) in extras.as_object().expect("object") {
+        body[k] = v.clone();
+    }
+    let r = c
+        .post(gw.url(&chat_path(Api::AgUi, &agent_id(1), true)))
+        .json(&body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    assert!(read_stream("ag-ui", &r.text().await.expect("body")).ended_properly);
     let seen = mock.requests();
-    assert_eq!(seen.len(), 2);
-    for r in &seen {
+    assert_eq!(seen.len(), 3);
+    let third = seen[2].json();
+    for (k, v) in extras.as_object().expect("object") {
+        assert_eq!(&third[k], v, "{k}: {third}");
+    }
+    for r in &seen[..2] {
         assert_eq!(r.method, "POST");
         assert_eq!(r.path, "/langgraph/agent/run");
         assert_eq!(r.header("accept"), Some("text/event-stream"));

@@ -28,7 +28,24 @@ struct Body {
     thread_id: Option<String>,
     #[serde(default)]
     messages: Vec<Value>,
+    tools: Option<Vec<Value>>,
+    context: Option<Vec<Value>>,
+    state: Option<Value>,
+    forwarded_props: Option<Value>,
 }
+
+/// Where a `RunAgentInput`'s `tools`, `context`, `state` and `forwardedProps` wait in
+/// [`ChatRequest::options`] for an ag-ui backend (the other backends have no place for them).
+const RUN_EXTRAS: &str = "ag-ui";
+
+/// The `RunAgentInput` fields passed on to an ag-ui backend as the client sent them, and
+/// whether AG-UI's empty value for one the client left out is a list (else an object).
+const EXTRAS: [(&str, bool); 4] = [
+    ("tools", true),
+    ("context", true),
+    ("state", false),
+    ("forwardedProps", false),
+];
 
 /// The text of an AG-UI message's `content`: a string, or the concatenated `text` parts.
 fn content_text(content: &Value) -> Option<String> {
@@ -90,12 +107,28 @@ impl ChatApi for AgUi {
             }
             _ => Conversation::New,
         };
+        let mut extras = Map::new();
+        let given = [
+            ("tools", b.tools.map(Value::Array)),
+            ("context", b.context.map(Value::Array)),
+            ("state", b.state),
+            ("forwardedProps", b.forwarded_props),
+        ];
+        for (name, value) in given {
+            if let Some(v) = value.filter(|v| !v.is_null()) {
+                extras.insert(name.into(), v);
+            }
+        }
+        let mut options = Map::new();
+        if !extras.is_empty() {
+            options.insert(RUN_EXTRAS.into(), Value::Object(extras));
+        }
         Ok(ChatRequest {
             message: Some(message),
             conversation,
             stream: true,
             user_id: None,
-            options: Map::new(),
+            options,
         })
     }
 
@@ -112,7 +145,7 @@ impl ChatApi for AgUi {
             .conversation
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        json!({
+        let mut body = json!({
             "threadId": thread,
             "runId": uuid::Uuid::new_v4().to_string(),
             "messages": [{
@@ -120,11 +153,17 @@ impl ChatApi for AgUi {
                 "role": "user",
                 "content": call.message.unwrap_or_default(),
             }],
-            "tools": [],
-            "context": [],
-            "state": {},
-            "forwardedProps": {},
-        })
+        });
+        // An ag-ui front's client tools, context, state and forwarded props, as it sent them.
+        let extras = call.options.get(RUN_EXTRAS);
+        for (name, list) in EXTRAS {
+            body[name] = match extras.and_then(|e| e.get(name)) {
+                Some(v) => v.clone(),
+                None if list => json!([]),
+                None => json!({}),
+            };
+        }
+        body
     }
 
     /// `RUN_FINISHED.result` (SPEC §9): the usage, and `creditsExhausted` where the run was
@@ -244,12 +283,36 @@ mod tests {
     }
 
     #[test]
+    fn client_tools_context_state_and_props_reach_an_ag_ui_backend_only() {
+        let body = br#"{"threadId":"t","messages":[{"id":"1","role":"user","content":"hi"}],
+            "tools":[{"name":"confirm","description":"ask","parameters":{"type":"object"}}],
+            "context":[{"description":"page","value":"/home"}],
+            "state":{"step":2},"forwardedProps":{"x":1}}"#;
+        let req = parse_chat(Api::AgUi, body, false, false).unwrap();
+        let call = UpstreamChat {
+            message: req.message.as_deref(),
+            conversation: Some("t"),
+            user_id: None,
+            options: &req.options,
+        };
+        let sent = AgUi.upstream_body(&call);
+        assert_eq!(sent["tools"][0]["name"], "confirm");
+        assert_eq!(sent["context"][0]["value"], "/home");
+        assert_eq!(sent["state"], json!({"step": 2}));
+        assert_eq!(sent["forwardedProps"], json!({"x": 1}));
+        // Not to a pharen backend, whose options they are not.
+        let pharen = super::super::pharen::Pharen.upstream_body(&call);
+        assert_eq!(pharen, json!({"message": "hi", "conversation_uuid": "t"}));
+    }
+
+    #[test]
     fn run_agent_input_errors() {
         for body in [
             &br#"{"messages":[{"role":"assistant","content":"x"}]}"#[..],
             br#"{"messages":[{"role":"user","content":""}]}"#,
             br#"{"threadId":"a b","messages":[{"role":"user","content":"x"}]}"#,
             br#"{"messages":5}"#,
+            br#"{"messages":[{"role":"user","content":"x"}],"tools":{}}"#,
         ] {
             let err = parse_chat(Api::AgUi, body, false, false).unwrap_err();
             assert_eq!(err.status, 400, "{}", String::from_utf8_lossy(body));

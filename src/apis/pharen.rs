@@ -99,7 +99,13 @@ impl ChatApi for Pharen {
     }
 
     fn upstream_body(&self, call: &UpstreamChat<'_>) -> Value {
-        let mut body = call.options.clone();
+        // pharen's own options only: another front's (ag-ui's run extras) are not for it.
+        let mut body: Map<String, Value> = call
+            .options
+            .iter()
+            .filter(|(k, _)| OPTIONS.iter().any(|(name, _)| name == k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if let Some(m) = call.message {
             body.insert("message".into(), json!(m));
         }
