@@ -78,7 +78,10 @@ impl Call<'_> {
         });
         // A backend called on its base URL (ag-ui) keeps its path as it stands.
         let path_and_query = match path.is_empty() {
-            true => self.base.path().to_owned(),
+            true => self
+                .base
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
             false => format!("{}{path}", self.base.path().trim_end_matches('/')),
         };
         let uri = Uri::builder()
@@ -158,5 +161,30 @@ mod tests {
             assert_eq!(req.headers()[AUTHORIZATION], "Bearer secret");
             assert_eq!(req.headers()[ACCEPT], "text/event-stream");
         }
+    }
+
+    #[test]
+    fn a_base_url_as_it_stands_keeps_its_query() {
+        let base: Uri = "http://127.0.0.1:9/agents/run?agent=echo&v=2"
+            .parse()
+            .unwrap();
+        let call = Call {
+            api: Api::AgUi,
+            base: &base,
+            agent_id: "ignored",
+            token: None,
+            message: Some("hi"),
+            conversation: None,
+            user_id: None,
+            options: &Map::new(),
+            request_id: "r1",
+            traceparent: None,
+            tracestate: None,
+        };
+        let req = call.request().unwrap();
+        assert_eq!(
+            req.uri().path_and_query().unwrap(),
+            "/agents/run?agent=echo&v=2"
+        );
     }
 }
