@@ -337,7 +337,13 @@ async fn extended_reservations_survive_recovery_on(backend: Backend) {
 
 crate::on_both_stores!(idempotency_states, idempotency_states_on);
 async fn idempotency_states_on(backend: Backend) {
-    let Some(fx) = fixture_on(backend, short_timeouts()).await else {
+    // A claim in flight stays so for a minute here, whatever the machine's speed; abandonment
+    // is shown below with a ledger whose claims are abandoned after a millisecond.
+    let patient = LedgerConfig {
+        idempotency_timeout: Duration::from_secs(60),
+        ..short_timeouts()
+    };
+    let Some(fx) = fixture_on(backend, patient).await else {
         return;
     };
     let l = fx.ledger.idempotency();
@@ -378,10 +384,18 @@ async fn idempotency_states_on(backend: Backend) {
     ));
 
     // Abandoned (the process died): retryable after the timeout, and the old claim is dead.
+    let hasty = Ledger::new(
+        fx.store.clone(),
+        LedgerConfig {
+            idempotency_timeout: Duration::from_millis(1),
+            ..short_timeouts()
+        },
+    );
+    let l = hasty.idempotency();
     let Begin::New(old) = l.begin("acme", "k2", "h").await.expect("b") else {
         panic!("new");
     };
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let Begin::New(newer) = l.begin("acme", "k2", "h").await.expect("b") else {
         panic!("abandoned claim is taken over");
     };
