@@ -986,7 +986,9 @@ async fn agents_front_without_conversation_id_continues_the_default_conversation
 
 /// Events that reach the gateway together leave it together: a backend's answer read in one go
 /// is written to the client in a few writes, not one per event (each write is a syscall on
-/// both sides; see docs/benchmarks.md). Counted as HTTP chunks on a raw connection.
+/// both sides; see docs/benchmarks.md). Counted as HTTP chunks on a raw connection. How many
+/// events one poll finds ready depends on when the backend connection's task last ran, which a
+/// loaded machine moves: each front gets three tries, and the fewest writes must be few.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_that_arrive_together_are_written_together() {
     let mut fixture = String::from(
@@ -1000,39 +1002,52 @@ async fn events_that_arrive_together_are_written_together() {
     fixture.push_str("data: {\"type\":\"text-end\",\"id\":\"t\"}\n\ndata: {\"type\":\"finish\"}\n\ndata: [DONE]\n\n");
     let events = fixture.matches("data: ").count();
     for front in STREAM_FRONTS {
-        let mock = MockUpstream::sse(fixture.clone())
-            .chunk_per_event_in_one_write()
-            .spawn()
-            .await;
-        let (gw, id) = gateway_for(&mock.url()).await;
-        let body = chat_body(front, "hi", None, true).to_string();
-        let request = format!(
-            "POST {} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\naccept: text/event-stream\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            chat_path(front, &id, true),
-            test_key().expose(),
-            body.len()
-        );
-        let answer = raw_exchange(gw.addr, request.as_bytes()).await;
-        let (head, mut rest) = answer.split_once("\r\n\r\n").expect("a response");
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        let mut chunks = 0;
-        let mut sse = String::new();
-        loop {
-            let (size, tail) = rest.split_once("\r\n").expect("chunk size line");
-            let size = usize::from_str_radix(size, 16).expect("hex chunk size");
-            if size == 0 {
+        let mut fewest = usize::MAX;
+        for _ in 0..3 {
+            fewest = fewest.min(writes_of_one_answer(front, &fixture).await);
+            if fewest * 4 <= events {
                 break;
             }
-            chunks += 1;
-            sse.push_str(&tail[..size]);
-            rest = &tail[size + 2..];
         }
-        let a = read_stream(front_format(front), &sse);
-        assert!(a.ended_properly && a.errors.is_empty(), "{front}: {sse}");
-        assert!(a.text.starts_with("word0 word1 ") && a.text.ends_with("word49 "));
         assert!(
-            chunks * 4 <= events,
-            "{front}: {events} upstream events that arrived at once left in {chunks} writes"
+            fewest * 4 <= events,
+            "{front}: {events} upstream events that arrived at once left in {fewest} writes"
         );
     }
+}
+
+/// One streamed answer of `fixture` (its events in one write from the backend) on `front`:
+/// checked, and the number of HTTP chunks the gateway wrote it in.
+async fn writes_of_one_answer(front: Api, fixture: &str) -> usize {
+    let mock = MockUpstream::sse(fixture.to_owned())
+        .chunk_per_event_in_one_write()
+        .spawn()
+        .await;
+    let (gw, id) = gateway_for(&mock.url()).await;
+    let body = chat_body(front, "hi", None, true).to_string();
+    let request = format!(
+        "POST {} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\naccept: text/event-stream\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        chat_path(front, &id, true),
+        test_key().expose(),
+        body.len()
+    );
+    let answer = raw_exchange(gw.addr, request.as_bytes()).await;
+    let (head, mut rest) = answer.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut chunks = 0;
+    let mut sse = String::new();
+    loop {
+        let (size, tail) = rest.split_once("\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(size, 16).expect("hex chunk size");
+        if size == 0 {
+            break;
+        }
+        chunks += 1;
+        sse.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
+    let a = read_stream(front_format(front), &sse);
+    assert!(a.ended_properly && a.errors.is_empty(), "{front}: {sse}");
+    assert!(a.text.starts_with("word0 word1 ") && a.text.ends_with("word49 "));
+    chunks
 }
