@@ -154,6 +154,7 @@ async fn a_conversation_continues_across_requests_and_fronts_for_every_upstream_
                         Api::Guayaba => assert!(got.starts_with("api:"), "{got}"),
                         Api::Agents => assert_eq!(got, "default"),
                         Api::Chatbase | Api::AgUi => assert!(got.starts_with("conv_"), "{got}"),
+                        Api::OpenAiChat | Api::OpenAiResponses => unreachable!("no front"),
                     }
                     conversation = Some(got);
                 }

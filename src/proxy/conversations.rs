@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::body::CommitHook;
 use super::meter::ChatMeter;
+use crate::apis::{HistoryMessage, HistoryRole};
 use crate::credits::to_milli;
 use crate::fronts::{Api, Conversation};
 use crate::store::{
@@ -105,6 +106,55 @@ pub async fn resolve(
             existing: None,
         },
     }))
+}
+
+/// The newest recorded messages of a conversation, oldest first, as sent to a backend that
+/// keeps no conversation (SPEC §10): at most `limit` of them and `max_bytes` of text, read a
+/// page at a time, starting at a user message.
+pub async fn recent_messages(
+    store: &Store,
+    account: &str,
+    agent: &str,
+    conversation: &str,
+    limit: u32,
+    max_bytes: usize,
+) -> Result<Vec<HistoryMessage>, StoreError> {
+    const PAGE: u32 = 50;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut before = None;
+    'pages: while out.len() < limit as usize {
+        let want = PAGE.min(limit - out.len() as u32);
+        let page = store
+            .history(account, agent, conversation, before, want)
+            .await?;
+        for m in &page {
+            let role = match m.role.as_str() {
+                "user" => HistoryRole::User,
+                "assistant" => HistoryRole::Assistant,
+                _ => continue,
+            };
+            bytes += m.content.len();
+            if bytes > max_bytes {
+                break 'pages;
+            }
+            out.push(HistoryMessage {
+                role,
+                content: m.content.clone(),
+            });
+        }
+        match page.last() {
+            Some(oldest) if page.len() == want as usize => before = Some(oldest.seq),
+            _ => break,
+        }
+    }
+    out.reverse();
+    let first_user = out
+        .iter()
+        .position(|m| m.role == HistoryRole::User)
+        .unwrap_or(out.len());
+    out.drain(..first_user);
+    Ok(out)
 }
 
 /// The id of the last user message of a conversation, if one is recorded: what a chatbase
