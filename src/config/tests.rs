@@ -409,7 +409,8 @@ fn wrong_types() {
 fn bad_enum_values() {
     assert_eq!(
         error("\n[[front]]\napi = \"soap\"\n"),
-        "t.toml:3:7: unknown API `soap` (expected pharen, chatbase, agents, guayaba or ag-ui)"
+        "t.toml:3:7: unknown API `soap` (expected pharen, chatbase, agents, guayaba, ag-ui, \
+         openai-chat or openai-responses)"
     );
     assert_eq!(
         error("[[front]]\napi = \"agents\"\nformat = \"xml\"\n"),

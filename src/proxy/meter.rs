@@ -368,3 +368,95 @@ impl ChatMeter {
         Flow::Continue
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pricing(max_usage: f64) -> AgentCredits {
+        AgentCredits {
+            per_message: 1.0,
+            max_usage,
+            per_1k_input_tokens: 0.5,
+            per_1k_output_tokens: 2.0,
+            ..AgentCredits::FREE
+        }
+    }
+
+    fn run(meter: &mut ChatMeter, mut events: Vec<Event<'static>>) -> Vec<Flow> {
+        events.iter_mut().map(|e| meter.on_event(e, None)).collect()
+    }
+
+    fn delta(text: &str) -> Event<'static> {
+        Event::TextDelta {
+            id: "t".into(),
+            delta: text.to_owned().into(),
+        }
+    }
+
+    fn finish(input: Option<u64>, output: Option<u64>) -> Event<'static> {
+        Event::Finish {
+            reason: Some(FinishReason::Stop),
+            usage: Some(Usage {
+                credits: 0.0,
+                input_tokens: input,
+                output_tokens: output,
+            }),
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn reported_tokens_are_priced_within_the_cap() {
+        let mut m = ChatMeter::new(Api::Agents, Ids::default(), pricing(100.0));
+        run(&mut m, vec![delta("hello"), finish(Some(1200), Some(3000))]);
+        // 1 + 1.2 × 0.5 + 3 × 2
+        assert_eq!(m.final_charge(), 7.6);
+        let mut capped = ChatMeter::new(Api::Agents, Ids::default(), pricing(5.0));
+        run(&mut capped, vec![finish(Some(1200), Some(3000))]);
+        assert_eq!(capped.final_charge(), 6.0);
+    }
+
+    #[test]
+    fn unreported_output_tokens_are_estimated_from_characters() {
+        let mut m = ChatMeter::new(Api::Agents, Ids::default(), pricing(100.0));
+        // 9 characters: ⌈9 / 4⌉ = 3 tokens.
+        run(
+            &mut m,
+            vec![delta("héllo "), delta("✓✓✓"), finish(None, None)],
+        );
+        assert_eq!(estimated_tokens(9), 3);
+        assert_eq!(m.final_charge(), 1.006);
+    }
+
+    #[test]
+    fn estimated_output_tokens_stop_the_stream_at_the_reservation() {
+        let mut m = ChatMeter::new(
+            Api::Agents,
+            Ids::default(),
+            AgentCredits {
+                per_1k_output_tokens: 1000.0,
+                ..pricing(5.0)
+            },
+        );
+        let flows = run(&mut m, vec![delta("abcdefghij"), delta("abcdefghij")]);
+        assert!(matches!(flows[0], Flow::Continue));
+        assert!(matches!(flows[1], Flow::Stop(_)), "5 tokens reach the cap");
+        assert!(m.cut_off());
+    }
+
+    #[test]
+    fn the_answer_id_continues_the_conversation_when_the_backend_says_so() {
+        let start = || Event::Start {
+            message_id: Some("resp_2".into()),
+            conversation_id: None,
+        };
+        let mut m =
+            ChatMeter::new(Api::Agents, Ids::default(), pricing(1.0)).answer_id_continues(true);
+        run(&mut m, vec![start()]);
+        assert_eq!(m.backend_conversation.as_deref(), Some("resp_2"));
+        let mut other = ChatMeter::new(Api::Agents, Ids::default(), pricing(1.0));
+        run(&mut other, vec![start()]);
+        assert_eq!(other.backend_conversation, None);
+    }
+}
