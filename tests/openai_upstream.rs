@@ -507,7 +507,7 @@ fn config_refuses_openai_fronts_versioned_base_urls_and_huge_histories() {
         &format!(
             "{server}[[front]]\napi = \"agents\"\n[[agent]]\nid = \"a\"\n\
              upstream = \"http://127.0.0.1:11434\"\nupstream_api = \"openai-chat\"\n\
-             upstream_agent_id = \"llama3.1:8b\"\nhistory_messages = 0\n"
+             upstream_agent_id = \"meta-llama/Llama-3.1-8B-Instruct\"\nhistory_messages = 0\n"
         ),
         "t.toml",
     )

@@ -127,6 +127,11 @@ pub trait ChatApi: Sync + 'static {
     fn upstream_uses_base_path(&self) -> bool {
         false
     }
+    /// The agent's id on the backend is the body's `model`, any text (a model server's
+    /// `meta-llama/Llama-3.1-8B-Instruct`), not a path segment (the OpenAI APIs).
+    fn upstream_agent_id_is_model(&self) -> bool {
+        false
+    }
     /// A backend speaking this API keeps no conversation: every call carries the
     /// conversation's recorded messages ([`UpstreamChat::history`]; openai-chat).
     fn upstream_takes_history(&self) -> bool {

@@ -60,6 +60,9 @@ impl ChatApi for OpenAiChat {
     fn is_front(&self) -> bool {
         false
     }
+    fn upstream_agent_id_is_model(&self) -> bool {
+        true
+    }
 
     /// A Chat Completions request, read as the demo backend reads it: the last `user`
     /// message's text is the message. (Never a front: see [`ChatApi::is_front`].)

@@ -70,6 +70,9 @@ impl ChatApi for OpenAiResponses {
     fn is_front(&self) -> bool {
         false
     }
+    fn upstream_agent_id_is_model(&self) -> bool {
+        true
+    }
 
     /// A Responses request, read as the demo backend reads it: the `input` text is the
     /// message. (Never a front: see [`ChatApi::is_front`].)

@@ -701,6 +701,11 @@ impl Validator<'_> {
         let api = raw.upstream_api;
         let rule = api.agent_id_rule();
         match &raw.upstream_agent_id {
+            Some(v) if api.upstream_agent_id_is_model() => {
+                self.checked("upstream_agent_id", v, |text| {
+                    check_model(&text).map(|()| text)
+                })
+            }
             Some(v) => self.checked("upstream_agent_id", v, |text| {
                 check_upstream_agent_id(&text)?;
                 if !api.agent_id_valid(&text) {
@@ -1094,6 +1099,16 @@ fn check_upstream_agent_id(text: &str) -> Result<(), String> {
         Err(format!(
             "`{text}` is not a usable path segment (1 to 256 of A-Z a-z 0-9 - . _ ~ ! $ & ' ( ) * + , ; = : @)"
         ))
+    }
+}
+
+/// A `model` sent in a body (the OpenAI upstreams): any text but empty, overlong or control
+/// characters.
+fn check_model(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() || text.len() > 256 || text.chars().any(char::is_control) {
+        Err("must be a model name of 1 to 256 bytes, without control characters".into())
+    } else {
+        Ok(())
     }
 }
 
