@@ -410,4 +410,57 @@ mod tests {
             .unwrap();
         assert_eq!(fresh.backend_id, None);
     }
+
+    fn said(id: &str, n: usize, text: &str) -> Exchange {
+        let message = |role: &str| NewMessage {
+            id: format!("{role}-{n}"),
+            content: format!("{role} {text}"),
+            tool_calls: None,
+            credits: None,
+            created_at: now_ms() + n as i64,
+            truncated: false,
+            parts: None,
+        };
+        Exchange {
+            user: Some(message("user")),
+            assistant: Some(message("assistant")),
+            ..exchange("acct", id, Some("b"))
+        }
+    }
+
+    #[tokio::test]
+    async fn recent_messages_are_the_newest_oldest_first_within_both_bounds() {
+        let (s, _dir) = store().await;
+        for n in 0..60 {
+            s.record_exchange(said("conv_h", n, &n.to_string()))
+                .await
+                .unwrap();
+        }
+        let texts =
+            |m: &[HistoryMessage]| -> Vec<String> { m.iter().map(|m| m.content.clone()).collect() };
+        // More than a page: the newest 101 messages, cut to start at a user message.
+        let all = recent_messages(&s, "acct", "a1", "conv_h", 101, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 100);
+        assert_eq!(all[0].role, HistoryRole::User);
+        assert_eq!(texts(&all[..2]), ["user 10", "assistant 10"]);
+        assert_eq!(texts(&all[98..]), ["user 59", "assistant 59"]);
+        // The byte bound keeps the newest that fit: "assistant 59" + "user 59" = 19 bytes.
+        let small = recent_messages(&s, "acct", "a1", "conv_h", 50, 25)
+            .await
+            .unwrap();
+        assert_eq!(texts(&small), ["user 59", "assistant 59"]);
+        let none = recent_messages(&s, "acct", "a1", "conv_h", 1, usize::MAX)
+            .await
+            .unwrap();
+        assert!(
+            none.is_empty(),
+            "one message is an answer without its question"
+        );
+        let other = recent_messages(&s, "other", "a1", "conv_h", 50, usize::MAX)
+            .await
+            .unwrap();
+        assert!(other.is_empty(), "another account's conversation");
+    }
 }
