@@ -119,7 +119,8 @@ pub async fn recent_messages(
     limit: u32,
     max_bytes: usize,
 ) -> Result<Vec<HistoryMessage>, StoreError> {
-    const PAGE: u32 = 50;
+    // Small pages: each message read may hold a whole answer (`max_answer_bytes`).
+    const PAGE: u32 = 20;
     let mut out = Vec::new();
     let mut bytes = 0usize;
     let mut before = None;
