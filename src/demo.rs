@@ -87,13 +87,18 @@ impl DemoAgent {
         let Ok(body) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
             return text(StatusCode::BAD_REQUEST, "malformed JSON");
         };
-        // A backend called on its URL as it stands (ag-ui) answers on any path.
+        // A backend called on its URL as it stands (ag-ui) answers on any path; one whose
+        // path names no agent (the OpenAI APIs) on that path.
         let route = match crate::apis::match_chat(self.api, &path) {
             Some(route) => route,
-            None if self.api.upstream_uses_base_path() => crate::apis::ChatRoute {
-                agent_id: "demo".into(),
-                stream_path: true,
-            },
+            None if self.api.upstream_uses_base_path()
+                || crate::apis::upstream_path(self.api, "demo") == path =>
+            {
+                crate::apis::ChatRoute {
+                    agent_id: "demo".into(),
+                    stream_path: true,
+                }
+            }
             None => return text(StatusCode::NOT_FOUND, "no such path"),
         };
         let agent_id = route.agent_id;
@@ -103,18 +108,29 @@ impl DemoAgent {
         let conversation = read
             .conversation
             .unwrap_or_else(|| self.api.new_conversation_id());
-        let turn = {
-            let mut t = self.turns.entry(conversation.clone()).or_insert(0);
-            *t += 1;
-            *t
+        let turn = match self.api.demo_turn(&body) {
+            Some(turn) => turn,
+            None => {
+                let mut t = self.turns.entry(conversation.clone()).or_insert(0);
+                *t += 1;
+                *t
+            }
         };
+        let mut options = self.api.demo_options(&body);
+        // The answer's id continues the conversation next turn (openai-responses).
+        let answer_id = self.api.demo_answer_id();
+        if let Some(id) = &answer_id {
+            self.turns.insert(id.clone(), turn);
+            options.response_id = Some(id.as_str().into());
+        }
         let events = answer(self.api, &message, &conversation, turn);
         if stream {
-            self.stream(events)
+            self.stream(events, options)
         } else {
             let mut aggregate = Aggregate::default();
             events.iter().for_each(|e| aggregate.push(e));
             let ctx = SyncContext {
+                message_id: answer_id,
                 conversation_id: Some(conversation),
                 agent_id: Some(agent_id),
                 agent_name: Some("Demo echo".into()),
@@ -130,12 +146,12 @@ impl DemoAgent {
         }
     }
 
-    fn stream(&self, events: Vec<Event<'static>>) -> Response<DemoBody> {
+    fn stream(&self, events: Vec<Event<'static>>, options: EncodeOptions) -> Response<DemoBody> {
         let (tx, rx) = mpsc::channel(16);
         let format = self.api.default_format();
         let delay = self.delay;
         tokio::spawn(async move {
-            let mut encoder = Encoder::new(format, EncodeOptions::default());
+            let mut encoder = Encoder::new(format, options);
             let mut out = BytesMut::new();
             for event in &events {
                 encoder.encode(event, &mut out);
@@ -238,12 +254,23 @@ pub fn answer(api: Api, message: &str, conversation: &str, turn: u32) -> Vec<Eve
             metadata: Json::from_value(&m),
         });
     }
+    // Token counts as a model server reports them (the formats that carry them: OpenAI's).
+    let usage = crate::formats::Usage {
+        input_tokens: Some(demo_tokens(message)),
+        output_tokens: Some(demo_tokens(&text)),
+        ..crate::formats::Usage::credits(credits)
+    };
     events.push(Event::Finish {
         reason: Some(FinishReason::Stop),
-        usage: Some(crate::formats::Usage::credits(credits)),
+        usage: Some(usage),
         metadata: metadata.map(|m| Json::from_value(&m)),
     });
     events
+}
+
+/// The demo's token count of a text: one per word.
+pub fn demo_tokens(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
 }
 
 fn city_in(message: &str) -> String {

@@ -185,7 +185,8 @@ fn sync_bodies_match_their_golden() {
         .into_iter()
         .filter(|f| ["tool", "utf8", "parts"].contains(&f.case.as_str()))
     {
-        for api in Api::ALL {
+        // The fronts' bodies (an upstream-only API's is the `json:openai-*` one below).
+        for api in Api::fronts() {
             let mut whole = Vec::new();
             let err = run(
                 f.format,

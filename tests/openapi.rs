@@ -280,6 +280,7 @@ async fn every_front_serves_a_valid_openapi_31_document() {
             Api::Agents => &["/api/agents/{id}/chat", "/api/agents/{id}/chat/stream"],
             Api::Guayaba => &["/api/v1/agents/{id}/chat"],
             Api::AgUi => &["/api/agents/{id}/run"],
+            Api::OpenAiChat | Api::OpenAiResponses => unreachable!("{api} is no front"),
         };
         for path in chat_paths {
             let op = &doc["paths"][format!("{prefix}{path}")]["post"];
@@ -321,6 +322,7 @@ async fn every_front_serves_a_valid_openapi_31_document() {
             Api::Guayaba => &schemas["GuayabaChatRequest"],
             // Not mounted here: tests/ag_ui_front.rs checks its document.
             Api::AgUi => continue,
+            Api::OpenAiChat | Api::OpenAiResponses => unreachable!("{api} is no front"),
         };
         assert_eq!(request["properties"]["message"]["maxLength"], 32000);
         match api {

@@ -166,6 +166,8 @@ async fn agents(ctx: &AdminCtx, gateway: &Gateway) -> Result<Value, crate::store
                 "credits_per_message": a.credits.per_message,
                 "max_usage_credits": a.credits.max_usage,
                 "credits_per_1k_output_chars": a.credits.per_1k_output_chars,
+                "credits_per_1k_input_tokens": a.credits.per_1k_input_tokens,
+                "credits_per_1k_output_tokens": a.credits.per_1k_output_tokens,
                 "open_streams": open,
                 "requests_last_hour": requests,
                 "credits_last_hour": from_milli(charged),

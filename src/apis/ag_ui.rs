@@ -62,8 +62,9 @@ fn content_text(content: &Value) -> Option<String> {
     }
 }
 
-/// The text of the last `user` message of `messages`, if there is one.
-fn last_user_text(messages: &[Value]) -> Option<String> {
+/// The text of the last `user` message of `messages`, if there is one (AG-UI's and OpenAI's
+/// Chat Completions' messages alike).
+pub(super) fn last_user_text(messages: &[Value]) -> Option<String> {
     messages
         .iter()
         .rev()
@@ -290,10 +291,12 @@ mod tests {
             "state":{"step":2},"forwardedProps":{"x":1}}"#;
         let req = parse_chat(Api::AgUi, body, false, false).unwrap();
         let call = UpstreamChat {
+            agent_id: "agent",
             message: req.message.as_deref(),
             conversation: Some("t"),
             user_id: None,
             options: &req.options,
+            history: &[],
         };
         let sent = AgUi.upstream_body(&call);
         assert_eq!(sent["tools"][0]["name"], "confirm");
@@ -323,10 +326,12 @@ mod tests {
     fn upstream_is_the_base_url_and_a_run_agent_input() {
         assert_eq!(upstream_path(Api::AgUi, "a"), "");
         let body = AgUi.upstream_body(&UpstreamChat {
+            agent_id: "a",
             message: Some("hi"),
             conversation: Some("thread-9"),
             user_id: None,
             options: &Map::new(),
+            history: &[],
         });
         assert_eq!(body["threadId"], "thread-9");
         assert_eq!(body["messages"][0]["role"], "user");
@@ -334,10 +339,12 @@ mod tests {
         assert_eq!(body["tools"], json!([]));
         assert_eq!(body["state"], json!({}));
         let fresh = AgUi.upstream_body(&UpstreamChat {
+            agent_id: "a",
             message: Some("hi"),
             conversation: None,
             user_id: None,
             options: &Map::new(),
+            history: &[],
         });
         assert!(uuid::Uuid::parse_str(fresh["threadId"].as_str().unwrap()).is_ok());
     }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
-use crate::formats::{Aggregate, Format, SyncContext};
+use crate::formats::{Aggregate, EncodeOptions, Format, SyncContext};
 
 mod request;
 mod routes;
@@ -66,6 +66,12 @@ pub trait ChatApi: Sync + 'static {
     /// Whether a key may come as a bare `Authorization: KEY` (pharen) besides `Bearer KEY`.
     fn bare_key_auth(&self) -> bool {
         false
+    }
+    /// Whether clients may call agentgate with it (a `[[front]]`); `false` for an API that is
+    /// only ever an agent's `upstream_api` (the OpenAI upstreams: clients reach agentgate
+    /// with OpenAI's APIs through the `openai` front of SPEC §10).
+    fn is_front(&self) -> bool {
+        true
     }
 
     // ---- Errors -------------------------------------------------------------------------------
@@ -121,6 +127,22 @@ pub trait ChatApi: Sync + 'static {
     fn upstream_uses_base_path(&self) -> bool {
         false
     }
+    /// The agent's id on the backend is the body's `model`, any text (a model server's
+    /// `meta-llama/Llama-3.1-8B-Instruct`), not a path segment (the OpenAI APIs).
+    fn upstream_agent_id_is_model(&self) -> bool {
+        false
+    }
+    /// A backend speaking this API keeps no conversation: every call carries the
+    /// conversation's recorded messages ([`UpstreamChat::history`]; openai-chat).
+    fn upstream_takes_history(&self) -> bool {
+        false
+    }
+    /// The id of each answer (the canonical start's message id) is what continues the
+    /// conversation next turn: it becomes the backend conversation id, replaced every turn
+    /// (openai-responses' `previous_response_id`).
+    fn upstream_continues_from_answer_id(&self) -> bool {
+        false
+    }
 
     // ---- Answers ------------------------------------------------------------------------------
 
@@ -165,6 +187,24 @@ pub trait ChatApi: Sync + 'static {
     fn demo_metadata(&self, _conversation: &str) -> Option<Value> {
         None
     }
+
+    /// The turn the demo backend answers when the body itself tells it (openai-chat: the
+    /// `user` messages sent, history included); else the demo counts a conversation's turns.
+    fn demo_turn(&self, _body: &Value) -> Option<u32> {
+        None
+    }
+
+    /// The encoder options of the demo backend's answer (the OpenAI formats: `model`, the
+    /// usage chunk).
+    fn demo_options(&self, _body: &Value) -> EncodeOptions {
+        EncodeOptions::default()
+    }
+
+    /// A fresh id for the demo backend's answer that continues the conversation next turn
+    /// ([`ChatApi::upstream_continues_from_answer_id`]; openai-responses: `resp_…`).
+    fn demo_answer_id(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The descriptions of a chat's error statuses in the OpenAPI document (SPEC §5).
@@ -201,12 +241,32 @@ impl ErrorDocs {
 /// [`crate::upstream::Call`]).
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamChat<'a> {
+    /// The agent's id on the backend (`upstream_agent_id`; the `model` of the OpenAI APIs).
+    pub agent_id: &'a str,
     pub message: Option<&'a str>,
     /// The backend's own conversation id, when the conversation continues.
     pub conversation: Option<&'a str>,
     pub user_id: Option<&'a str>,
     /// pharen options (passed on only to a pharen backend).
     pub options: &'a Map<String, Value>,
+    /// The conversation's recorded messages, oldest first, when the backend takes them
+    /// ([`ChatApi::upstream_takes_history`]); empty otherwise.
+    pub history: &'a [HistoryMessage],
+}
+
+/// One recorded message of a conversation, as sent to a backend that keeps no conversation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HistoryMessage {
+    pub role: HistoryRole,
+    pub content: String,
+}
+
+/// Who said a [`HistoryMessage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryRole {
+    User,
+    Assistant,
 }
 
 /// What the demo backend reads from a chat body ([`ChatApi::demo_read`]).
@@ -288,6 +348,8 @@ registry! {
     Agents => agents::Agents,
     Guayaba => guayaba::Guayaba,
     AgUi => ag_ui::AgUi,
+    OpenAiChat => openai_chat::OpenAiChat,
+    OpenAiResponses => openai_responses::OpenAiResponses,
 }
 
 impl std::ops::Deref for Api {
@@ -305,6 +367,11 @@ impl Api {
     /// The stream format this API speaks by default.
     pub fn default_format(self) -> Format {
         self.spec().default_format()
+    }
+
+    /// The APIs clients may call agentgate with ([`ChatApi::is_front`]).
+    pub fn fronts() -> impl Iterator<Item = Api> {
+        Api::ALL.into_iter().filter(|api| api.is_front())
     }
 }
 

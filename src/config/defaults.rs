@@ -45,6 +45,14 @@ pub const CREDITS_PER_MESSAGE: f64 = 1.0;
 pub const MAX_USAGE_CREDITS: f64 = 10.0;
 /// `[[agent]] credits_per_1k_output_chars`.
 pub const CREDITS_PER_1K_OUTPUT_CHARS: f64 = 0.0;
+/// `[[agent]] credits_per_1k_input_tokens`.
+pub const CREDITS_PER_1K_INPUT_TOKENS: f64 = 0.0;
+/// `[[agent]] credits_per_1k_output_tokens`.
+pub const CREDITS_PER_1K_OUTPUT_TOKENS: f64 = 0.0;
+/// `[[agent]] history_messages`.
+pub const HISTORY_MESSAGES: u32 = 50;
+/// The most `[[agent]] history_messages` may be.
+pub const MAX_HISTORY_MESSAGES: u32 = 1000;
 /// `[[agent]] connect_timeout_ms`.
 pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// `[[agent]] first_byte_timeout_ms`.

@@ -142,6 +142,9 @@ pub struct AgentConfig {
     /// Sent to the backend as `Authorization: Bearer`.
     pub upstream_token: Option<Secret>,
     pub credits: AgentCredits,
+    /// Most recorded messages sent as history to a backend that keeps no conversation
+    /// (`openai-chat`).
+    pub history_messages: u32,
     /// How much a chat reserves.
     pub reserve: ReserveMode,
     pub rate: Option<Rate>,
@@ -183,6 +186,11 @@ pub struct AgentCredits {
     pub max_usage: f64,
     /// Output pricing, metered while streaming.
     pub per_1k_output_chars: f64,
+    /// Pricing of the input tokens the backend reports.
+    pub per_1k_input_tokens: f64,
+    /// Pricing of the output tokens the backend reports (estimated from the output's
+    /// characters while streaming, and when it reports none).
+    pub per_1k_output_tokens: f64,
 }
 
 impl AgentCredits {
@@ -191,6 +199,8 @@ impl AgentCredits {
         per_message: 0.0,
         max_usage: 0.0,
         per_1k_output_chars: 0.0,
+        per_1k_input_tokens: 0.0,
+        per_1k_output_tokens: 0.0,
     };
 
     /// What a chat reserves before it reaches the backend: base cost + usage cap.

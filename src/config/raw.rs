@@ -183,9 +183,13 @@ pub(crate) struct RawAgent {
     /// Base URL of the backend (`http://` or `https://`, may carry a base path), or `"demo"`:
     /// an echo backend speaking `upstream_api`, started inside `agentgate serve`.
     pub upstream: Str,
-    /// The chat API the backend speaks: `pharen`, `chatbase`, `agents` or `guayaba`.
+    /// The chat API the backend speaks: `pharen`, `chatbase`, `agents`, `guayaba`, `ag-ui`,
+    /// `openai-chat` (`POST {upstream}/v1/chat/completions`) or `openai-responses`
+    /// (`POST {upstream}/v1/responses`); for the last two `upstream` is the server's base URL
+    /// without `/v1`.
     pub upstream_api: Api,
-    /// The agent's id on the backend (default: `id`); a UUID when `upstream_api` is `pharen`.
+    /// The agent's id on the backend (default: `id`); a UUID when `upstream_api` is `pharen`;
+    /// the `model` sent to an `openai-chat` or `openai-responses` backend.
     pub upstream_agent_id: Option<Str>,
     /// Credential sent to the backend as `Authorization: Bearer <token>` (optional). Use
     /// `${ENV}`. The client's own key never reaches the backend.
@@ -197,6 +201,17 @@ pub(crate) struct RawAgent {
     pub max_usage_credits: Option<Spanned<f64>>,
     /// Credits per 1000 characters of answer, metered while streaming (default 0).
     pub credits_per_1k_output_chars: Option<Spanned<f64>>,
+    /// Credits per 1000 input (prompt) tokens the backend reports in its usage (default 0;
+    /// `openai-chat`, `openai-responses`). Within `max_usage_credits`.
+    pub credits_per_1k_input_tokens: Option<Spanned<f64>>,
+    /// Credits per 1000 output (completion) tokens the backend reports in its usage (default
+    /// 0). Within `max_usage_credits`. An answer whose backend reports no output tokens is
+    /// priced at one token per 4 characters of output.
+    pub credits_per_1k_output_tokens: Option<Spanned<f64>>,
+    /// Most recorded messages (user and assistant, the newest) sent before the new one to an
+    /// `openai-chat` backend, which keeps no conversation itself (default 50, at most 1000;
+    /// 0: none).
+    pub history_messages: Option<Spanned<u32>>,
     /// What a chat reserves before the backend is called: `"cap"` (default), base cost +
     /// `max_usage_credits`; or `"available"`, base cost + what the account holds up to that
     /// cap — a small balance can still chat, the answer is cut off (and its usage clamped)

@@ -100,9 +100,12 @@ fn agent_defaults() {
         AgentCredits {
             per_message: 1.0,
             max_usage: 10.0,
-            per_1k_output_chars: 0.0
+            per_1k_output_chars: 0.0,
+            per_1k_input_tokens: 0.0,
+            per_1k_output_tokens: 0.0,
         }
     );
+    assert_eq!(agent.history_messages, 50);
     assert_eq!(agent.credits.reservation(), 11.0);
     assert!(agent.rate.is_none());
     assert!(agent.max_concurrent_streams.is_none());
@@ -313,7 +316,9 @@ fn every_key_is_read() {
         AgentCredits {
             per_message: 2.0,
             max_usage: 5.5,
-            per_1k_output_chars: 0.25
+            per_1k_output_chars: 0.25,
+            per_1k_input_tokens: 0.0,
+            per_1k_output_tokens: 0.0,
         }
     );
     assert_eq!(
@@ -404,7 +409,8 @@ fn wrong_types() {
 fn bad_enum_values() {
     assert_eq!(
         error("\n[[front]]\napi = \"soap\"\n"),
-        "t.toml:3:7: unknown API `soap` (expected pharen, chatbase, agents, guayaba or ag-ui)"
+        "t.toml:3:7: unknown API `soap` (expected pharen, chatbase, agents, guayaba, ag-ui, \
+         openai-chat or openai-responses)"
     );
     assert_eq!(
         error("[[front]]\napi = \"agents\"\nformat = \"xml\"\n"),
@@ -821,13 +827,13 @@ fn embedded_default_parses() {
     let config = Config::embedded().expect("the embedded config is valid");
     // One front and one demo agent per chat API.
     let fronts: Vec<_> = config.fronts().iter().map(|f| f.api).collect();
-    assert_eq!(fronts, Api::ALL);
+    assert_eq!(fronts, Api::fronts().collect::<Vec<_>>());
     assert!(config
         .agents()
         .iter()
         .all(|a| a.upstream == Upstream::Demo && a.uuid().is_some()));
     let apis: Vec<_> = config.agents().iter().map(|a| a.upstream_api).collect();
-    assert_eq!(apis, Api::ALL);
+    assert_eq!(apis, Api::fronts().collect::<Vec<_>>());
     let team = config.teams().first().expect("a team");
     assert_eq!(team.members.len(), 3);
     assert!(team.summarizer.is_some());

@@ -483,6 +483,13 @@ impl Validator<'_> {
         admin_listen: Option<SocketAddr>,
     ) -> Option<PlacedFront> {
         let api = *raw.api.get_ref();
+        if !api.is_front() {
+            return self.fail(
+                raw.api.span(),
+                "api",
+                format!("`{api}` is an upstream API only (an agent's `upstream_api`), not a front"),
+            );
+        }
         let prefix = match &raw.prefix {
             Some(v) => self.checked("prefix", v, |text| check_prefix(&text).map(|()| text)),
             None => Some(defaults::FRONT_PREFIX.to_owned()),
@@ -610,6 +617,33 @@ impl Validator<'_> {
             None => Some(None),
         };
         let credits = self.agent_credits(raw);
+        let history_messages = match &raw.history_messages {
+            Some(v) if *v.get_ref() > defaults::MAX_HISTORY_MESSAGES => self.fail(
+                v.span(),
+                "history_messages",
+                format!("must be at most {}", defaults::MAX_HISTORY_MESSAGES),
+            ),
+            Some(v) => Some(*v.get_ref()),
+            None => Some(defaults::HISTORY_MESSAGES),
+        };
+        let upstream = match upstream {
+            Some(Upstream::Http(uri))
+                if crate::apis::upstream_path(raw.upstream_api, "").starts_with("/v1/")
+                    && uri.path().trim_end_matches('/').ends_with("/v1") =>
+            {
+                self.fail(
+                    raw.upstream.span(),
+                    "upstream",
+                    format!(
+                        "ends with `/v1`, which the {} API adds itself (`{}`): give the \
+                         server's base URL without it",
+                        raw.upstream_api,
+                        crate::apis::upstream_path(raw.upstream_api, "")
+                    ),
+                )
+            }
+            other => other,
+        };
         let rate = self.rate(
             ("rate_per_second", raw.rate_per_second.as_ref()),
             ("rate_burst", raw.rate_burst.as_ref()),
@@ -637,6 +671,7 @@ impl Validator<'_> {
             upstream_agent_id: upstream_agent_id?,
             upstream_token: upstream_token?,
             credits: credits?,
+            history_messages: history_messages?,
             reserve: raw.reserve.unwrap_or_default(),
             rate: rate?,
             max_concurrent_streams: max_concurrent_streams?,
@@ -666,6 +701,11 @@ impl Validator<'_> {
         let api = raw.upstream_api;
         let rule = api.agent_id_rule();
         match &raw.upstream_agent_id {
+            Some(v) if api.upstream_agent_id_is_model() => {
+                self.checked("upstream_agent_id", v, |text| {
+                    check_model(&text).map(|()| text)
+                })
+            }
             Some(v) => self.checked("upstream_agent_id", v, |text| {
                 check_upstream_agent_id(&text)?;
                 if !api.agent_id_valid(&text) {
@@ -706,10 +746,22 @@ impl Validator<'_> {
             raw.credits_per_1k_output_chars.as_ref(),
             defaults::CREDITS_PER_1K_OUTPUT_CHARS,
         );
+        let per_1k_input_tokens = self.credits(
+            "credits_per_1k_input_tokens",
+            raw.credits_per_1k_input_tokens.as_ref(),
+            defaults::CREDITS_PER_1K_INPUT_TOKENS,
+        );
+        let per_1k_output_tokens = self.credits(
+            "credits_per_1k_output_tokens",
+            raw.credits_per_1k_output_tokens.as_ref(),
+            defaults::CREDITS_PER_1K_OUTPUT_TOKENS,
+        );
         Some(AgentCredits {
             per_message: per_message?,
             max_usage: max_usage?,
             per_1k_output_chars: per_1k_output_chars?,
+            per_1k_input_tokens: per_1k_input_tokens?,
+            per_1k_output_tokens: per_1k_output_tokens?,
         })
     }
 
@@ -1047,6 +1099,16 @@ fn check_upstream_agent_id(text: &str) -> Result<(), String> {
         Err(format!(
             "`{text}` is not a usable path segment (1 to 256 of A-Z a-z 0-9 - . _ ~ ! $ & ' ( ) * + , ; = : @)"
         ))
+    }
+}
+
+/// A `model` sent in a body (the OpenAI upstreams): any text but empty, overlong or control
+/// characters.
+fn check_model(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() || text.len() > 256 || text.chars().any(char::is_control) {
+        Err("must be a model name of 1 to 256 bytes, without control characters".into())
+    } else {
+        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ use super::error::{GatewayError, Timeout};
 use super::request::Ctx;
 use super::snapshot::Agent;
 use super::Gateway;
+use crate::apis::HistoryMessage;
 use crate::fronts::{ApiError, ChatRequest};
 use crate::metrics::{Metrics, UpstreamLabels};
 use crate::telemetry::TraceContext;
@@ -26,6 +27,7 @@ impl Gateway {
         agent: &Agent,
         chat: &ChatRequest,
         backend_conversation: Option<&str>,
+        history: &[HistoryMessage],
         trace: &TraceContext,
         ctx: &mut Ctx,
     ) -> Result<Response<Incoming>, GatewayError> {
@@ -38,6 +40,7 @@ impl Gateway {
             conversation: backend_conversation,
             user_id: chat.user_id.as_deref(),
             options: &chat.options,
+            history,
             request_id: &ctx.request_id,
             traceparent: Some(&trace.traceparent),
             tracestate: trace.tracestate.as_ref(),

@@ -20,6 +20,7 @@ use super::response::{json_response, replay, stream_response, with_headers, Gate
 use super::settlement::StreamSettlement;
 use super::snapshot::{Agent, Snapshot};
 use super::{conversations, Gateway, TranscodeBody};
+use crate::apis::HistoryMessage;
 use crate::auth::KeyInfo;
 use crate::config::FrontConfig;
 use crate::formats::{EncodeOptions, SyncContext};
@@ -70,11 +71,13 @@ impl Gateway {
         };
         let mut admitted = self.admit(snap, front.api, validated, ctx).await?;
         let backend_conversation = admitted.conversation.backend_id.clone();
+        let history = self.upstream_history(snap, &admitted).await?;
         let response = self
             .call_upstream(
                 admitted.agent,
                 &admitted.chat,
                 backend_conversation.as_deref(),
+                &history,
                 trace,
                 ctx,
             )
@@ -88,6 +91,34 @@ impl Gateway {
             }
         };
         Ok(with_headers(response, rate_headers))
+    }
+
+    /// The conversation's recorded messages, oldest first, for a backend that keeps no
+    /// conversation (openai-chat, SPEC §10): at most the agent's `history_messages`, and at
+    /// most `[server] max_answer_bytes` of text. Empty for other backends and new
+    /// conversations.
+    async fn upstream_history(
+        &self,
+        snap: &Snapshot,
+        a: &Admitted<'_>,
+    ) -> Result<Vec<HistoryMessage>, GatewayError> {
+        let config = &a.agent.config;
+        if !config.upstream_api.upstream_takes_history()
+            || a.conversation.existing.is_none()
+            || config.history_messages == 0
+        {
+            return Ok(Vec::new());
+        }
+        conversations::recent_messages(
+            &self.policy.store,
+            a.admission.account(),
+            &config.id,
+            &a.conversation.client_id,
+            config.history_messages,
+            snap.config.server().max_answer_bytes,
+        )
+        .await
+        .map_err(|e| GatewayError::store("the conversation store is unavailable", e))
     }
 
     /// Authenticate (401) and authorise the chat scope (403); no key on an open front.
@@ -286,7 +317,13 @@ impl Gateway {
         admission: &Admission,
         ids: Ids,
     ) -> ChatMeter {
-        let meter = ChatMeter::new(api, ids, admission.pricing(agent.config.credits));
+        let meter = ChatMeter::new(api, ids, admission.pricing(agent.config.credits))
+            .answer_id_continues(
+                agent
+                    .config
+                    .upstream_api
+                    .upstream_continues_from_answer_id(),
+            );
         match agent.config.record {
             true => meter.keep_transcript(snap.config.server().max_answer_bytes),
             false => meter,

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::body::CommitHook;
 use super::meter::ChatMeter;
+use crate::apis::{HistoryMessage, HistoryRole};
 use crate::credits::to_milli;
 use crate::fronts::{Api, Conversation};
 use crate::store::{
@@ -105,6 +106,56 @@ pub async fn resolve(
             existing: None,
         },
     }))
+}
+
+/// The newest recorded messages of a conversation, oldest first, as sent to a backend that
+/// keeps no conversation (SPEC §10): at most `limit` of them and `max_bytes` of text, read a
+/// page at a time, starting at a user message.
+pub async fn recent_messages(
+    store: &Store,
+    account: &str,
+    agent: &str,
+    conversation: &str,
+    limit: u32,
+    max_bytes: usize,
+) -> Result<Vec<HistoryMessage>, StoreError> {
+    // Small pages: each message read may hold a whole answer (`max_answer_bytes`).
+    const PAGE: u32 = 20;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut before = None;
+    'pages: while out.len() < limit as usize {
+        let want = PAGE.min(limit - out.len() as u32);
+        let page = store
+            .history(account, agent, conversation, before, want)
+            .await?;
+        for m in &page {
+            let role = match m.role.as_str() {
+                "user" => HistoryRole::User,
+                "assistant" => HistoryRole::Assistant,
+                _ => continue,
+            };
+            bytes += m.content.len();
+            if bytes > max_bytes {
+                break 'pages;
+            }
+            out.push(HistoryMessage {
+                role,
+                content: m.content.clone(),
+            });
+        }
+        match page.last() {
+            Some(oldest) if page.len() == want as usize => before = Some(oldest.seq),
+            _ => break,
+        }
+    }
+    out.reverse();
+    let first_user = out
+        .iter()
+        .position(|m| m.role == HistoryRole::User)
+        .unwrap_or(out.len());
+    out.drain(..first_user);
+    Ok(out)
 }
 
 /// The id of the last user message of a conversation, if one is recorded: what a chatbase
@@ -359,5 +410,58 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(fresh.backend_id, None);
+    }
+
+    fn said(id: &str, n: usize, text: &str) -> Exchange {
+        let message = |role: &str| NewMessage {
+            id: format!("{role}-{n}"),
+            content: format!("{role} {text}"),
+            tool_calls: None,
+            credits: None,
+            created_at: now_ms() + n as i64,
+            truncated: false,
+            parts: None,
+        };
+        Exchange {
+            user: Some(message("user")),
+            assistant: Some(message("assistant")),
+            ..exchange("acct", id, Some("b"))
+        }
+    }
+
+    #[tokio::test]
+    async fn recent_messages_are_the_newest_oldest_first_within_both_bounds() {
+        let (s, _dir) = store().await;
+        for n in 0..60 {
+            s.record_exchange(said("conv_h", n, &n.to_string()))
+                .await
+                .unwrap();
+        }
+        let texts =
+            |m: &[HistoryMessage]| -> Vec<String> { m.iter().map(|m| m.content.clone()).collect() };
+        // More than a page: the newest 101 messages, cut to start at a user message.
+        let all = recent_messages(&s, "acct", "a1", "conv_h", 101, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 100);
+        assert_eq!(all[0].role, HistoryRole::User);
+        assert_eq!(texts(&all[..2]), ["user 10", "assistant 10"]);
+        assert_eq!(texts(&all[98..]), ["user 59", "assistant 59"]);
+        // The byte bound keeps the newest that fit: "assistant 59" + "user 59" = 19 bytes.
+        let small = recent_messages(&s, "acct", "a1", "conv_h", 50, 25)
+            .await
+            .unwrap();
+        assert_eq!(texts(&small), ["user 59", "assistant 59"]);
+        let none = recent_messages(&s, "acct", "a1", "conv_h", 1, usize::MAX)
+            .await
+            .unwrap();
+        assert!(
+            none.is_empty(),
+            "one message is an answer without its question"
+        );
+        let other = recent_messages(&s, "other", "a1", "conv_h", 50, usize::MAX)
+            .await
+            .unwrap();
+        assert!(other.is_empty(), "another account's conversation");
     }
 }

@@ -30,8 +30,13 @@ pub struct ChatMeter {
     pricing: AgentCredits,
     output_chars: u64,
     reported: Option<f64>,
+    /// The token counts the backend reported with its usage (input, output).
+    reported_tokens: (Option<u64>, Option<u64>),
     /// The backend's own conversation id, once it reveals it.
     pub backend_conversation: Option<String>,
+    /// The answer's own id (its start's message id) continues the conversation
+    /// (openai-responses' `previous_response_id`).
+    answer_id_continues: bool,
     finished: bool,
     cut_off: bool,
     failure: Option<String>,
@@ -87,7 +92,9 @@ impl ChatMeter {
             pricing,
             output_chars: 0,
             reported: None,
+            reported_tokens: (None, None),
             backend_conversation: None,
+            answer_id_continues: false,
             finished: false,
             cut_off: false,
             failure: None,
@@ -105,6 +112,14 @@ impl ChatMeter {
     pub fn keep_transcript(mut self, limit: usize) -> Self {
         self.transcript = Some(Box::default());
         self.transcript_limit = limit;
+        self
+    }
+
+    /// The backend continues a conversation from its last answer's id
+    /// ([`crate::apis::ChatApi::upstream_continues_from_answer_id`]): that id, reported at the
+    /// start of each answer, becomes the backend conversation id.
+    pub fn answer_id_continues(mut self, yes: bool) -> Self {
+        self.answer_id_continues = yes;
         self
     }
 
@@ -127,16 +142,34 @@ impl ChatMeter {
         &self.ids
     }
 
-    /// Credits for the output metered so far, before the cap.
+    /// Credits for the output metered so far, before the cap: its characters, and its tokens
+    /// as estimated from them ([`estimated_tokens`]) until the backend reports its own count.
     fn output_cost(&self) -> f64 {
+        let tokens = self
+            .reported_tokens
+            .1
+            .unwrap_or_else(|| estimated_tokens(self.output_chars));
         self.output_chars as f64 / 1000.0 * self.pricing.per_1k_output_chars
+            + tokens as f64 / 1000.0 * self.pricing.per_1k_output_tokens
     }
 
-    /// What the answer costs: base + usage (reported + metered output), usage clamped to
-    /// [0, cap]. Backend-reported usage is untrusted input. Rounded to the millicredit, the
-    /// ledger's unit, so that the usage a stream shows is exactly what is charged.
+    /// Credits for the input tokens the backend reported (none reported: nothing).
+    fn input_cost(&self) -> f64 {
+        self.reported_tokens.0.unwrap_or(0) as f64 / 1000.0 * self.pricing.per_1k_input_tokens
+    }
+
+    /// Whether the output is priced as it streams (by characters, or by tokens estimated
+    /// from them), so that the reservation can run out mid-stream.
+    fn output_priced(&self) -> bool {
+        self.pricing.per_1k_output_chars > 0.0 || self.pricing.per_1k_output_tokens > 0.0
+    }
+
+    /// What the answer costs: base + usage (reported credits + priced tokens + metered
+    /// output), usage clamped to [0, cap]. Backend-reported usage is untrusted input. Rounded
+    /// to the millicredit, the ledger's unit, so that the usage a stream shows is exactly what
+    /// is charged.
     pub fn charge(&self) -> f64 {
-        let usage = self.reported.unwrap_or(0.0) + self.output_cost();
+        let usage = self.reported.unwrap_or(0.0) + self.input_cost() + self.output_cost();
         let charge = self.pricing.per_message + usage.clamp(0.0, self.pricing.max_usage);
         from_milli(to_milli(charge))
     }
@@ -158,6 +191,7 @@ impl ChatMeter {
         self.finished = false;
         self.charged = None;
         self.reported = None;
+        self.reported_tokens = (None, None);
     }
 
     pub fn finished(&self) -> bool {
@@ -227,6 +261,13 @@ fn merge_metadata(theirs: Option<Json<'_>>, ours: Option<Json<'static>>) -> Opti
     Some(Json::from_value(&merged))
 }
 
+/// The tokens of `chars` characters of output, by OpenAI's rule of thumb of one token per
+/// four characters (rounded up): how output is priced per token while it streams, and when
+/// the backend reports no token count.
+pub fn estimated_tokens(chars: u64) -> u64 {
+    chars.div_ceil(4)
+}
+
 impl EventTap for ChatMeter {
     fn on_event(&mut self, event: &mut Event<'_>, chunk: Option<&RawValue>) -> Flow {
         let flow = self.meter_event(event);
@@ -251,7 +292,7 @@ impl ChatMeter {
         match event {
             Event::TextDelta { delta, .. } | Event::ReasoningDelta { delta, .. } => {
                 self.output_chars += delta.chars().count() as u64;
-                if self.pricing.per_1k_output_chars > 0.0
+                if self.output_priced()
                     && self.pricing.per_message + self.output_cost() >= self.pricing.reservation()
                 {
                     self.cut_off = true;
@@ -268,6 +309,9 @@ impl ChatMeter {
             } => {
                 if let Some(id) = conversation_id.take() {
                     self.backend_conversation = Some(id.into_owned());
+                }
+                if let Some(id) = message_id.as_ref().filter(|_| self.answer_id_continues) {
+                    self.backend_conversation = Some(id.to_string());
                 }
                 *message_id = Some(self.ids.message_id.clone().into());
                 *conversation_id = Some(self.ids.conversation_id.clone().into());
@@ -299,6 +343,7 @@ impl ChatMeter {
                     } else {
                         0.0
                     });
+                    self.reported_tokens = (u.input_tokens, u.output_tokens);
                 }
                 let charged = self.charge();
                 self.charged = Some(charged);
@@ -321,5 +366,97 @@ impl ChatMeter {
             _ => {}
         }
         Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pricing(max_usage: f64) -> AgentCredits {
+        AgentCredits {
+            per_message: 1.0,
+            max_usage,
+            per_1k_input_tokens: 0.5,
+            per_1k_output_tokens: 2.0,
+            ..AgentCredits::FREE
+        }
+    }
+
+    fn run(meter: &mut ChatMeter, mut events: Vec<Event<'static>>) -> Vec<Flow> {
+        events.iter_mut().map(|e| meter.on_event(e, None)).collect()
+    }
+
+    fn delta(text: &str) -> Event<'static> {
+        Event::TextDelta {
+            id: "t".into(),
+            delta: text.to_owned().into(),
+        }
+    }
+
+    fn finish(input: Option<u64>, output: Option<u64>) -> Event<'static> {
+        Event::Finish {
+            reason: Some(FinishReason::Stop),
+            usage: Some(Usage {
+                credits: 0.0,
+                input_tokens: input,
+                output_tokens: output,
+            }),
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn reported_tokens_are_priced_within_the_cap() {
+        let mut m = ChatMeter::new(Api::Agents, Ids::default(), pricing(100.0));
+        run(&mut m, vec![delta("hello"), finish(Some(1200), Some(3000))]);
+        // 1 + 1.2 × 0.5 + 3 × 2
+        assert_eq!(m.final_charge(), 7.6);
+        let mut capped = ChatMeter::new(Api::Agents, Ids::default(), pricing(5.0));
+        run(&mut capped, vec![finish(Some(1200), Some(3000))]);
+        assert_eq!(capped.final_charge(), 6.0);
+    }
+
+    #[test]
+    fn unreported_output_tokens_are_estimated_from_characters() {
+        let mut m = ChatMeter::new(Api::Agents, Ids::default(), pricing(100.0));
+        // 9 characters: ⌈9 / 4⌉ = 3 tokens.
+        run(
+            &mut m,
+            vec![delta("héllo "), delta("✓✓✓"), finish(None, None)],
+        );
+        assert_eq!(estimated_tokens(9), 3);
+        assert_eq!(m.final_charge(), 1.006);
+    }
+
+    #[test]
+    fn estimated_output_tokens_stop_the_stream_at_the_reservation() {
+        let mut m = ChatMeter::new(
+            Api::Agents,
+            Ids::default(),
+            AgentCredits {
+                per_1k_output_tokens: 1000.0,
+                ..pricing(5.0)
+            },
+        );
+        let flows = run(&mut m, vec![delta("abcdefghij"), delta("abcdefghij")]);
+        assert!(matches!(flows[0], Flow::Continue));
+        assert!(matches!(flows[1], Flow::Stop(_)), "5 tokens reach the cap");
+        assert!(m.cut_off());
+    }
+
+    #[test]
+    fn the_answer_id_continues_the_conversation_when_the_backend_says_so() {
+        let start = || Event::Start {
+            message_id: Some("resp_2".into()),
+            conversation_id: None,
+        };
+        let mut m =
+            ChatMeter::new(Api::Agents, Ids::default(), pricing(1.0)).answer_id_continues(true);
+        run(&mut m, vec![start()]);
+        assert_eq!(m.backend_conversation.as_deref(), Some("resp_2"));
+        let mut other = ChatMeter::new(Api::Agents, Ids::default(), pricing(1.0));
+        run(&mut other, vec![start()]);
+        assert_eq!(other.backend_conversation, None);
     }
 }

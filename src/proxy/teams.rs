@@ -519,7 +519,7 @@ async fn ask(
     };
     let mut ctx = Ctx::new(request_id, id, Api::Agents, tracing::Span::current());
     let response = gateway
-        .call_upstream(agent, &chat, None, &trace, &mut ctx)
+        .call_upstream(agent, &chat, None, &[], &trace, &mut ctx)
         .await
         .map_err(fail)?;
     let pricing = admission.pricing(agent.config.credits);

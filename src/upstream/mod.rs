@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 
-use crate::apis::{Api, UpstreamChat};
+use crate::apis::{Api, HistoryMessage, UpstreamChat};
 use crate::formats::Format;
 
 pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -55,6 +55,9 @@ pub struct Call<'a> {
     pub user_id: Option<&'a str>,
     /// pharen options (passed on only to a pharen backend).
     pub options: &'a Map<String, Value>,
+    /// The conversation's recorded messages, oldest first, for a backend that keeps no
+    /// conversation (openai-chat); empty otherwise.
+    pub history: &'a [HistoryMessage],
     pub request_id: &'a str,
     pub traceparent: Option<&'a HeaderValue>,
     pub tracestate: Option<&'a HeaderValue>,
@@ -71,10 +74,12 @@ impl Call<'_> {
         let id = encode_path_segment(self.agent_id);
         let path = crate::apis::upstream_path(self.api, &id);
         let body = self.api.upstream_body(&UpstreamChat {
+            agent_id: self.agent_id,
             message: self.message,
             conversation: self.conversation,
             user_id: self.user_id,
             options: self.options,
+            history: self.history,
         });
         // A backend called on its base URL (ag-ui) keeps its path as it stands.
         let path_and_query = match path.is_empty() {
@@ -146,6 +151,7 @@ mod tests {
                 conversation: Some("c1"),
                 user_id: None,
                 options: &options,
+                history: &[],
                 request_id: "r1",
                 traceparent: None,
                 tracestate: None,
@@ -154,9 +160,12 @@ mod tests {
             if api.upstream_uses_base_path() {
                 // ag-ui: the agent's URL as it stands; the agent id is not used.
                 assert_eq!(req.uri().path(), "/base/", "{api}");
-            } else {
+            } else if api.is_front() {
                 assert!(req.uri().path().starts_with("/base/api/"), "{}", req.uri());
                 assert!(req.uri().path().contains("a%20b"));
+            } else {
+                // The OpenAI APIs: the agent id is the body's `model`, the path fixed.
+                assert!(req.uri().path().starts_with("/base/v1/"), "{}", req.uri());
             }
             assert_eq!(req.headers()[AUTHORIZATION], "Bearer secret");
             assert_eq!(req.headers()[ACCEPT], "text/event-stream");
@@ -177,6 +186,7 @@ mod tests {
             conversation: None,
             user_id: None,
             options: &Map::new(),
+            history: &[],
             request_id: "r1",
             traceparent: None,
             tracestate: None,

@@ -223,6 +223,7 @@ pub fn chat_path(front: Api, agent: &str, stream: bool) -> String {
         Api::Agents => format!("/agents/api/agents/{agent}/chat"),
         Api::Guayaba => format!("/guayaba/api/v1/agents/{agent}/chat"),
         Api::AgUi => format!("/ag-ui/api/agents/{agent}/run"),
+        Api::OpenAiChat | Api::OpenAiResponses => unreachable!("{front} is an upstream API only"),
     }
 }
 
@@ -234,6 +235,7 @@ pub fn conversation_field(front: Api) -> &'static str {
         Api::Agents => "conversation_id",
         Api::Guayaba => "sessionKey",
         Api::AgUi => "threadId",
+        Api::OpenAiChat | Api::OpenAiResponses => unreachable!("{front} is an upstream API only"),
     }
 }
 
@@ -257,6 +259,7 @@ pub fn chat_body(front: Api, message: &str, conversation: Option<&str>, stream: 
         Api::Pharen | Api::Agents => {}
         Api::Chatbase | Api::Guayaba => body["stream"] = json!(stream),
         Api::AgUi => {}
+        Api::OpenAiChat | Api::OpenAiResponses => unreachable!("{front} is an upstream API only"),
     }
     if let Some(c) = conversation {
         // pharen takes `conversation_uuid` or `conversation_id`: streams use one, sync the other.
@@ -295,6 +298,7 @@ pub fn front_format(front: Api) -> &'static str {
         Api::Agents => "text-done",
         Api::Guayaba => "session-delta",
         Api::AgUi => "ag-ui",
+        Api::OpenAiChat | Api::OpenAiResponses => unreachable!("{front} is an upstream API only"),
     }
 }
 
@@ -545,6 +549,7 @@ pub fn read_sync(front: Api, body: &Value) -> Answer {
                 }
             }
         }
+        Api::OpenAiChat | Api::OpenAiResponses => unreachable!("{front} is an upstream API only"),
     }
     a
 }

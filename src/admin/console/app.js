@@ -126,6 +126,8 @@ async function loadAgents() {
       const price = [`${fmt(a.credits_per_message)} / message`];
       if (a.max_usage_credits) price.push(`+ usage ≤ ${fmt(a.max_usage_credits)}`);
       if (a.credits_per_1k_output_chars) price.push(`${fmt(a.credits_per_1k_output_chars)} / 1k chars`);
+      if (a.credits_per_1k_input_tokens) price.push(`${fmt(a.credits_per_1k_input_tokens)} / 1k input tokens`);
+      if (a.credits_per_1k_output_tokens) price.push(`${fmt(a.credits_per_1k_output_tokens)} / 1k output tokens`);
       const health = !a.enabled ? "disabled" : a.up ? "up" : "down";
       return el("tr", {},
         el("td", { text: a.name }),
