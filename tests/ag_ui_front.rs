@@ -142,11 +142,26 @@ async fn ag_ui_front_before_an_ag_ui_backend_and_each_seed_backend() {
     );
     assert_eq!(w.tool_inputs, ["get_weather"]);
     assert_eq!(w.tool_outputs.len(), 1);
-    // ag-ui front → each seed backend.
+    // ag-ui front → each seed backend; its tool call where the backend's stream carries one
+    // (all but `agents`, whose text-done stream has no tool events).
     for (i, seed) in SEEDS.into_iter().enumerate() {
+        let id = agent_id(i as u32 + 2);
         let thread = format!("thread-{seed}");
-        let a = run(&c, &gw, &agent_id(i as u32 + 2), "to a seed", Some(&thread)).await;
+        let a = run(&c, &gw, &id, "to a seed", Some(&thread)).await;
         assert_eq!(a.text, echo(1, "to a seed"), "ag-ui → {seed}");
+        let w = run(
+            &c,
+            &gw,
+            &id,
+            "weather in Paris?",
+            Some(&format!("w-{seed}")),
+        )
+        .await;
+        let tools: &[&str] = match seed {
+            Api::Agents => &[],
+            _ => &["get_weather"],
+        };
+        assert_eq!(w.tool_inputs, tools, "ag-ui → {seed}:\n{}", w.raw);
     }
     // No threadId: a new conversation all the same.
     let a = run(&c, &gw, &agent_id(1), "no thread", None).await;
@@ -162,11 +177,20 @@ async fn each_seed_front_reaches_an_ag_ui_backend() {
     let id = agent_id(1);
     for front in SEEDS {
         stream_from(&c, &gw, front, &id, "from a seed", &echo(1, "from a seed")).await;
+        // The ag-ui backend's tool call, in every seed format that carries tools.
+        let response = send_chat(&c, &gw, front, &id, "weather?", None, true).await;
+        let body = response.text().await.expect("body");
+        let w = read_stream(front_format(front), &body);
+        let tools: &[&str] = match front_format(front) {
+            "text-done" => &[],
+            _ => &["get_weather"],
+        };
+        assert_eq!(w.tool_inputs, tools, "{front}:\n{body}");
         let response = send_chat(&c, &gw, front, &id, "sync seed", None, false).await;
         assert_eq!(response.status(), 200, "{front}");
         let body: Value = response.json().await.expect("JSON body");
-        // agents continues the account's default conversation: the backend's second turn.
-        let turn = if front == Api::Agents { 2 } else { 1 };
+        // agents continues the account's default conversation: the backend's third turn.
+        let turn = if front == Api::Agents { 3 } else { 1 };
         assert_eq!(
             read_sync(front, &body).text,
             echo(turn, "sync seed"),
