@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::request::{check_conversation_key, check_length, malformed};
-use super::shared::{message_schema, usage_ref, SyncCommon};
+use super::shared::{last_user_text, message_schema, usage_ref, SyncCommon};
 use super::{
     str_field, ApiError, ChatApi, ChatRequest, Conversation, DemoRead, FinishIds, RouteDef,
     RouteKind, UpstreamChat, MAX_CONVERSATION_KEY_LEN,
@@ -46,32 +46,6 @@ const EXTRAS: [(&str, bool); 4] = [
     ("state", false),
     ("forwardedProps", false),
 ];
-
-/// The text of an AG-UI message's `content`: a string, or the concatenated `text` parts.
-fn content_text(content: &Value) -> Option<String> {
-    match content {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(parts) => Some(
-            parts
-                .iter()
-                .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
-/// The text of the last `user` message of `messages`, if there is one (AG-UI's and OpenAI's
-/// Chat Completions' messages alike).
-pub(super) fn last_user_text(messages: &[Value]) -> Option<String> {
-    messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .and_then(|m| m.get("content"))
-        .and_then(content_text)
-}
 
 impl ChatApi for AgUi {
     fn name(&self) -> &'static str {

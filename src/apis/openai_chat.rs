@@ -8,7 +8,7 @@
 use http::Method;
 use serde_json::{json, Map, Value};
 
-use super::ag_ui::last_user_text;
+use super::shared::last_user_text;
 use super::request::{check_length, malformed};
 use super::{
     bool_field, ApiError, ChatApi, ChatRequest, Conversation, DemoRead, RouteDef, RouteKind,

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::openai_chat::answer_options;
 use super::request::{check_length, malformed};
+use super::shared::last_user_text;
 use super::{
     bool_field, str_field, ApiError, ChatApi, ChatRequest, Conversation, DemoRead, RouteDef,
     RouteKind, UpstreamChat,
@@ -23,33 +24,11 @@ const ROUTES: &[RouteDef] = &[RouteDef::new(
     RouteKind::Chat { stream_path: false },
 )];
 
-/// The text of a Responses `input`: a string, or the last `user` message item's text (its
-/// `content` a string or `input_text` parts).
+/// The text of a Responses `input`: a string, or the last `user` message item's text.
 fn input_text(body: &Value) -> Option<String> {
     match body.get("input")? {
         Value::String(s) => Some(s.clone()),
-        Value::Array(items) => {
-            let item = items
-                .iter()
-                .rev()
-                .find(|i| i.get("role").and_then(Value::as_str) == Some("user"))?;
-            match item.get("content")? {
-                Value::String(s) => Some(s.clone()),
-                Value::Array(parts) => Some(
-                    parts
-                        .iter()
-                        .filter(|p| {
-                            matches!(
-                                p.get("type").and_then(Value::as_str),
-                                Some("input_text" | "text")
-                            )
-                        })
-                        .filter_map(|p| p.get("text").and_then(Value::as_str))
-                        .collect(),
-                ),
-                _ => None,
-            }
-        }
+        Value::Array(items) => last_user_text(items),
         _ => None,
     }
 }

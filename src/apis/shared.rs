@@ -54,3 +54,35 @@ pub fn message_schema() -> Value {
 pub fn usage_ref() -> Value {
     json!({ "$ref": "#/components/schemas/Usage" })
 }
+
+/// The text of a chat message's `content`: a string, or its text parts (`text`, or the
+/// Responses API's `input_text`) concatenated.
+fn content_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter(|p| {
+                    matches!(
+                        p.get("type").and_then(Value::as_str),
+                        Some("text" | "input_text")
+                    )
+                })
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// The text of the last `user` message of `messages`, if there is one: AG-UI's messages,
+/// Chat Completions' `messages` and Responses' `input` items alike.
+pub fn last_user_text(messages: &[Value]) -> Option<String> {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .and_then(|m| m.get("content"))
+        .and_then(content_text)
+}

@@ -129,7 +129,9 @@ pub async fn recent_messages(
         let page = store
             .history(account, agent, conversation, before, want)
             .await?;
-        for m in &page {
+        let more = page.len() == want as usize;
+        before = page.last().map(|oldest| oldest.seq);
+        for m in page {
             let role = match m.role.as_str() {
                 "user" => HistoryRole::User,
                 "assistant" => HistoryRole::Assistant,
@@ -141,12 +143,11 @@ pub async fn recent_messages(
             }
             out.push(HistoryMessage {
                 role,
-                content: m.content.clone(),
+                content: m.content,
             });
         }
-        match page.last() {
-            Some(oldest) if page.len() == want as usize => before = Some(oldest.seq),
-            _ => break,
+        if !more {
+            break;
         }
     }
     out.reverse();
