@@ -219,8 +219,23 @@ impl ChatMeter {
         }
         if let Ok(m) = serde_json::from_str::<Meta>(metadata.get()) {
             if let Some(id) = m.camel.or(m.conversation_id) {
-                self.backend_conversation = Some(id);
+                self.note_backend_id(&id);
             }
+        }
+    }
+
+    /// The backend's own conversation id, kept (and stored, and sent back next turn) only when
+    /// it is at most [`MAX_BACKEND_ID_LEN`] bytes: a backend cannot make every conversation row
+    /// and request carry a megabyte. A longer one is ignored (and logged): that backend then
+    /// starts afresh next turn.
+    fn note_backend_id(&mut self, id: &str) {
+        if id.len() <= MAX_BACKEND_ID_LEN {
+            self.backend_conversation = Some(id.to_owned());
+        } else {
+            tracing::warn!(
+                len = id.len(),
+                "the backend's conversation id is longer than {MAX_BACKEND_ID_LEN} bytes; ignored"
+            );
         }
     }
 
@@ -260,6 +275,10 @@ fn merge_metadata(theirs: Option<Json<'_>>, ours: Option<Json<'static>>) -> Opti
     }
     Some(Json::from_value(&merged))
 }
+
+/// The longest backend conversation id agentgate keeps (ids seen in practice are UUIDs or
+/// `resp_…`/`thread_…` strings well under 100 bytes).
+pub const MAX_BACKEND_ID_LEN: usize = 1024;
 
 /// The tokens of `chars` characters of output, by OpenAI's rule of thumb of one token per
 /// four characters (rounded up): how output is priced per token while it streams, and when
@@ -308,10 +327,10 @@ impl ChatMeter {
                 conversation_id,
             } => {
                 if let Some(id) = conversation_id.take() {
-                    self.backend_conversation = Some(id.into_owned());
+                    self.note_backend_id(&id);
                 }
                 if let Some(id) = message_id.as_ref().filter(|_| self.answer_id_continues) {
-                    self.backend_conversation = Some(id.to_string());
+                    self.note_backend_id(id);
                 }
                 *message_id = Some(self.ids.message_id.clone().into());
                 *conversation_id = Some(self.ids.conversation_id.clone().into());
@@ -372,6 +391,31 @@ impl ChatMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overlong_backend_conversation_id_is_not_kept() {
+        let mut m = ChatMeter::new(Api::Agents, Ids::default(), pricing(1.0));
+        let start = |id: String| Event::Start {
+            message_id: None,
+            conversation_id: Some(id.into()),
+        };
+        m.on_event(&mut start("b".repeat(MAX_BACKEND_ID_LEN)), None);
+        assert_eq!(
+            m.backend_conversation.as_deref().map(str::len),
+            Some(MAX_BACKEND_ID_LEN)
+        );
+        m.on_event(&mut start("x".repeat(MAX_BACKEND_ID_LEN + 1)), None);
+        assert_eq!(
+            m.backend_conversation.as_deref().map(str::len),
+            Some(MAX_BACKEND_ID_LEN)
+        );
+        let meta = Json::from_value(&serde_json::json!({ "conversationId": "y".repeat(5000) }));
+        m.on_event(&mut Event::Metadata { metadata: meta }, None);
+        assert!(m
+            .backend_conversation
+            .as_deref()
+            .is_some_and(|id| id.starts_with('b')));
+    }
 
     fn pricing(max_usage: f64) -> AgentCredits {
         AgentCredits {
