@@ -95,13 +95,14 @@ impl DemoAgent {
                 || crate::apis::upstream_path(self.api, "demo") == path =>
             {
                 crate::apis::ChatRoute {
-                    agent_id: "demo".into(),
+                    agent_id: None,
+                    api: None,
                     stream_path: true,
                 }
             }
             None => return text(StatusCode::NOT_FOUND, "no such path"),
         };
-        let agent_id = route.agent_id;
+        let agent_id = route.agent_id.unwrap_or_else(|| "demo".into());
         let message = self.api.demo_message(&body);
         let read = self.api.demo_read(&body, wants_sse, route.stream_path);
         let stream = read.stream;

@@ -38,8 +38,9 @@ pub struct Endpoint {
 pub fn endpoints(front: &FrontConfig) -> Vec<Endpoint> {
     let mut list = Vec::new();
     for route in front.api.routes() {
+        let served = route.via.map(|api| front.served_by(api));
         for method in route.methods {
-            list.push(operation(front, route, method));
+            list.push(operation(served.as_ref().unwrap_or(front), route, method));
         }
     }
     list.push(document_endpoint());
@@ -51,6 +52,8 @@ fn operation(front: &FrontConfig, route: &RouteDef, method: &http::Method) -> En
     let path = route.path;
     match (route.kind, method.as_str()) {
         (RouteKind::Chat { .. }, _) => chat(front, route),
+        (RouteKind::Models, _) => models(front, path),
+        (RouteKind::Model, _) => model(front, path),
         (RouteKind::History, _) => history(front, path),
         (RouteKind::Conversations, "POST") => conversation_create(front, path),
         (RouteKind::Conversations, _) => conversations_list(front, path),
@@ -69,7 +72,7 @@ fn operation(front: &FrontConfig, route: &RouteDef, method: &http::Method) -> En
 pub fn document(front: &FrontConfig) -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
-    schemas.insert("Error".into(), error_schema());
+    schemas.insert("Error".into(), front.api.error_schema());
     schemas.insert("Usage".into(), usage_schema());
     for endpoint in endpoints(front) {
         let path = format!("{}{}", front.prefix, endpoint.path);
@@ -114,8 +117,7 @@ pub fn document(front: &FrontConfig) -> Value {
                 "The `{api}` chat API as agentgate serves it under `{prefix}`: requests are \
                  checked (key, scope, agent, body, limits, credits) in the order of SPEC §5, \
                  rewritten into the API of the agent's backend, and its answer is transcoded \
-                 into `{format}`. Every error has the body `{{\"error\":{{\"code\",\"message\",\
-                 \"details\"}}}}`.",
+                 into `{format}`. Every error has the body of the `Error` schema.",
                 prefix = if front.prefix.is_empty() { "/" } else { &front.prefix },
                 format = front.format.as_str(),
             ),
@@ -154,6 +156,33 @@ fn chat(front: &FrontConfig, route: &RouteDef) -> Endpoint {
         true => "Always answers with a stream.",
         false => api.chat_how(),
     };
+    let mut parameters = Vec::new();
+    if route.params().next().is_some() {
+        parameters.push(json!({
+            "name": param,
+            "in": "path",
+            "required": true,
+            "description": "The agent's id, as configured in `[[agent]] id`.",
+            "schema": param_schema,
+        }));
+    }
+    parameters.push(json!({
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": false,
+        "description": "A retry with the same key and body gets the first answer again and is \
+                        not charged; 409 while the first runs, 422 with another body.",
+        "schema": { "type": "string", "minLength": 1, "maxLength": 255 },
+    }));
+    if let Some(header) = api.conversation_header() {
+        parameters.push(json!({
+            "name": header,
+            "in": "header",
+            "required": false,
+            "description": "Continue this conversation (when the body names none).",
+            "schema": { "type": "string", "pattern": "^[A-Za-z0-9._:-]{1,256}$" },
+        }));
+    }
     let mut ok = Map::new();
     if !stream {
         ok.insert(
@@ -163,9 +192,7 @@ fn chat(front: &FrontConfig, route: &RouteDef) -> Endpoint {
     }
     ok.insert("text/event-stream".into(), stream_media(front.format));
     let mut responses = Map::new();
-    responses.insert(
-        "200".into(),
-        json!({
+    let mut answered = json!({
             "description": "The agent's answer: JSON, or a `text/event-stream` in the front's format.",
             "headers": {
                 "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" },
@@ -178,14 +205,23 @@ fn chat(front: &FrontConfig, route: &RouteDef) -> Endpoint {
                 }
             },
             "content": ok,
-        }),
-    );
+    });
+    if let Some(header) = api.conversation_header() {
+        answered["headers"][header] = json!({
+            "description": "The conversation's id: send it back (header or \
+                            `metadata.conversation_id`) to continue it.",
+            "schema": { "type": "string" }
+        });
+    }
+    responses.insert("200".into(), answered);
     for (status, description) in chat_errors(front) {
         responses.insert(status.to_string(), error_response(status, description));
     }
-    let operation_id = match stream {
-        true => "chatStream",
-        false => "chat",
+    let operation_id = match (route.via, stream) {
+        // Two chat paths on one front: each named by its API.
+        (Some(api), _) => format!("chat{}", api.title()),
+        (None, true) => "chatStream".into(),
+        (None, false) => "chat".into(),
     };
     let schemas = vec![
         (request.clone(), api.request_schema()),
@@ -209,24 +245,7 @@ fn chat(front: &FrontConfig, route: &RouteDef) -> Endpoint {
                  was charged.",
                 front.format.as_str()
             ),
-            "parameters": [
-                {
-                    "name": param,
-                    "in": "path",
-                    "required": true,
-                    "description": "The agent's id, as configured in `[[agent]] id`.",
-                    "schema": param_schema,
-                },
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": false,
-                    "description": "A retry with the same key and body gets the first answer \
-                                    again and is not charged; 409 while the first runs, 422 \
-                                    with another body.",
-                    "schema": { "type": "string", "minLength": 1, "maxLength": 255 },
-                },
-            ],
+            "parameters": parameters,
             "requestBody": {
                 "required": true,
                 "content": {
@@ -295,7 +314,8 @@ pub fn error_response(status: u16, description: &str) -> Value {
     })
 }
 
-fn error_schema() -> Value {
+/// The error body of seed 000, which every front but the OpenAI one answers with.
+pub fn error_schema() -> Value {
     json!({
         "type": "object",
         "description": "Every error of every front (seed 000's error body).",
@@ -1225,6 +1245,85 @@ fn team_chat(front: &FrontConfig, path: &'static str, stream_path: bool) -> Endp
             ),
         ],
     }
+}
+
+/// `GET /v1/models`: the agents the key may use, as OpenAI's model list.
+fn models(front: &FrontConfig, path: &'static str) -> Endpoint {
+    let list = json!({
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": { "const": "list" },
+            "data": { "type": "array", "items": schema_ref("Model") }
+        }
+    });
+    Endpoint {
+        method: "get",
+        path,
+        operation: json!({
+            "operationId": "listModels",
+            "summary": "The agents the key may use",
+            "description": "Every configured agent within the key's agents, in file order, as \
+                            an OpenAI model: its `id` is what `model` takes (so is its `name`).",
+            "responses": model_responses(front, "The models.", schema_ref("ModelList"), false),
+        }),
+        schemas: vec![model_schema(), ("ModelList".into(), list)],
+    }
+}
+
+/// `GET /v1/models/{model}`: one agent, by id or name.
+fn model(front: &FrontConfig, path: &'static str) -> Endpoint {
+    Endpoint {
+        method: "get",
+        path,
+        operation: json!({
+            "operationId": "retrieveModel",
+            "summary": "One agent the key may use",
+            "parameters": [path_param("model", "The agent's id or name.")],
+            "responses": model_responses(front, "The model.", schema_ref("Model"), true),
+        }),
+        schemas: vec![model_schema()],
+    }
+}
+
+/// The answers of the model endpoints: 200 with `ok`, the key's errors, 404 for one model.
+fn model_responses(front: &FrontConfig, description: &str, ok: Value, one: bool) -> Value {
+    let mut responses = json!({
+        "200": {
+            "description": description,
+            "headers": { "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } },
+            "content": { "application/json": { "schema": ok } }
+        }
+    });
+    if front.require_key {
+        responses["401"] = error_response(401, "No key, or an unknown or revoked key.");
+        responses["403"] = error_response(403, "The key lacks the `agents:run` scope.");
+    }
+    if one {
+        responses["404"] = error_response(404, "No agent the key may use has this id or name.");
+    }
+    responses
+}
+
+fn model_schema() -> (String, Value) {
+    (
+        "Model".into(),
+        json!({
+            "type": "object",
+            "description": "An agent, as OpenAI's model object.",
+            "required": ["id", "object", "created", "owned_by"],
+            "properties": {
+                "id": { "type": "string", "description": "The agent's id." },
+                "object": { "const": "model" },
+                "created": {
+                    "type": "integer",
+                    "description": "When the running configuration was loaded (Unix seconds)."
+                },
+                "owned_by": { "const": "agentgate" },
+                "name": { "type": "string", "description": "The agent's name." }
+            }
+        }),
+    )
 }
 
 fn document_endpoint() -> Endpoint {

@@ -104,6 +104,7 @@ impl ChatApi for AgUi {
             stream: true,
             user_id: None,
             options,
+            agent: None,
         })
     }
 

@@ -91,6 +91,7 @@ impl ChatApi for Agents {
             stream: stream_path || b.stream.unwrap_or(false),
             user_id: None,
             options: Map::new(),
+            agent: None,
         })
     }
 

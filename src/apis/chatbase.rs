@@ -118,6 +118,7 @@ impl ChatApi for Chatbase {
             stream: b.stream.unwrap_or(true),
             user_id,
             options: Map::new(),
+            agent: None,
         })
     }
 

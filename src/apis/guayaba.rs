@@ -93,6 +93,7 @@ impl ChatApi for Guayaba {
             stream: b.stream.unwrap_or(false),
             user_id: None,
             options: Map::new(),
+            agent: None,
         })
     }
 

@@ -25,6 +25,7 @@ mod request;
 mod routes;
 pub mod shared;
 
+pub(crate) use request::check_conversation_key;
 pub use request::{
     ChatRequest, Conversation, MAX_CONVERSATION_KEY_LEN, MAX_MESSAGE_CHARS, MAX_USER_ID_CHARS,
 };
@@ -73,6 +74,12 @@ pub trait ChatApi: Sync + 'static {
     fn is_front(&self) -> bool {
         true
     }
+    /// Whether an agent's backend may speak it (`upstream_api`); `false` for a front that is
+    /// only a door onto other APIs (the `openai` front, whose endpoints are served by the
+    /// openai-chat and openai-responses modules).
+    fn is_upstream(&self) -> bool {
+        true
+    }
 
     // ---- Errors -------------------------------------------------------------------------------
 
@@ -87,6 +94,17 @@ pub trait ChatApi: Sync + 'static {
             "not_found",
             "agent not found or outside the key's access target",
         )
+    }
+
+    /// The JSON body of an error on this front (SPEC §5: seed 000's
+    /// `{"error":{"code","message","details"}}` unless the API has its own).
+    fn error_body(&self, e: &ApiError) -> Value {
+        json!({ "error": { "code": e.code, "message": e.message, "details": e.details } })
+    }
+
+    /// The JSON schema of [`ChatApi::error_body`] (the OpenAPI `Error` component).
+    fn error_schema(&self) -> Value {
+        crate::openapi::error_schema()
     }
 
     // ---- Conversations ------------------------------------------------------------------------
@@ -106,6 +124,12 @@ pub trait ChatApi: Sync + 'static {
     /// A client-chosen key may wrap another front's conversation id (guayaba `api:<id>`).
     fn keys_wrap_other_ids(&self) -> bool {
         false
+    }
+    /// A request header that may name the conversation when the body does not, and that
+    /// carries the conversation's id back on every chat answer (the OpenAI APIs:
+    /// `x-conversation-id`, SPEC §10).
+    fn conversation_header(&self) -> Option<&'static str> {
+        None
     }
     /// What this API calls a conversation in its errors (`conversation`, `session`).
     fn conversation_noun(&self) -> &'static str {
@@ -145,6 +169,17 @@ pub trait ChatApi: Sync + 'static {
     }
 
     // ---- Answers ------------------------------------------------------------------------------
+
+    /// How this API's stream of one answer is written, beyond the front's settings: the ids,
+    /// model and usage chunk the OpenAI formats carry. `agent_id` is the agent's configured id.
+    fn encode_options(
+        &self,
+        _chat: &ChatRequest,
+        _ids: &FinishIds<'_>,
+        _agent_id: &str,
+    ) -> EncodeOptions {
+        EncodeOptions::default()
+    }
 
     /// A whole (non-streamed) answer as this API's JSON body.
     fn sync_body(&self, aggregate: &Aggregate, ctx: &SyncContext) -> Value;
@@ -350,6 +385,7 @@ registry! {
     AgUi => ag_ui::AgUi,
     OpenAiChat => openai_chat::OpenAiChat,
     OpenAiResponses => openai_responses::OpenAiResponses,
+    OpenAi => openai::OpenAi,
 }
 
 impl std::ops::Deref for Api {
@@ -372,6 +408,16 @@ impl Api {
     /// The APIs clients may call agentgate with ([`ChatApi::is_front`]).
     pub fn fronts() -> impl Iterator<Item = Api> {
         Api::ALL.into_iter().filter(|api| api.is_front())
+    }
+
+    /// The APIs an agent's backend may speak ([`ChatApi::is_upstream`]).
+    pub fn upstreams() -> impl Iterator<Item = Api> {
+        Api::ALL.into_iter().filter(|api| api.is_upstream())
+    }
+
+    /// An error as this API answers it: its status, headers and [`ChatApi::error_body`].
+    pub fn error_bytes(self, e: &ApiError) -> Bytes {
+        Bytes::from(self.spec().error_body(e).to_string())
     }
 }
 

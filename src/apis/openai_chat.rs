@@ -4,15 +4,20 @@
 //! conversation's recorded messages then the new one as `messages`, `stream: true` and
 //! `stream_options.include_usage`, and streams `chat.completion.chunk`s back. Chat Completions
 //! keeps no conversation, so the history is what continues one.
+//!
+//! It also serves the `openai` front's `POST /v1/chat/completions` (see `openai.rs`): `model`
+//! names the agent, the last `user` message is the message, `metadata.conversation_id` (or the
+//! `x-conversation-id` header) continues a conversation, and the answer is a `chat.completion`
+//! or its chunks, with `usage.credits` the credits charged.
 
 use http::Method;
 use serde_json::{json, Map, Value};
 
+use super::openai::{self, id_core, invalid_param, Common, CONVERSATION_HEADER, INCLUDE_USAGE};
 use super::shared::last_user_text;
-use super::request::{check_length, malformed};
 use super::{
-    bool_field, ApiError, ChatApi, ChatRequest, Conversation, DemoRead, RouteDef, RouteKind,
-    UpstreamChat,
+    bool_field, ApiError, ChatApi, ChatRequest, DemoRead, ErrorDocs, FinishIds, RouteDef,
+    RouteKind, UpstreamChat,
 };
 use crate::formats::{chat_completion_body, Aggregate, EncodeOptions, Format, SyncContext};
 
@@ -29,6 +34,11 @@ fn last_user_message(body: &Value) -> Option<String> {
     body.get("messages")
         .and_then(Value::as_array)
         .and_then(|m| last_user_text(m))
+}
+
+/// The id of a Chat Completions answer: `chatcmpl-` and the answer's message id's hex.
+fn completion_id(message_id: &str) -> String {
+    format!("chatcmpl-{}", id_core(message_id))
 }
 
 /// Encoder options for the demo's answer to an OpenAI request body: its `model`, and the
@@ -64,26 +74,65 @@ impl ChatApi for OpenAiChat {
         true
     }
 
-    /// A Chat Completions request, read as the demo backend reads it: the last `user`
-    /// message's text is the message. (Never a front: see [`ChatApi::is_front`].)
+    /// A Chat Completions request on the `openai` front: `model`, `messages` (the last `user`
+    /// message's text is the message), `stream`, `stream_options.include_usage`,
+    /// `metadata.conversation_id`; the other fields are the backend's business and not read.
     fn parse_chat(
         &self,
         body: &[u8],
         _wants_sse: bool,
         _stream_path: bool,
     ) -> Result<ChatRequest, ApiError> {
-        let body: Value = serde_json::from_slice(body).map_err(|e| malformed(self, e))?;
-        let message = last_user_message(&body)
-            .filter(|m| !m.is_empty())
-            .ok_or_else(|| self.invalid("`messages` must end with a `user` message".into()))?;
-        check_length(self, &message)?;
-        Ok(ChatRequest {
-            message: Some(message),
-            conversation: Conversation::New,
-            stream: bool_field(&body, "stream").unwrap_or(false),
-            user_id: None,
-            options: Map::new(),
-        })
+        let common = Common::parse(self, body)?;
+        let messages = match common.body.get("messages") {
+            Some(Value::Array(m)) => m,
+            _ => {
+                return Err(invalid_param(
+                    "messages",
+                    "`messages` is required: an array of messages".into(),
+                ))
+            }
+        };
+        let message = last_user_text(messages);
+        let include_usage = match common.body.get("stream_options") {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(o)) => match o.get("include_usage") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(invalid_param(
+                        "stream_options",
+                        "`stream_options.include_usage` must be a boolean".into(),
+                    ))
+                }
+            },
+            Some(_) => {
+                return Err(invalid_param(
+                    "stream_options",
+                    "`stream_options` must be an object".into(),
+                ))
+            }
+        };
+        let mut options = Map::new();
+        if include_usage {
+            options.insert(INCLUDE_USAGE.into(), Value::Bool(true));
+        }
+        common.request(self, message, "messages", options)
+    }
+    fn invalid(&self, message: String) -> ApiError {
+        openai::invalid(message)
+    }
+    fn agent_not_found(&self, exists: bool) -> ApiError {
+        openai::model_not_found(exists)
+    }
+    fn error_body(&self, e: &ApiError) -> Value {
+        openai::error_body(e)
+    }
+    fn error_schema(&self) -> Value {
+        openai::error_schema()
+    }
+    fn conversation_header(&self) -> Option<&'static str> {
+        Some(CONVERSATION_HEADER)
     }
 
     fn upstream_takes_history(&self) -> bool {
@@ -101,10 +150,27 @@ impl ChatApi for OpenAiChat {
         })
     }
 
-    /// The `chat.completion` object (what the demo backend answers a non-stream call).
+    /// The chunks' `id` (`chatcmpl-` and the answer's message id), `model` (the agent's id)
+    /// and the usage chunk when the client asked for it.
+    fn encode_options(
+        &self,
+        chat: &ChatRequest,
+        ids: &FinishIds<'_>,
+        agent_id: &str,
+    ) -> EncodeOptions {
+        EncodeOptions {
+            include_usage: chat.options.contains_key(INCLUDE_USAGE),
+            model: Some(agent_id.into()),
+            response_id: Some(completion_id(ids.message_id).into()),
+            ..EncodeOptions::default()
+        }
+    }
+
+    /// The `chat.completion` object (the front's answer to a non-stream call, and the demo
+    /// backend's).
     fn sync_body(&self, aggregate: &Aggregate, ctx: &SyncContext) -> Value {
         let options = EncodeOptions {
-            response_id: ctx.message_id.as_deref().map(std::sync::Arc::from),
+            response_id: ctx.message_id.as_deref().map(|m| completion_id(m).into()),
             model: ctx.agent_id.as_deref().map(std::sync::Arc::from),
             ..EncodeOptions::default()
         };
@@ -112,8 +178,14 @@ impl ChatApi for OpenAiChat {
     }
 
     fn chat_how(&self) -> &'static str {
-        "Streams `chat.completion.chunk` objects when `stream` is true, else answers a \
-         `chat.completion` object."
+        "Streams `chat.completion.chunk` objects ending `data: [DONE]` when `stream` is true \
+         (the usage chunk, `choices: []`, when `stream_options.include_usage`), else answers a \
+         `chat.completion` object. `model` is the agent's id or name; `usage` carries the \
+         backend's token counts and `credits`, what was charged. The conversation's id comes \
+         back in `x-conversation-id`."
+    }
+    fn error_docs(&self) -> ErrorDocs {
+        openai::ERROR_DOCS
     }
     fn request_schema(&self) -> Value {
         json!({
@@ -122,10 +194,38 @@ impl ChatApi for OpenAiChat {
                             message.",
             "required": ["model", "messages"],
             "properties": {
-                "model": { "type": "string" },
-                "messages": { "type": "array", "minItems": 1, "items": { "type": "object" } },
-                "stream": { "type": "boolean" },
-                "stream_options": { "type": "object" }
+                "model": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "The agent: its id or name (`GET /v1/models`)."
+                },
+                "messages": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["role"],
+                        "properties": {
+                            "role": { "type": "string" },
+                            "content": {}
+                        }
+                    }
+                },
+                "stream": { "type": "boolean", "default": false },
+                "stream_options": {
+                    "type": "object",
+                    "properties": { "include_usage": { "type": "boolean" } }
+                },
+                "metadata": {
+                    "type": "object",
+                    "properties": {
+                        "conversation_id": {
+                            "type": "string",
+                            "description": "Continue this conversation (its id came back in \
+                                            `x-conversation-id`)."
+                        }
+                    }
+                }
             }
         })
     }

@@ -3,16 +3,22 @@
 //! message as `input`, `stream: true` and, when the conversation continues,
 //! `previous_response_id` = the id of the backend's last response in it (the backend
 //! conversation id, replaced by each answer's `response.created` id).
+//!
+//! It also serves the `openai` front's `POST /v1/responses` (see `openai.rs`): `model` names
+//! the agent, `input` (a string, or items whose last `user` text is the message),
+//! `previous_response_id` continues the conversation of a response agentgate gave out (its id
+//! carries the conversation's: [`response_id`]), and the answer is a Response object or its
+//! events.
 
 use http::Method;
 use serde_json::{json, Map, Value};
 
+use super::openai::{self, id_core, invalid_param, Common, CONVERSATION_HEADER};
 use super::openai_chat::answer_options;
-use super::request::{check_length, malformed};
 use super::shared::last_user_text;
 use super::{
-    bool_field, str_field, ApiError, ChatApi, ChatRequest, Conversation, DemoRead, RouteDef,
-    RouteKind, UpstreamChat,
+    bool_field, str_field, ApiError, ChatApi, ChatRequest, Conversation, DemoRead, ErrorDocs,
+    FinishIds, RouteDef, RouteKind, UpstreamChat,
 };
 use crate::formats::{response_body, Aggregate, EncodeOptions, Format, SyncContext};
 
@@ -23,6 +29,30 @@ const ROUTES: &[RouteDef] = &[RouteDef::new(
     "/v1/responses",
     RouteKind::Chat { stream_path: false },
 )];
+
+/// The id of a Responses answer agentgate gives out: `resp_`, the answer's message id's 32 hex
+/// digits, then the conversation's id, so that `previous_response_id` names its conversation
+/// without a lookup (also where transcripts are not recorded). It gives a client no more than
+/// `metadata.conversation_id` would: the conversation is still looked up under the key's
+/// account and the agent. (The demo backend's answer ids are `resp_…` already: kept.)
+pub(super) fn response_id(message_id: &str, conversation_id: Option<&str>) -> String {
+    if message_id.starts_with("resp_") {
+        return message_id.to_owned();
+    }
+    format!(
+        "resp_{}{}",
+        id_core(message_id),
+        conversation_id.unwrap_or_default()
+    )
+}
+
+/// The conversation a [`response_id`] carries; `None` for an id agentgate did not make.
+fn conversation_of(response_id: &str) -> Option<&str> {
+    let rest = response_id.strip_prefix("resp_")?;
+    let (core, conversation) = rest.split_at_checked(32)?;
+    (core.bytes().all(|b| b.is_ascii_hexdigit()) && !conversation.is_empty())
+        .then_some(conversation)
+}
 
 /// The text of a Responses `input`: a string, or the last `user` message item's text.
 fn input_text(body: &Value) -> Option<String> {
@@ -53,29 +83,60 @@ impl ChatApi for OpenAiResponses {
         true
     }
 
-    /// A Responses request, read as the demo backend reads it: the `input` text is the
-    /// message. (Never a front: see [`ChatApi::is_front`].)
+    /// A Responses request on the `openai` front: `model`, `input`, `stream`,
+    /// `previous_response_id` (or `metadata.conversation_id`); the other fields are the
+    /// backend's business and not read.
     fn parse_chat(
         &self,
         body: &[u8],
         _wants_sse: bool,
         _stream_path: bool,
     ) -> Result<ChatRequest, ApiError> {
-        let body: Value = serde_json::from_slice(body).map_err(|e| malformed(self, e))?;
-        let message = input_text(&body)
-            .filter(|m| !m.is_empty())
-            .ok_or_else(|| self.invalid("`input` must hold a user text".into()))?;
-        check_length(self, &message)?;
-        Ok(ChatRequest {
-            message: Some(message),
-            conversation: match str_field(&body, "previous_response_id") {
-                Some(id) => Conversation::Existing(id),
-                None => Conversation::New,
-            },
-            stream: bool_field(&body, "stream").unwrap_or(false),
-            user_id: None,
-            options: Map::new(),
-        })
+        let mut common = Common::parse(self, body)?;
+        let message = match common.body.get("input") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Array(items)) => last_user_text(items),
+            _ => {
+                return Err(invalid_param(
+                    "input",
+                    "`input` is required: a string or an array of input items".into(),
+                ))
+            }
+        };
+        match common.body.get("previous_response_id") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(id)) => {
+                let conversation = conversation_of(id).ok_or_else(|| {
+                    invalid_param(
+                        "previous_response_id",
+                        format!("Previous response with id '{id}' not found."),
+                    )
+                })?;
+                common.conversation = Conversation::Existing(conversation.to_owned());
+            }
+            Some(_) => {
+                return Err(invalid_param(
+                    "previous_response_id",
+                    "`previous_response_id` must be a string".into(),
+                ))
+            }
+        }
+        common.request(self, message, "input", Map::new())
+    }
+    fn invalid(&self, message: String) -> ApiError {
+        openai::invalid(message)
+    }
+    fn agent_not_found(&self, exists: bool) -> ApiError {
+        openai::model_not_found(exists)
+    }
+    fn error_body(&self, e: &ApiError) -> Value {
+        openai::error_body(e)
+    }
+    fn error_schema(&self) -> Value {
+        openai::error_schema()
+    }
+    fn conversation_header(&self) -> Option<&'static str> {
+        Some(CONVERSATION_HEADER)
     }
 
     fn upstream_continues_from_answer_id(&self) -> bool {
@@ -94,10 +155,28 @@ impl ChatApi for OpenAiResponses {
         body
     }
 
-    /// The Response object (what the demo backend answers a non-stream call).
+    /// The response's `id` ([`response_id`]) and `model` (the agent's id).
+    fn encode_options(
+        &self,
+        _chat: &ChatRequest,
+        ids: &FinishIds<'_>,
+        agent_id: &str,
+    ) -> EncodeOptions {
+        EncodeOptions {
+            model: Some(agent_id.into()),
+            response_id: Some(response_id(ids.message_id, Some(ids.conversation_id)).into()),
+            ..EncodeOptions::default()
+        }
+    }
+
+    /// The Response object (the front's answer to a non-stream call, and the demo backend's).
     fn sync_body(&self, aggregate: &Aggregate, ctx: &SyncContext) -> Value {
+        let id = ctx
+            .message_id
+            .as_deref()
+            .map(|m| response_id(m, ctx.conversation_id.as_deref()));
         let options = EncodeOptions {
-            response_id: ctx.message_id.as_deref().map(std::sync::Arc::from),
+            response_id: id.map(std::sync::Arc::from),
             model: ctx.agent_id.as_deref().map(std::sync::Arc::from),
             ..EncodeOptions::default()
         };
@@ -105,8 +184,14 @@ impl ChatApi for OpenAiResponses {
     }
 
     fn chat_how(&self) -> &'static str {
-        "Streams Responses events (`response.created` … `response.completed`) when `stream` is \
-         true, else answers a Response object."
+        "Streams Responses events (`response.created` … `response.completed`, each with its \
+         `sequence_number`) when `stream` is true, else answers a Response object. `model` is \
+         the agent's id or name; `previous_response_id` continues that response's \
+         conversation; `usage` carries the backend's token counts and `credits`, what was \
+         charged. The conversation's id comes back in `x-conversation-id`."
+    }
+    fn error_docs(&self) -> ErrorDocs {
+        openai::ERROR_DOCS
     }
     fn request_schema(&self) -> Value {
         json!({
@@ -114,10 +199,27 @@ impl ChatApi for OpenAiResponses {
             "description": "OpenAI's Responses request; the `input` text is the message.",
             "required": ["model", "input"],
             "properties": {
-                "model": { "type": "string" },
-                "input": {},
-                "previous_response_id": { "type": "string" },
-                "stream": { "type": "boolean" }
+                "model": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "The agent: its id or name (`GET /v1/models`)."
+                },
+                "input": {
+                    "oneOf": [
+                        { "type": "string", "minLength": 1 },
+                        { "type": "array", "items": { "type": "object" } }
+                    ]
+                },
+                "previous_response_id": {
+                    "type": "string",
+                    "description": "Continue the conversation of this response (an id \
+                                    agentgate gave out)."
+                },
+                "stream": { "type": "boolean", "default": false },
+                "metadata": {
+                    "type": "object",
+                    "properties": { "conversation_id": { "type": "string" } }
+                }
             }
         })
     }
@@ -205,12 +307,28 @@ mod tests {
         assert_eq!(read.conversation.as_deref(), Some("resp_9"));
         assert!(read.stream);
         assert_eq!(OpenAiResponses.demo_message(&json!({ "input": "plain" })), "plain");
-        let req = OpenAiResponses
-            .parse_chat(items.to_string().as_bytes(), false, false)
-            .unwrap();
-        assert_eq!(req.conversation, Conversation::Existing("resp_9".into()));
         assert!(OpenAiResponses
-            .parse_chat(br#"{"input":5}"#, false, false)
+            .parse_chat(br#"{"model":"a","input":5}"#, false, false)
             .is_err());
+    }
+
+    #[test]
+    fn previous_response_id_names_the_conversation_its_response_was_in() {
+        let id = response_id("msg_0123456789abcdef0123456789abcdef", Some("conv_7"));
+        assert_eq!(id, "resp_0123456789abcdef0123456789abcdefconv_7");
+        let body = json!({ "model": "helper", "input": "again", "previous_response_id": id });
+        let req = OpenAiResponses
+            .parse_chat(body.to_string().as_bytes(), false, false)
+            .unwrap();
+        assert_eq!(req.conversation, Conversation::Existing("conv_7".into()));
+        assert_eq!(req.agent.as_deref(), Some("helper"));
+        assert_eq!(req.message.as_deref(), Some("again"));
+        for bad in ["resp_9", "resp_0123456789abcdef0123456789abcdef", "chatcmpl-1", ""] {
+            let body = json!({ "model": "m", "input": "x", "previous_response_id": bad });
+            let err = OpenAiResponses
+                .parse_chat(body.to_string().as_bytes(), false, false)
+                .unwrap_err();
+            assert_eq!((err.status.as_u16(), err.details["field"].as_str()), (400, Some("previous_response_id")), "{bad}");
+        }
     }
 }

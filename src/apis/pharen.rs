@@ -82,6 +82,7 @@ impl ChatApi for Pharen {
             stream: wants_sse,
             user_id: None,
             options,
+            agent: None,
         })
     }
     fn agent_id_valid(&self, id: &str) -> bool {

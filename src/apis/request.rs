@@ -43,8 +43,12 @@ pub struct ChatRequest {
     pub stream: bool,
     /// chatbase `userId` for a conversation this request opens (an existing one keeps its own).
     pub user_id: Option<String>,
-    /// pharen options passed on to a pharen backend (model, enable_thinking, …).
+    /// pharen options passed on to a pharen backend (model, enable_thinking, …); the run
+    /// extras an ag-ui backend takes; how an OpenAI front writes its answer.
     pub options: Map<String, Value>,
+    /// The agent the body names, on an API whose paths name none (the OpenAI APIs' `model`:
+    /// an agent's id or name).
+    pub agent: Option<String>,
 }
 
 /// A body that is not JSON of the expected shape.

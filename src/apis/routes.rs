@@ -11,6 +11,10 @@ pub enum RouteKind {
     Chat { stream_path: bool },
     /// `GET` a conversation's messages.
     History,
+    /// `GET` the models (agents) the key may use (the `openai` front).
+    Models,
+    /// `GET` one of them.
+    Model,
     /// `GET` (list) / `POST` (create) conversations.
     Conversations,
     /// `PUT` (rename, archive) / `DELETE` one conversation.
@@ -35,6 +39,9 @@ pub struct RouteDef {
     /// also matches the path without it.
     pub path: &'static str,
     pub kind: RouteKind,
+    /// The API that serves this path when it is not the front's own: the `openai` front's
+    /// chat paths are served by the openai-chat and openai-responses modules.
+    pub via: Option<Api>,
 }
 
 impl RouteDef {
@@ -43,7 +50,14 @@ impl RouteDef {
             methods,
             path,
             kind,
+            via: None,
         }
+    }
+
+    /// The same path, served by `api`'s module ([`RouteDef::via`]).
+    pub const fn via(mut self, api: Api) -> Self {
+        self.via = Some(api);
+        self
     }
 
     /// The parameter names of the template, in order.
@@ -90,7 +104,10 @@ impl RouteDef {
 /// A request that matched one of a front's chat paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatRoute {
-    pub agent_id: String,
+    /// The agent the path names; `None` where the body names it (the OpenAI APIs' `model`).
+    pub agent_id: Option<String>,
+    /// The API that serves the path when it is not the front's own ([`RouteDef::via`]).
+    pub api: Option<Api>,
     /// The path always streams (`agents` `/chat/stream`); others decide from the body or
     /// headers.
     pub stream_path: bool,
@@ -99,6 +116,10 @@ pub struct ChatRoute {
 /// A request that matched one of a front's paths beyond chat (prefix already stripped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// `openai`: `GET /v1/models`
+    Models,
+    /// `openai`: `GET /v1/models/{model}`
+    Model { id: String },
     /// `agents`: `GET /api/agents/{id}/history`
     History { agent_id: String },
     /// `agents`: `GET`/`POST /api/agents/{id}/conversations`
@@ -121,7 +142,11 @@ impl Route {
     /// The methods the route answers (for 405 and `Allow`).
     pub fn methods(&self) -> &'static [http::Method] {
         match self {
-            Route::History { .. } | Route::Inbox { .. } | Route::Sessions { .. } => &[Method::GET],
+            Route::History { .. }
+            | Route::Inbox { .. }
+            | Route::Sessions { .. }
+            | Route::Models
+            | Route::Model { .. } => &[Method::GET],
             Route::Conversations { .. } => &[Method::GET, Method::POST],
             Route::Conversation { .. } => &[Method::PUT, Method::DELETE],
             Route::Session { .. } => &[Method::PATCH, Method::DELETE],
@@ -130,10 +155,14 @@ impl Route {
     }
 
     fn of(kind: RouteKind, mut caps: Vec<String>) -> Option<Route> {
+        if kind == RouteKind::Models {
+            return Some(Route::Models);
+        }
         let second = caps.get_mut(1).map(std::mem::take);
         let first = caps.into_iter().next()?;
         Some(match kind {
-            RouteKind::Chat { .. } => return None,
+            RouteKind::Chat { .. } | RouteKind::Models => return None,
+            RouteKind::Model => Route::Model { id: first },
             RouteKind::History => Route::History { agent_id: first },
             RouteKind::Conversations => Route::Conversations { agent_id: first },
             RouteKind::Conversation => Route::Conversation {
@@ -165,7 +194,8 @@ pub fn segment(s: &str) -> Option<String> {
 pub fn match_chat(api: Api, path: &str) -> Option<ChatRoute> {
     api.routes().iter().find_map(|r| match r.kind {
         RouteKind::Chat { stream_path } => Some(ChatRoute {
-            agent_id: r.captures(path)?.into_iter().next()?,
+            agent_id: r.captures(path)?.into_iter().next(),
+            api: r.via,
             stream_path,
         }),
         _ => None,
@@ -221,7 +251,8 @@ mod tests {
 
     #[test]
     fn chat_paths_of_every_api() {
-        let c = |api, p| match_chat(api, p).map(|r| (r.agent_id, r.stream_path));
+        let c =
+            |api, p| match_chat(api, p).map(|r| (r.agent_id.unwrap_or_default(), r.stream_path));
         let id = || "a b".to_string();
         assert_eq!(
             c(Api::Pharen, "/api/agents/a%20b/chat/"),

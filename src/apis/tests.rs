@@ -38,7 +38,8 @@ fn every_route_is_matched_by_the_router_and_documented_in_openapi() {
                 RouteKind::Chat { stream_path } => {
                     let m = match_chat(api, &path).unwrap_or_else(|| panic!("{api} {path}"));
                     assert_eq!(m.stream_path, stream_path, "{api} {path}");
-                    assert_eq!(m.agent_id, decoded[0], "{api} {path}");
+                    assert_eq!(m.agent_id, decoded.first().cloned(), "{api} {path}");
+                    assert_eq!(m.api, route.via, "{api} {path}");
                     assert_eq!(match_route(api, &path), None, "{api} {path}");
                 }
                 _ => {
@@ -88,7 +89,8 @@ fn every_api_is_named_parsed_and_registered_once() {
     let err = "nope".parse::<Api>().unwrap_err();
     assert!(
         err.contains(
-            "expected pharen, chatbase, agents, guayaba, ag-ui, openai-chat or openai-responses"
+            "expected pharen, chatbase, agents, guayaba, ag-ui, openai-chat, openai-responses \
+             or openai"
         ),
         "{err}"
     );

@@ -52,8 +52,9 @@ enum Command {
     },
     /// Run an echo backend speaking one chat API (for the quick start and tests).
     DemoAgent {
-        /// pharen, chatbase, agents or guayaba.
-        #[arg(long)]
+        /// The API it speaks: pharen, chatbase, agents, guayaba, ag-ui, openai-chat or
+        /// openai-responses.
+        #[arg(long, value_parser = upstream_api)]
         api: Api,
         #[arg(long, default_value = "127.0.0.1:7001")]
         listen: SocketAddr,
@@ -204,5 +205,16 @@ fn admin_exit(result: Result<(), crate::admin::AdminError>) -> ExitCode {
             eprintln!("agentgate: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An API a backend may speak (`demo-agent --api`).
+fn upstream_api(s: &str) -> Result<Api, String> {
+    let api: Api = s.parse()?;
+    match api.is_upstream() {
+        true => Ok(api),
+        false => Err(format!(
+            "`{api}` is a front only, not an API a backend speaks"
+        )),
     }
 }

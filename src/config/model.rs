@@ -128,6 +128,18 @@ pub struct FrontConfig {
     pub cors_origins: Vec<String>,
 }
 
+impl FrontConfig {
+    /// The front as one of its paths served by another API's module sees it
+    /// ([`crate::apis::RouteDef::via`]): that API, in its own stream format.
+    pub fn served_by(&self, api: Api) -> FrontConfig {
+        FrontConfig {
+            api,
+            format: api.default_format(),
+            ..self.clone()
+        }
+    }
+}
+
 /// `[[agent]]`
 #[derive(Debug, Clone)]
 pub struct AgentConfig {

@@ -410,7 +410,12 @@ fn bad_enum_values() {
     assert_eq!(
         error("\n[[front]]\napi = \"soap\"\n"),
         "t.toml:3:7: unknown API `soap` (expected pharen, chatbase, agents, guayaba, ag-ui, \
-         openai-chat or openai-responses)"
+         openai-chat, openai-responses or openai)"
+    );
+    assert_eq!(
+        error(&AGENT.replace("upstream_api = \"agents\"", "upstream_api = \"openai\"")),
+        "t.toml:2:6: upstream_api: `openai` is a front only; a backend speaks one of: pharen, \
+         chatbase, agents, guayaba, ag-ui, openai-chat, openai-responses"
     );
     assert_eq!(
         error("[[front]]\napi = \"agents\"\nformat = \"xml\"\n"),
@@ -833,7 +838,7 @@ fn embedded_default_parses() {
         .iter()
         .all(|a| a.upstream == Upstream::Demo && a.uuid().is_some()));
     let apis: Vec<_> = config.agents().iter().map(|a| a.upstream_api).collect();
-    assert_eq!(apis, Api::ALL);
+    assert_eq!(apis, Api::upstreams().collect::<Vec<_>>());
     let team = config.teams().first().expect("a team");
     assert_eq!(team.members.len(), 3);
     assert!(team.summarizer.is_some());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::formats::Format;
-use crate::fronts::cors;
+use crate::fronts::{cors, Api};
 use crate::limits::default_burst;
 
 use super::defaults;
@@ -609,6 +609,18 @@ impl Validator<'_> {
     }
 
     fn agent(&mut self, raw: &RawAgent, id: Option<String>) -> Option<AgentConfig> {
+        if !raw.upstream_api.is_upstream() {
+            let api = raw.upstream_api;
+            let upstreams: Vec<&str> = Api::upstreams().map(Api::as_str).collect();
+            return self.fail(
+                raw.id.span(),
+                "upstream_api",
+                format!(
+                    "`{api}` is a front only; a backend speaks one of: {}",
+                    upstreams.join(", ")
+                ),
+            );
+        }
         let name = self.name(raw.name.as_ref(), id.as_deref());
         let upstream = self.checked("upstream", &raw.upstream, parse_upstream);
         let upstream_agent_id = self.upstream_agent_id(raw, id.as_deref());

@@ -21,12 +21,20 @@ use super::settlement::StreamSettlement;
 use super::snapshot::{Agent, Snapshot};
 use super::{conversations, Gateway, TranscodeBody};
 use crate::apis::HistoryMessage;
+use crate::apis::{check_conversation_key, Conversation};
 use crate::auth::KeyInfo;
 use crate::config::FrontConfig;
 use crate::formats::{EncodeOptions, SyncContext};
 use crate::fronts::{self, Api, ApiError, ChatRequest};
 use crate::telemetry::TraceContext;
 use crate::transcode::Transcoder;
+
+/// A chat's body, read and parsed.
+struct ReadChat {
+    parts: http::request::Parts,
+    body: Bytes,
+    chat: ChatRequest,
+}
 
 /// A chat that passed validation: who asks, which agent, what.
 struct Validated<'s> {
@@ -61,11 +69,23 @@ impl Gateway {
         ctx: &mut Ctx,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let key = self.authenticate(front, req.headers()).await?;
-        let agent = Self::chat_agent(snap, front.api, key.as_ref(), &route.agent_id, ctx)?;
-        let validated = match self
-            .validate(snap, front, route, agent, key, req, ctx)
-            .await?
-        {
+        let (agent, read) = match route.agent_id.as_deref() {
+            Some(id) => {
+                let agent = Self::chat_agent(snap, front.api, key.as_ref(), id, ctx)?;
+                (
+                    agent,
+                    self.read_chat(snap, front.api, &route, req, ctx).await?,
+                )
+            }
+            // The body names the agent (the OpenAI APIs' `model`): it is read first.
+            None => {
+                let read = self.read_chat(snap, front.api, &route, req, ctx).await?;
+                let id = snap.model_agent(read.chat.agent.as_deref().unwrap_or_default());
+                let agent = Self::chat_agent(snap, front.api, key.as_ref(), id, ctx)?;
+                (agent, read)
+            }
+        };
+        let validated = match self.validate(front, agent, key, read).await? {
             Ok(validated) => validated,
             Err(replayed) => return Ok(replayed),
         };
@@ -82,7 +102,13 @@ impl Gateway {
                 ctx,
             )
             .await?;
-        let rate_headers = std::mem::take(&mut admitted.admission.headers);
+        let mut headers = std::mem::take(&mut admitted.admission.headers);
+        if let Some(name) = front.api.conversation_header() {
+            let id = &admitted.meter.ids().conversation_id;
+            if let Ok(value) = http::HeaderValue::from_str(id) {
+                headers.insert(name, value);
+            }
+        }
         let response = match admitted.chat.stream {
             true => self.transcode(snap, front, admitted, response.into_body(), ctx),
             false => {
@@ -90,7 +116,7 @@ impl Gateway {
                     .await?
             }
         };
-        Ok(with_headers(response, rate_headers))
+        Ok(with_headers(response, headers))
     }
 
     /// The conversation's recorded messages, oldest first, for a backend that keeps no
@@ -154,21 +180,16 @@ impl Gateway {
         Ok(agent)
     }
 
-    /// Reads and validates the body (413, 400/422). A retry of an answered request is answered
-    /// again (`Err` with the replay), not run nor charged again; but only to a key that may
-    /// have made it: the stream scope is checked first.
-    #[allow(clippy::too_many_arguments)]
-    async fn validate<'s>(
+    /// Reads and parses the body (413, 400/422); the conversation a header names where the
+    /// API reads one ([`crate::apis::ChatApi::conversation_header`]) and the body names none.
+    async fn read_chat(
         &self,
         snap: &Snapshot,
-        front: &FrontConfig,
-        route: fronts::ChatRoute,
-        agent: &'s Agent,
-        key: Option<KeyInfo>,
+        api: Api,
+        route: &fronts::ChatRoute,
         req: Request<Incoming>,
         ctx: &mut Ctx,
-    ) -> Result<Result<Validated<'s>, Response<GatewayBody>>, GatewayError> {
-        let api = front.api;
+    ) -> Result<ReadChat, GatewayError> {
         let wants_sse = req
             .headers()
             .get(ACCEPT)
@@ -178,8 +199,30 @@ impl Gateway {
         let reading = std::time::Instant::now();
         let body = read_body(api, body, &parts.headers, snap.config.server()).await?;
         ctx.waited += reading.elapsed();
-        let chat = fronts::parse_chat(api, &body, wants_sse, route.stream_path)
+        let mut chat = fronts::parse_chat(api, &body, wants_sse, route.stream_path)
             .map_err(GatewayError::Invalid)?;
+        let header = api.conversation_header().and_then(|h| parts.headers.get(h));
+        if let (Conversation::New, Some(value)) = (&chat.conversation, header) {
+            let id = value.to_str().unwrap_or_default();
+            check_conversation_key(api.spec(), "x-conversation-id", id)
+                .map_err(GatewayError::Invalid)?;
+            chat.conversation = Conversation::Existing(id.to_owned());
+        }
+        Ok(ReadChat { parts, body, chat })
+    }
+
+    /// Validates a chat read: a message where the backend needs one, the stream scope. A retry
+    /// of an answered request is answered again (`Err` with the replay), not run nor charged
+    /// again; but only to a key that may have made it: the stream scope is checked first.
+    async fn validate<'s>(
+        &self,
+        front: &FrontConfig,
+        agent: &'s Agent,
+        key: Option<KeyInfo>,
+        read: ReadChat,
+    ) -> Result<Result<Validated<'s>, Response<GatewayBody>>, GatewayError> {
+        let api = front.api;
+        let ReadChat { parts, body, chat } = read;
         // chatbase continues after a tool result without a message (seed 002); only a chatbase
         // backend can be asked to.
         if chat.message.is_none() && !agent.config.upstream_api.continues_without_message() {
@@ -368,14 +411,16 @@ impl Gateway {
     ) -> Response<GatewayBody> {
         let pending = Self::pending(front.api, &a, ctx);
         let keepalive = self.keep_alive(snap, &a.admission);
+        let ids = a.meter.ids().finish_ids();
+        let options = EncodeOptions {
+            event_lines: front.event_lines,
+            tools_as_text: front.tools_as_text,
+            ..front.api.encode_options(&a.chat, &ids, &a.agent.config.id)
+        };
         let transcoder = Transcoder::new(
             crate::upstream::stream_format(a.agent.config.upstream_api),
             front.format,
-            EncodeOptions {
-                event_lines: front.event_lines,
-                tools_as_text: front.tools_as_text,
-                ..Default::default()
-            },
+            options,
             a.meter,
         );
         let settlement = StreamSettlement::open(

@@ -148,7 +148,7 @@ impl GatewayError {
 
     /// The error as the response the client gets.
     pub fn into_response(self, api: Api) -> http::Response<super::GatewayBody> {
-        super::response::error_response(&self.render(api))
+        super::response::api_error_response(api, &self.render(api))
     }
 
     /// `code` and `message` of the rendered error (team members report failures so).

@@ -497,7 +497,7 @@ struct Asked<'a> {
     body: Bytes,
 }
 
-/// The agent a route names; team chat is not served here (404).
+/// The agent a route names; team chat and the models are not served here (404).
 fn route_agent_id(route: &Route) -> Result<String, GatewayError> {
     match route {
         Route::History { agent_id }
@@ -507,11 +507,9 @@ fn route_agent_id(route: &Route) -> Result<String, GatewayError> {
         | Route::MarkRead { agent_id }
         | Route::Sessions { agent_id }
         | Route::Session { agent_id, .. } => Ok(agent_id.clone()),
-        Route::TeamChat { .. } => Err(GatewayError::Invalid(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such endpoint",
-        ))),
+        Route::TeamChat { .. } | Route::Models | Route::Model { .. } => Err(GatewayError::Invalid(
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+        )),
     }
 }
 

@@ -21,6 +21,18 @@ pub struct Ids {
     pub user_id: Option<String>,
 }
 
+impl Ids {
+    /// The ids, as a chat API's finish metadata and encoder options read them.
+    pub fn finish_ids(&self) -> crate::apis::FinishIds<'_> {
+        crate::apis::FinishIds {
+            conversation_id: &self.conversation_id,
+            message_id: &self.message_id,
+            user_message_id: &self.user_message_id,
+            user_id: self.user_id.as_deref(),
+        }
+    }
+}
+
 /// Meters one chat answer as it passes (the [`EventTap`] of a chat's transcoder): its ids,
 /// usage and charge, and its transcript when the exchange is recorded.
 #[derive(Debug)]
@@ -241,13 +253,9 @@ impl ChatMeter {
 
     fn finish_metadata(&self, credits: f64) -> Option<Json<'static>> {
         let usage = Usage::credits(credits);
-        let ids = crate::apis::FinishIds {
-            conversation_id: &self.ids.conversation_id,
-            message_id: &self.ids.message_id,
-            user_message_id: &self.ids.user_message_id,
-            user_id: self.ids.user_id.as_deref(),
-        };
-        let mut meta = self.front.finish_metadata(&ids, json!(usage))?;
+        let mut meta = self
+            .front
+            .finish_metadata(&self.ids.finish_ids(), json!(usage))?;
         if self.cut_off {
             meta["creditsExhausted"] = json!(true);
             meta["stopReason"] = json!("credit limit reached");

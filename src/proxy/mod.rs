@@ -7,7 +7,7 @@
 //! - [`call`]: the upstream request and its deadlines; [`aggregate`]: a sync answer read whole;
 //!   [`body`]: the streaming body that transcodes; [`settlement`]: a stream's end.
 //! - [`teams`]: team chat, through the same admission and upstream call; [`history`]: the
-//!   conversations API.
+//!   conversations API; [`models`]: the `openai` front's model list.
 //! - [`policy`]: keys, limits, credits; [`error`]: the one error type and its rendering;
 //!   [`snapshot`]: the config snapshot a request runs on; [`request`]: a request's ids, log
 //!   line and body; [`response`]: response bodies and helpers.
@@ -21,6 +21,7 @@ mod error;
 mod history;
 mod idempotency;
 mod meter;
+mod models;
 mod policy;
 mod request;
 mod response;

@@ -62,8 +62,14 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response<GatewayBody> {
     r
 }
 
+/// An error in the shared body of seed 000 (where no front's API is known).
 pub fn error_response(e: &ApiError) -> Response<GatewayBody> {
-    let mut r = json_response(e.status, e.body());
+    api_error_response(crate::fronts::Api::Agents, e)
+}
+
+/// An error as `api` answers it: its status, headers, and the API's error body.
+pub fn api_error_response(api: crate::fronts::Api, e: &ApiError) -> Response<GatewayBody> {
+    let mut r = json_response(e.status, api.error_bytes(e));
     for (name, value) in &e.headers {
         r.headers_mut().append(name, value.clone());
     }

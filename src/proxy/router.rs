@@ -79,7 +79,11 @@ impl Gateway {
             Ok(work) => work,
             Err(e) => return e.into_response(front.api),
         };
-        let front = front.clone();
+        // A path served by another API's module is that API's front from here on.
+        let front = match &work {
+            Work::Chat(fronts::ChatRoute { api: Some(api), .. }) => front.served_by(*api),
+            _ => front.clone(),
+        };
         let (mut ctx, trace) = begin(&req, front.api);
         let span = ctx.span.clone();
         let gateway = self.clone();
@@ -90,6 +94,11 @@ impl Gateway {
             Work::Chat(route) => {
                 let chat = gateway.chat(&snap, &front, route, req, &trace, &mut ctx);
                 Box::pin(chat.instrument(span.clone())).await
+            }
+            Work::Other(route @ (fronts::Route::Models | fronts::Route::Model { .. })) => {
+                let models = gateway.models(&snap, &front, route, req, &mut ctx);
+                let result = models.instrument(span.clone()).await;
+                logged(&ctx, result)
             }
             Work::Other(route @ fronts::Route::TeamChat { .. }) => {
                 let team = gateway.team_chat(&snap, &front, route, req, trace, &mut ctx);
@@ -127,7 +136,7 @@ impl Gateway {
         ctx.span.in_scope(|| {
             log_request(ctx, error.status, 0, Some(&error.message), Some(kind));
         });
-        super::response::error_response(&error)
+        super::response::api_error_response(ctx.front, &error)
     }
 
     /// Every answer: the request counter, the overhead of a whole answer (a stream's is counted

@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub(super) agents: HashMap<String, Agent>,
     /// Each front's OpenAPI document, by (listener, prefix).
     openapi: HashMap<(SocketAddr, String), Bytes>,
+    /// When it was built, in Unix seconds (the OpenAI models' `created`).
+    pub(super) loaded_at: u64,
 }
 
 /// An agent's health check, as the checker runs it.
@@ -107,7 +109,18 @@ impl Snapshot {
             config,
             agents,
             openapi,
+            loaded_at: u64::try_from(crate::store::now_ms() / 1000).unwrap_or(0),
         })
+    }
+
+    /// The id of the agent a `model` names (the OpenAI APIs): an agent's id (or UUID), else
+    /// the first agent, in file order, with that `name`; else `model` as it stands.
+    pub(super) fn model_agent<'a>(&'a self, model: &'a str) -> &'a str {
+        if self.agent(model).is_some() {
+            return model;
+        }
+        let named = self.config.agents().iter().find(|a| a.name == model);
+        named.map_or(model, |a| a.id.as_str())
     }
 
     /// The agent a path names (see [`Config::find_agent`]: a UUID in either case).

@@ -516,6 +516,7 @@ async fn ask(
         stream: true,
         user_id: None,
         options: Map::new(),
+        agent: None,
     };
     let mut ctx = Ctx::new(request_id, id, Api::Agents, tracing::Span::current());
     let response = gateway

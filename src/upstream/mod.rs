@@ -141,7 +141,7 @@ mod tests {
     fn requests_ask_for_a_stream_and_carry_only_named_headers() {
         let base: Uri = "http://127.0.0.1:9/base/".parse().unwrap();
         let options = Map::new();
-        for api in Api::ALL {
+        for api in Api::upstreams() {
             let call = Call {
                 api,
                 base: &base,
