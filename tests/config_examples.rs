@@ -59,8 +59,8 @@ fn embedded_default_is_the_shipped_quick_start() -> std::io::Result<()> {
     let shipped = std::fs::read_to_string(config_dir().join("agentgate.toml"))?;
     assert_eq!(DEFAULT_CONFIG, shipped);
     let config = Config::embedded().unwrap_or_else(|e| panic!("embedded config:\n{e}"));
-    // Five fronts (the APIs clients speak), seven demo agents (the APIs backends speak).
-    assert_eq!(config.fronts().len(), 5);
+    // Six fronts (the APIs clients speak), seven demo agents (the APIs backends speak).
+    assert_eq!(config.fronts().len(), 6);
     assert_eq!(config.agents().len(), 7);
     assert!(config
         .agent("00000000-0000-4000-8000-000000000001")

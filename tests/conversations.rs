@@ -88,7 +88,7 @@ fn contents(history: &Value) -> Vec<(String, String)> {
 async fn four_agents(extra: &str) -> (Gateway, Vec<String>) {
     let mut agents = Vec::new();
     let mut ids = Vec::new();
-    for (n, upstream) in Api::ALL.into_iter().enumerate() {
+    for (n, upstream) in Api::upstreams().enumerate() {
         let backend = demo_agent(upstream).await;
         let id = agent_id(n as u32 + 1);
         agents.push(agent(
@@ -154,7 +154,9 @@ async fn a_conversation_continues_across_requests_and_fronts_for_every_upstream_
                         Api::Guayaba => assert!(got.starts_with("api:"), "{got}"),
                         Api::Agents => assert_eq!(got, "default"),
                         Api::Chatbase | Api::AgUi => assert!(got.starts_with("conv_"), "{got}"),
-                        Api::OpenAiChat | Api::OpenAiResponses => unreachable!("no front"),
+                        Api::OpenAiChat | Api::OpenAiResponses | Api::OpenAi => {
+                            unreachable!("not here")
+                        }
                     }
                     conversation = Some(got);
                 }
@@ -635,7 +637,7 @@ async fn another_accounts_ids_are_404_and_scopes_are_enforced() {
 async fn record_false_continues_conversations_but_keeps_no_transcript() {
     let (gw, ids) = four_agents("record = false").await;
     let c = client();
-    for (id, upstream) in ids.iter().zip(Api::ALL) {
+    for (id, upstream) in ids.iter().zip(Api::upstreams()) {
         let a = chat(&c, &gw, Api::Chatbase, id, "one", None, true).await;
         let conv = a.conversation.unwrap();
         let b = chat(&c, &gw, Api::Agents, id, "two", Some(&conv), false).await;

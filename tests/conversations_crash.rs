@@ -98,7 +98,7 @@ async fn crash_round() {
     let config = dir.path().join("agentgate.toml");
     let mut agents = Vec::new();
     let mut ids = Vec::new();
-    for (n, api) in Api::ALL.into_iter().enumerate() {
+    for (n, api) in Api::upstreams().enumerate() {
         let backend = demo_agent(api).await;
         let id = agent_id(n as u32 + 1);
         agents.push(agent(&id, &format!("http://{backend}"), api, ""));

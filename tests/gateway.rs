@@ -957,7 +957,7 @@ async fn ai_sdk_default_chat_transport_against_the_chatbase_front() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_front_without_conversation_id_continues_the_default_conversation() {
     let mut agents = Vec::new();
-    for (n, upstream) in Api::ALL.into_iter().enumerate() {
+    for (n, upstream) in Api::upstreams().enumerate() {
         let backend = demo_agent(upstream).await;
         agents.push(agent(
             &agent_id(n as u32 + 10),

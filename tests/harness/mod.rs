@@ -223,7 +223,9 @@ pub fn chat_path(front: Api, agent: &str, stream: bool) -> String {
         Api::Agents => format!("/agents/api/agents/{agent}/chat"),
         Api::Guayaba => format!("/guayaba/api/v1/agents/{agent}/chat"),
         Api::AgUi => format!("/ag-ui/api/agents/{agent}/run"),
-        Api::OpenAiChat | Api::OpenAiResponses => unreachable!("{front} is an upstream API only"),
+        Api::OpenAiChat | Api::OpenAiResponses | Api::OpenAi => {
+            unreachable!("{front}: not a front with agent paths")
+        }
     }
 }
 
@@ -235,7 +237,9 @@ pub fn conversation_field(front: Api) -> &'static str {
         Api::Agents => "conversation_id",
         Api::Guayaba => "sessionKey",
         Api::AgUi => "threadId",
-        Api::OpenAiChat | Api::OpenAiResponses => unreachable!("{front} is an upstream API only"),
+        Api::OpenAiChat | Api::OpenAiResponses | Api::OpenAi => {
+            unreachable!("{front}: not a front with agent paths")
+        }
     }
 }
 
@@ -259,7 +263,9 @@ pub fn chat_body(front: Api, message: &str, conversation: Option<&str>, stream: 
         Api::Pharen | Api::Agents => {}
         Api::Chatbase | Api::Guayaba => body["stream"] = json!(stream),
         Api::AgUi => {}
-        Api::OpenAiChat | Api::OpenAiResponses => unreachable!("{front} is an upstream API only"),
+        Api::OpenAiChat | Api::OpenAiResponses | Api::OpenAi => {
+            unreachable!("{front}: not a front with agent paths")
+        }
     }
     if let Some(c) = conversation {
         // pharen takes `conversation_uuid` or `conversation_id`: streams use one, sync the other.
@@ -298,7 +304,9 @@ pub fn front_format(front: Api) -> &'static str {
         Api::Agents => "text-done",
         Api::Guayaba => "session-delta",
         Api::AgUi => "ag-ui",
-        Api::OpenAiChat | Api::OpenAiResponses => unreachable!("{front} is an upstream API only"),
+        Api::OpenAiChat | Api::OpenAiResponses | Api::OpenAi => {
+            unreachable!("{front}: not a front with agent paths")
+        }
     }
 }
 
@@ -549,7 +557,9 @@ pub fn read_sync(front: Api, body: &Value) -> Answer {
                 }
             }
         }
-        Api::OpenAiChat | Api::OpenAiResponses => unreachable!("{front} is an upstream API only"),
+        Api::OpenAiChat | Api::OpenAiResponses | Api::OpenAi => {
+            unreachable!("{front}: not a front with agent paths")
+        }
     }
     a
 }
@@ -571,6 +581,8 @@ pub async fn assert_error(response: reqwest::Response, status: u16) -> Value {
 
 // ---------------------------------------------------------------------------- AI SDK harness --
 
+#[allow(unused_imports)]
+pub use node::check_all;
 /// Where the Node harness lives, installed on first use; why not when it cannot run here
 /// (printed as a skip; a failure under `CI=true`).
 pub use node::node_harness;
