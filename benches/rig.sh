@@ -11,6 +11,10 @@
 #   5. as 3 with the ledger in PostgreSQL, credit lease mode                  config/bench/ui-to-ui-pg-lease.toml
 #      (4 and 5 only when asked for: `benches/rig.sh pg`, `benches/rig.sh pg-lease`; they need
 #      PostgreSQL at AGENTGATE_BENCH_PG, default postgres://postgres@127.0.0.1:5432, and psql)
+#   6. OpenAI Chat Completions client ← agentgate (openai front, key, SQLite ledger, transcripts)
+#      ← OpenAI-compatible backend, beside LiteLLM on the same backend   config/bench/oa-to-oa.toml
+#      (only when asked for: `benches/rig.sh oa`; needs LiteLLM in target/rig/litellm/.venv,
+#      see the rig's README)
 # Runs 1 and 2 use an open front (require_key = false: policy off).
 # All gateway rows are measured against direct-ui and nginx-ui: the same backend stream, passed
 # through untouched by nginx, transcoded (run 2) by agentgate.
@@ -48,17 +52,24 @@ mkdir -p "$(dirname "$db")"
 key="$("$bin" keys create --store "sqlite://$db" --account bench --kind master | awk '/^key:/ {print $2}')"
 "$bin" credits grant --store "sqlite://$db" --account bench --credits 1000000000 >/dev/null
 
-run() {  # name config path body [auth]
-  local name=$1 config=$2 path=$3 body=$4 auth=${5:-}
+run() {  # name config path body [auth] [format]
+  local name=$1 config=$2 path=$3 body=$4 auth=${5:-} fmt=${6:-ui}
   echo "=== $name: $config"
   OUT="$rig/results/$name-$(date +%Y%m%d-%H%M%S)" \
   GATEWAY_CMD="$bin serve --config $repo/config/bench/$config" \
-  GATEWAY_URL="http://127.0.0.1:$port$path" GATEWAY_FMT=ui GATEWAY_NAME="$name" \
+  GATEWAY_URL="http://127.0.0.1:$port$path" GATEWAY_FMT="$fmt" GATEWAY_NAME="$name" \
   GATEWAY_READY="http://127.0.0.1:$port/healthz" BODY="$body" GATEWAY_AUTH="$auth" \
     "$rig/compare.sh"
 }
 
 want="${1:-all}"
+if [[ "$want" == oa ]]; then
+  # agentgate's openai front against LiteLLM, both before the same `oa` backend (base: direct-oa).
+  [[ -x "$rig/litellm/.venv/bin/litellm" ]] || { echo "LiteLLM missing: see $rig/README.md" >&2; exit 1; }
+  LITELLM=1 run agentgate-oa oa-to-oa.toml /v1/chat/completions \
+    '{"model":"fake-model","messages":[{"role":"user","content":"Say hello"}],"stream":true}' "$key" oa
+  exit 0
+fi
 if [[ "$want" == pg || "$want" == pg-lease ]]; then
   # The same account in a PostgreSQL database of its own (the configs name agentgate_bench).
   pg_server="${AGENTGATE_BENCH_PG:-postgres://postgres@127.0.0.1:5432}"

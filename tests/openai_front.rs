@@ -320,15 +320,9 @@ async fn names_headers_and_refusals_over_raw_http() {
     // No `model`: 400 with `param`; GET on a chat path: 405; the models by name and id.
     let r = post("/responses", json!({ "input": "x" })).await.unwrap();
     assert_eq!(openai_error(r, 400).await["error"]["param"], "model");
-    let r = http
-        .get(gw.url("/openai/v1/responses"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 405);
-    let one: Value = http
-        .get(gw.url("/openai/v1/models/helper"))
-        .send()
+    let get = |path: &str| http.get(gw.url(path)).send();
+    assert_eq!(get("/openai/v1/responses").await.unwrap().status(), 405);
+    let one: Value = get("/openai/v1/models/helper")
         .await
         .unwrap()
         .json()
@@ -338,19 +332,13 @@ async fn names_headers_and_refusals_over_raw_http() {
         (&one["id"], &one["owned_by"]),
         (&json!(id), &json!("agentgate"))
     );
-    let r = http
-        .get(gw.url("/openai/v1/models/nope"))
-        .send()
-        .await
-        .unwrap();
+    let r = get("/openai/v1/models/nope").await.unwrap();
     assert_eq!(
         openai_error(r, 404).await["error"]["code"],
         "model_not_found"
     );
     // The OpenAPI document of the front: three paths, OpenAI's error body.
-    let doc: Value = http
-        .get(gw.url("/openai/openapi.json"))
-        .send()
+    let doc: Value = get("/openai/openapi.json")
         .await
         .unwrap()
         .json()

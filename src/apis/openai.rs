@@ -67,21 +67,7 @@ impl ChatApi for OpenAi {
     ) -> Result<ChatRequest, ApiError> {
         Api::OpenAiChat.parse_chat(body, wants_sse, stream_path)
     }
-    fn invalid(&self, message: String) -> ApiError {
-        invalid(message)
-    }
-    fn agent_not_found(&self, exists: bool) -> ApiError {
-        model_not_found(exists)
-    }
-    fn error_body(&self, e: &ApiError) -> Value {
-        error_body(e)
-    }
-    fn error_schema(&self) -> Value {
-        error_schema()
-    }
-    fn conversation_header(&self) -> Option<&'static str> {
-        Some(CONVERSATION_HEADER)
-    }
+    openai_errors_and_conversations!();
 
     /// Never called: `openai` is not an upstream API ([`ChatApi::is_upstream`]).
     fn upstream_body(&self, call: &UpstreamChat<'_>) -> Value {
@@ -100,13 +86,37 @@ impl ChatApi for OpenAi {
     fn sync_schema(&self) -> Value {
         Api::OpenAiChat.sync_schema()
     }
-    fn error_docs(&self) -> ErrorDocs {
-        ERROR_DOCS
-    }
     fn demo_read(&self, body: &Value, wants_sse: bool, stream_path: bool) -> DemoRead {
         Api::OpenAiChat.demo_read(body, wants_sse, stream_path)
     }
 }
+
+/// The [`ChatApi`] methods the `openai` front and its two endpoint modules share: OpenAI's
+/// errors (body, schema, 400 and 404, their meaning per status) and the `x-conversation-id`
+/// header.
+macro_rules! openai_errors_and_conversations {
+    () => {
+        fn invalid(&self, message: String) -> $crate::apis::ApiError {
+            $crate::apis::openai::invalid(message)
+        }
+        fn agent_not_found(&self, exists: bool) -> $crate::apis::ApiError {
+            $crate::apis::openai::model_not_found(exists)
+        }
+        fn error_body(&self, e: &$crate::apis::ApiError) -> serde_json::Value {
+            $crate::apis::openai::error_body(e)
+        }
+        fn error_schema(&self) -> serde_json::Value {
+            $crate::apis::openai::error_schema()
+        }
+        fn error_docs(&self) -> $crate::apis::ErrorDocs {
+            $crate::apis::openai::ERROR_DOCS
+        }
+        fn conversation_header(&self) -> Option<&'static str> {
+            Some($crate::apis::openai::CONVERSATION_HEADER)
+        }
+    };
+}
+pub(super) use openai_errors_and_conversations;
 
 /// What each error status means on the OpenAI endpoints.
 pub(super) const ERROR_DOCS: ErrorDocs = ErrorDocs {

@@ -13,10 +13,10 @@
 use http::Method;
 use serde_json::{json, Map, Value};
 
-use super::openai::{self, id_core, invalid_param, Common, CONVERSATION_HEADER, INCLUDE_USAGE};
+use super::openai::{self, id_core, invalid_param, Common, INCLUDE_USAGE};
 use super::shared::last_user_text;
 use super::{
-    bool_field, ApiError, ChatApi, ChatRequest, DemoRead, ErrorDocs, FinishIds, RouteDef,
+    bool_field, ApiError, ChatApi, ChatRequest, DemoRead, FinishIds, RouteDef,
     RouteKind, UpstreamChat,
 };
 use crate::formats::{chat_completion_body, Aggregate, EncodeOptions, Format, SyncContext};
@@ -119,21 +119,7 @@ impl ChatApi for OpenAiChat {
         }
         common.request(self, message, "messages", options)
     }
-    fn invalid(&self, message: String) -> ApiError {
-        openai::invalid(message)
-    }
-    fn agent_not_found(&self, exists: bool) -> ApiError {
-        openai::model_not_found(exists)
-    }
-    fn error_body(&self, e: &ApiError) -> Value {
-        openai::error_body(e)
-    }
-    fn error_schema(&self) -> Value {
-        openai::error_schema()
-    }
-    fn conversation_header(&self) -> Option<&'static str> {
-        Some(CONVERSATION_HEADER)
-    }
+    openai::openai_errors_and_conversations!();
 
     fn upstream_takes_history(&self) -> bool {
         true
@@ -183,9 +169,6 @@ impl ChatApi for OpenAiChat {
          `chat.completion` object. `model` is the agent's id or name; `usage` carries the \
          backend's token counts and `credits`, what was charged. The conversation's id comes \
          back in `x-conversation-id`."
-    }
-    fn error_docs(&self) -> ErrorDocs {
-        openai::ERROR_DOCS
     }
     fn request_schema(&self) -> Value {
         json!({

@@ -13,11 +13,11 @@
 use http::Method;
 use serde_json::{json, Map, Value};
 
-use super::openai::{self, id_core, invalid_param, Common, CONVERSATION_HEADER};
+use super::openai::{self, id_core, invalid_param, Common};
 use super::openai_chat::answer_options;
 use super::shared::last_user_text;
 use super::{
-    bool_field, str_field, ApiError, ChatApi, ChatRequest, Conversation, DemoRead, ErrorDocs,
+    bool_field, str_field, ApiError, ChatApi, ChatRequest, Conversation, DemoRead,
     FinishIds, RouteDef, RouteKind, UpstreamChat,
 };
 use crate::formats::{response_body, Aggregate, EncodeOptions, Format, SyncContext};
@@ -123,21 +123,7 @@ impl ChatApi for OpenAiResponses {
         }
         common.request(self, message, "input", Map::new())
     }
-    fn invalid(&self, message: String) -> ApiError {
-        openai::invalid(message)
-    }
-    fn agent_not_found(&self, exists: bool) -> ApiError {
-        openai::model_not_found(exists)
-    }
-    fn error_body(&self, e: &ApiError) -> Value {
-        openai::error_body(e)
-    }
-    fn error_schema(&self) -> Value {
-        openai::error_schema()
-    }
-    fn conversation_header(&self) -> Option<&'static str> {
-        Some(CONVERSATION_HEADER)
-    }
+    openai::openai_errors_and_conversations!();
 
     fn upstream_continues_from_answer_id(&self) -> bool {
         true
@@ -189,9 +175,6 @@ impl ChatApi for OpenAiResponses {
          the agent's id or name; `previous_response_id` continues that response's \
          conversation; `usage` carries the backend's token counts and `credits`, what was \
          charged. The conversation's id comes back in `x-conversation-id`."
-    }
-    fn error_docs(&self) -> ErrorDocs {
-        openai::ERROR_DOCS
     }
     fn request_schema(&self) -> Value {
         json!({
