@@ -361,13 +361,13 @@ fn cli_reports_bad_input_and_bad_arguments() {
     assert!(stderr.contains("bad input: malformed JSON"), "{stderr}");
 
     let out = Command::new(bin)
-        .args(["transcode", "--from", "ui-message", "--to", "json:openai"])
+        .args(["transcode", "--from", "ui-message", "--to", "json:soap"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unknown API `openai`"), "{stderr}");
+    assert!(stderr.contains("unknown API `soap`"), "{stderr}");
 }
 
 /// Default options with a fixed `created` (the OpenAI encoders' clock), so that two runs

@@ -3,11 +3,12 @@
 //! ag-ui, openai-chat and openai-responses — Chat Completions and Responses, streaming and
 //! not, tool calls, a second turn on each endpoint, the models, the errors in OpenAI's body;
 //! and the money: each answer's `usage.credits` is per message plus the priced tokens the
-//! backend reported, and the balance moves by exactly the credits the answers report.
+//! backend reported, and the balance moves by exactly the credits the answers report. The
+//! official Python client (`tests/py/openai_front.py`, from a venv this test makes) too.
 
 mod harness;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use agentgate::fronts::Api;
@@ -245,6 +246,73 @@ async fn openai_error(response: reqwest::Response, status: u16) -> Value {
     keys.sort_unstable();
     assert_eq!(keys, ["code", "message", "param", "type"], "{body}");
     body
+}
+
+/// The `openai` Python package the Python check pins.
+const OPENAI_PY: &str = "openai==3.63.0";
+
+/// A venv under the target directory with [`OPENAI_PY`], made on first use: its python, or
+/// `None` (having said why) where python3 or PyPI is unavailable.
+fn python_client() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("openai-py");
+    let python = venv.join("bin/python");
+    let pinned = format!(
+        "import openai; assert openai.__version__ == '{}'",
+        OPENAI_PY.trim_start_matches("openai==")
+    );
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", &pinned])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ready() {
+        return Some(python);
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output();
+    if !made.is_ok_and(|o| o.status.success()) {
+        eprintln!("skip the official Python client: `python3 -m venv` failed");
+        return None;
+    }
+    let pip = Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--disable-pip-version-check", OPENAI_PY])
+        .output()
+        .expect("pip runs");
+    if !pip.status.success() || !ready() {
+        eprintln!(
+            "skip the official Python client: pip install {OPENAI_PY} failed: {}",
+            String::from_utf8_lossy(&pip.stderr)
+        );
+        return None;
+    }
+    Some(python)
+}
+
+/// The official Python client, unchanged, for an agent on every upstream API.
+#[test]
+fn the_official_python_client_works_unchanged_for_every_upstream() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let agents = rt.block_on(demo_agents());
+    let tables: Vec<String> = agents.iter().map(|(_, _, t)| t.clone()).collect();
+    let gw = rt.block_on(spawn_gateway(&openai_config(&tables)));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/openai_front.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args([&gw.url("/openai/v1"), test_key().expose()])
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == format!("ok {}", agents.len()),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Raw HTTP where the client's own shape matters less than what agentgate does: a model by
