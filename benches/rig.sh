@@ -66,7 +66,7 @@ want="${1:-all}"
 if [[ "$want" == oa ]]; then
   # agentgate's openai front against LiteLLM, both before the same `oa` backend (base: direct-oa).
   [[ -x "$rig/litellm/.venv/bin/litellm" ]] || { echo "LiteLLM missing: see $rig/README.md" >&2; exit 1; }
-  LITELLM=1 run agentgate-oa oa-to-oa.toml /v1/chat/completions \
+  LITELLM=1 run agentgate oa-to-oa.toml /v1/chat/completions \
     '{"model":"fake-model","messages":[{"role":"user","content":"Say hello"}],"stream":true}' "$key" oa
   exit 0
 fi
