@@ -7,9 +7,11 @@
 #   tests/schemathesis.sh                     # every front, 100 examples per operation
 #   MAX_EXAMPLES=500 tests/schemathesis.sh    # more
 #   SEED=1 tests/schemathesis.sh              # reproducible
+#   PREFIXES=/openai tests/schemathesis.sh    # some fronts only
 #
-# The gateway runs the four fronts of the quick start (keys required) plus an open chatbase
-# front (`/open`, `require_key = false`), in front of four `agentgate demo-agent` echo backends
+# The gateway runs the four seed fronts and the openai front of the quick start (keys required)
+# plus an open chatbase front (`/open`, `require_key = false`), in front of four
+# `agentgate demo-agent` echo backends
 # (one per upstream API, no pause between words), with its own store in a temporary directory
 # holding a master key with ample credits. Needs python3 (venv) and network access to PyPI the
 # first time; the venv stays in target/schemathesis-venv.
@@ -93,6 +95,10 @@ api = "guayaba"
 prefix = "/guayaba"
 
 [[front]]
+api = "openai"
+prefix = "/openai"
+
+[[front]]
 api = "chatbase"
 prefix = "/open"
 require_key = false
@@ -121,6 +127,7 @@ values = [
 "path.agent_uuid" = { dictionary = "agents", probability = 0.8 }
 "path.agentId" = { dictionary = "agents", probability = 0.8 }
 "path.id" = { dictionary = "agents", probability = 0.8 }
+"path.model" = { dictionary = "agents", probability = 0.8 }
 
 [dictionaries.teams]
 values = ["research"]
@@ -133,7 +140,7 @@ EOF
 
 status=0
 started=$SECONDS
-for prefix in /pharen /chatbase /agents /guayaba /open; do
+for prefix in ${PREFIXES:-/pharen /chatbase /agents /guayaba /openai /open}; do
   url="$base$prefix/openapi.json"
   echo "=== $url"
   curl -sf "$url" -o "$work/doc.json"
