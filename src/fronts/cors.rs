@@ -20,6 +20,20 @@ pub const ALLOWED_HEADERS: [&str; 6] = [
     "x-conversation-id",
 ];
 
+/// More request headers a browser may send: those the official OpenAI SDKs add to every call
+/// (the `openai` front), besides any `x-stainless-…` (the SDKs' telemetry headers).
+pub const OPENAI_SDK_HEADERS: [&str; 3] = ["openai-organization", "openai-project", "openai-beta"];
+
+/// Whether a browser may send the request header `name` (any case).
+fn allowed_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ALLOWED_HEADERS.contains(&lower.as_str())
+        || OPENAI_SDK_HEADERS.contains(&lower.as_str())
+        || lower.strip_prefix("x-stainless-").is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// The methods the fronts answer.
 pub const ALLOWED_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
 
@@ -118,18 +132,14 @@ impl Cors {
             ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static(ALLOWED_METHODS),
         );
-        let asked: Vec<&str> = headers
+        let asked: Vec<String> = headers
             .get_all(ACCESS_CONTROL_REQUEST_HEADERS)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter_map(|name| {
-                ALLOWED_HEADERS
-                    .iter()
-                    .copied()
-                    .find(|allowed| allowed.eq_ignore_ascii_case(name))
-            })
+            .filter(|name| allowed_header(name))
+            .map(str::to_ascii_lowercase)
             .collect();
         if !asked.is_empty() {
             if let Ok(value) = HeaderValue::from_str(&asked.join(", ")) {
@@ -228,6 +238,28 @@ mod tests {
         let cors = Cors::new(&[], None, &request("https://app.example.com", &[]));
         cors.apply(&mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn the_openai_sdks_headers_are_allowed_and_nothing_else_is() {
+        let mut h = request("http://localhost:3000", &[]);
+        h.insert(
+            ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("POST"),
+        );
+        h.insert(
+            ACCESS_CONTROL_REQUEST_HEADERS,
+            HeaderValue::from_static(
+                "authorization,content-type,x-stainless-os,X-Stainless-Retry-Count,\
+                 openai-project,x-stainless-,x-evil,cookie",
+            ),
+        );
+        let cors = Cors::new(&["*".to_owned()], None, &h);
+        let out = cors.preflight(&Method::OPTIONS, &h).expect("a preflight");
+        assert_eq!(
+            out[ACCESS_CONTROL_ALLOW_HEADERS],
+            "authorization, content-type, x-stainless-os, x-stainless-retry-count, openai-project"
+        );
     }
 
     #[test]
