@@ -122,11 +122,14 @@ try {
 
   // ---- playground: a chat on every front --------------------------------------------------------
   await goto(page, 'playground');
-  await page.waitForFunction(() => document.querySelectorAll('#pg-front option').length >= 4);
+  await page.waitForFunction(() => document.querySelectorAll("#pg-front option").length >= 6);
   await page.$eval('#pg-key-account', (e) => { e.value = 'demo'; });
   await page.click('#pg-key-form button[type=submit]');
   await page.waitForFunction(() => document.querySelector('#pg-key').value.startsWith('agk_'));
   const fronts = await page.$$eval('#pg-front option', (os) => os.map((o) => [o.value, o.textContent]));
+  for (const api of ['pharen', 'chatbase', 'agents', 'guayaba', 'ag-ui', 'openai']) {
+    check(fronts.some(([, label]) => label.startsWith(`${api} (`)), `the playground offers the ${api} front`);
+  }
   result.chats = [];
   for (const [value, label] of fronts) {
     await page.click('#pg-new');

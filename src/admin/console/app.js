@@ -343,12 +343,29 @@ function barChart(slots, agents, key, title, start, color) {
 
 // ------------------------------------------------------------------------- playground --
 
-/** How each front takes a streamed chat (SPEC §1, §7). */
+/** How each front takes a streamed chat (SPEC §1, §7, §9, §10): its path, its body (`a`: the
+ * agent, `c`: the conversation to continue, if any). */
 const FRONT_APIS = {
   pharen: { path: (a) => `/api/agents/${a}/chat/`, body: (m, c) => ({ message: m, ...(c && { conversation_uuid: c }) }) },
   chatbase: { path: (a) => `/api/v2/agents/${a}/chat`, body: (m, c) => ({ message: m, stream: true, ...(c && { conversationId: c }) }) },
   agents: { path: (a) => `/api/agents/${a}/chat/stream`, body: (m, c) => ({ message: m, ...(c && { conversation_id: c }) }) },
   guayaba: { path: (a) => `/api/v1/agents/${a}/chat`, body: (m, c) => ({ message: m, stream: true, ...(c && { sessionKey: c }) }) },
+  "ag-ui": {
+    path: (a) => `/api/agents/${a}/run`,
+    body: (m, c) => ({
+      threadId: c || crypto.randomUUID(), runId: crypto.randomUUID(),
+      messages: [{ id: crypto.randomUUID(), role: "user", content: m }],
+      tools: [], context: [], state: {}, forwardedProps: {},
+    }),
+  },
+  // The agent is the body's `model`; the conversation comes back in `x-conversation-id`.
+  openai: {
+    path: () => "/v1/chat/completions",
+    body: (m, c, a) => ({
+      model: a, stream: true, stream_options: { include_usage: true },
+      messages: [{ role: "user", content: m }], ...(c && { metadata: { conversation_id: c } }),
+    }),
+  },
 };
 
 function frontUrl(front) {
@@ -458,6 +475,15 @@ function applyEvent(format, answer, { data }) {
     else if (v.type === "delta") answer.text = v.text || "";
     else if (v.type === "error") answer.error = v.message;
     else if (v.type === "done" && v.usage) answer.credits = v.usage.credits;
+  } else if (format === "ag-ui") {
+    if (v.type === "RUN_STARTED") answer.conversation = v.threadId;
+    else if (v.type === "TEXT_MESSAGE_CONTENT") answer.text += v.delta || "";
+    else if (v.type === "RUN_ERROR") answer.error = v.message;
+    else if (v.type === "RUN_FINISHED" && v.result && v.result.usage) answer.credits = v.result.usage.credits;
+  } else if (format === "openai-chat") {
+    if (v.error) answer.error = v.error.message;
+    for (const choice of v.choices || []) answer.text += (choice.delta && choice.delta.content) || "";
+    if (v.usage) answer.credits = v.usage.credits;
   } else if (format === "text-done") {
     if (v.type === "text") answer.text += v.content || "";
     else if (v.type === "error") answer.error = v.content;
@@ -499,8 +525,9 @@ async function send(event) {
     const headers = { "content-type": "application/json", accept: "text/event-stream" };
     if (key) headers.authorization = `Bearer ${key}`;
     const response = await fetch(`${frontUrl(front)}${spec.path(encodeURIComponent(agent))}`, {
-      method: "POST", headers, body: JSON.stringify(spec.body(message, state.conversation)),
+      method: "POST", headers, body: JSON.stringify(spec.body(message, state.conversation, agent)),
     });
+    answer.conversation = response.headers.get("x-conversation-id") || answer.conversation;
     if (!response.ok) {
       const body = await response.text();
       raw.textContent = body;
