@@ -7,6 +7,7 @@
 #                                                                            config/bench/ui-to-sd.toml
 #   3. as 1 with policy on: key check, rate limit, credit reservation and settlement
 #                                                                            config/bench/ui-to-ui-policy.toml
+#   3b. as 2 with policy on (`benches/rig.sh policy-sd`)                       config/bench/ui-to-sd-policy.toml
 #   4. as 3 with the ledger in PostgreSQL, a reservation per request          config/bench/ui-to-ui-pg.toml
 #   5. as 3 with the ledger in PostgreSQL, credit lease mode                  config/bench/ui-to-ui-pg-lease.toml
 #      (4 and 5 only when asked for: `benches/rig.sh pg`, `benches/rig.sh pg-lease`; they need
@@ -17,7 +18,7 @@
 #
 #   benches/rig.sh                   # LITELLM=0 ROUNDS=3 SECS=5, both runs
 #   ROUNDS=5 SECS=10 benches/rig.sh  # any compare.sh setting passes through (N, CHUNK, CONNS, ...)
-#   benches/rig.sh ui-to-sd          # one run only (ui-to-ui, policy, ui-to-sd)
+#   benches/rig.sh ui-to-sd          # one run only (ui-to-ui, policy, ui-to-sd, policy-sd)
 #
 # Needs wrk, nginx and curl (apt-get install -y wrk nginx curl). The shared rig is read-only, so
 # it is copied to target/rig (RIG_DIR) and its upstream built there; agentgate is built with
@@ -75,6 +76,10 @@ fi
 if [[ "$want" == all || "$want" == policy ]]; then
   # The same ui-message passthrough with keys, rate limits and credits on (base: direct-ui).
   run agentgate-policy ui-to-ui-policy.toml /api/v2/agents/bench/chat '{"message":"Say hello"}' "$key"
+fi
+if [[ "$want" == all || "$want" == policy-sd ]]; then
+  # Policy on, transcoding to session-delta (the guayaba front; base: direct-ui).
+  run agentgate2sd-policy ui-to-sd-policy.toml /api/v1/agents/bench/chat '{"message":"Say hello","stream":true}' "$key"
 fi
 if [[ "$want" == all || "$want" == ui-to-sd ]]; then
   # Row name: agentgate turning the ui backend stream into session-delta (base: direct-ui).
