@@ -61,6 +61,7 @@ struct Prepared {
     settle: Statement,
     conversation: Statement,
     message: Statement,
+    exchange: Statement,
 }
 
 /// Why a batch did not commit.
@@ -165,6 +166,7 @@ async fn commit(sh: &Shared, ops: &[Item<'_>]) -> Result<Vec<Outcome>, Failed> {
         settle: prepare(&c, ledger::SETTLE_SQL).await?,
         conversation: prepare(&c, CONVERSATION_SQL).await?,
         message: prepare(&c, MESSAGE_SQL).await?,
+        exchange: prepare(&c, EXCHANGE_SQL).await?,
     };
     let tx = c.transaction().await.map_err(|e| rolled(pg_err(e)))?;
     let outcomes = {
@@ -228,8 +230,9 @@ async fn apply(tx: &Transaction<'_>, st: &Prepared, op: Item<'_>) -> Result<Outc
     }
 }
 
-/// The conversation row, then each message at the next position of its conversation (computed
-/// by the insert itself, so that two exchanges of one conversation in a batch follow each other).
+/// The conversation row, then its messages at the next positions of their conversation
+/// (computed by the insert itself, so that two exchanges of one conversation in a batch follow
+/// each other).
 async fn record(tx: &Transaction<'_>, st: &Prepared, x: &Exchange) -> Result<(), StoreError> {
     tx.execute(
         &st.conversation,
@@ -246,26 +249,57 @@ async fn record(tx: &Transaction<'_>, st: &Prepared, x: &Exchange) -> Result<(),
     )
     .await
     .map_err(pg_err)?;
-    for (message, role) in [(&x.user, "user"), (&x.assistant, "assistant")] {
-        let Some(m) = message else { continue };
-        tx.execute(
-            &st.message,
-            &[
-                &m.id,
-                &x.account,
-                &x.agent_id,
-                &x.conversation_id,
-                &role,
-                &m.content,
-                &m.tool_calls,
-                &m.credits,
-                &m.created_at,
-                &m.truncated,
-                &m.parts,
-            ],
-        )
-        .await
-        .map_err(pg_err)?;
+    match (&x.user, &x.assistant) {
+        // Both in one statement, so that no other exchange of the conversation pipelined in
+        // the same batch takes a position between them.
+        (Some(u), Some(a)) => {
+            tx.execute(
+                &st.exchange,
+                &[
+                    &x.account,
+                    &x.agent_id,
+                    &x.conversation_id,
+                    &u.id,
+                    &u.content,
+                    &u.tool_calls,
+                    &u.credits,
+                    &u.created_at,
+                    &u.truncated,
+                    &u.parts,
+                    &a.id,
+                    &a.content,
+                    &a.tool_calls,
+                    &a.credits,
+                    &a.created_at,
+                    &a.truncated,
+                    &a.parts,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        (Some(m), None) | (None, Some(m)) => {
+            let role = if x.user.is_some() { "user" } else { "assistant" };
+            tx.execute(
+                &st.message,
+                &[
+                    &m.id,
+                    &x.account,
+                    &x.agent_id,
+                    &x.conversation_id,
+                    &role,
+                    &m.content,
+                    &m.tool_calls,
+                    &m.credits,
+                    &m.created_at,
+                    &m.truncated,
+                    &m.parts,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        (None, None) => {}
     }
     Ok(())
 }
@@ -287,6 +321,20 @@ const MESSAGE_SQL: &str = "INSERT INTO messages
      SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::TEXT, COALESCE(MAX(seq), 0) + 1, $5::TEXT,
             $6::TEXT, $7::TEXT, $8::BIGINT, $9::BIGINT, NULL, $10::BOOLEAN, $11::TEXT
      FROM messages WHERE account = $2::TEXT AND agent_id = $3::TEXT AND conversation_id = $4::TEXT";
+
+/// A question and its answer at the next two positions of their conversation.
+const EXCHANGE_SQL: &str = "INSERT INTO messages
+         (id, account, agent_id, conversation_id, seq, role, content, tool_calls, credits,
+          created_at, read_at, truncated, parts)
+     SELECT m.id, $1::TEXT, $2::TEXT, $3::TEXT, b.seq + m.n, m.role, m.content, m.tool_calls,
+            m.credits, m.created_at, NULL, m.truncated, m.parts
+     FROM (SELECT COALESCE(MAX(seq), 0) AS seq FROM messages
+           WHERE account = $1::TEXT AND agent_id = $2::TEXT AND conversation_id = $3::TEXT) b,
+          (VALUES (1, $4::TEXT, 'user', $5::TEXT, $6::TEXT, $7::BIGINT, $8::BIGINT, $9::BOOLEAN,
+                   $10::TEXT),
+                  (2, $11::TEXT, 'assistant', $12::TEXT, $13::TEXT, $14::BIGINT, $15::BIGINT,
+                   $16::BOOLEAN, $17::TEXT))
+          AS m (n, id, role, content, tool_calls, credits, created_at, truncated, parts)";
 
 /// Polls every future until all are done (their statements go out pipelined on one
 /// connection); outputs in order.
