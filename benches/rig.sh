@@ -19,6 +19,7 @@
 #   benches/rig.sh                   # LITELLM=0 ROUNDS=3 SECS=5, both runs
 #   ROUNDS=5 SECS=10 benches/rig.sh  # any compare.sh setting passes through (N, CHUNK, CONNS, ...)
 #   benches/rig.sh ui-to-sd          # one run only (ui-to-ui, policy, ui-to-sd, policy-sd)
+#   AGENTGATE_BIN=path benches/rig.sh policy   # measure that binary instead of building this tree
 #
 # Needs wrk, nginx and curl (apt-get install -y wrk nginx curl). The shared rig is read-only, so
 # it is copied to target/rig (RIG_DIR) and its upstream built there; agentgate is built with
@@ -37,8 +38,12 @@ if [[ ! -x "$rig/compare.sh" ]]; then
   mkdir -p "$rig" && cp -a "$shared/." "$rig/" && chmod -R u+w "$rig"
 fi
 (cd "$rig/upstream" && env -u CARGO_TARGET_DIR cargo build --release -q)
-(cd "$repo" && CARGO_TARGET_DIR="$target_dir" cargo build --release -q --bin agentgate)
-bin="$target_dir/release/agentgate"
+if [[ -n "${AGENTGATE_BIN:-}" ]]; then
+  bin="$AGENTGATE_BIN"   # another build to measure (e.g. the one before a change), as it is
+else
+  (cd "$repo" && CARGO_TARGET_DIR="$target_dir" cargo build --release -q --bin agentgate)
+  bin="$target_dir/release/agentgate"
+fi
 
 export LITELLM="${LITELLM:-0}" ROUNDS="${ROUNDS:-3}" SECS="${SECS:-5}"
 port=18090   # [server] listen of config/bench/*.toml
@@ -46,6 +51,7 @@ port=18090   # [server] listen of config/bench/*.toml
 # The "policy on" configs need a key and credits in their store (config/bench/*-policy.toml).
 db="$repo/target/rig/bench.db"
 mkdir -p "$(dirname "$db")"
+rm -f "$db" "$db-wal" "$db-shm"   # every run starts from an empty ledger
 key="$("$bin" keys create --store "sqlite://$db" --account bench --kind master | awk '/^key:/ {print $2}')"
 "$bin" credits grant --store "sqlite://$db" --account bench --credits 1000000000 >/dev/null
 

@@ -72,12 +72,16 @@ enum Failed {
     Unknown(StoreError),
 }
 
-async fn run(sh: &Shared, batch: Vec<Queued>) {
+async fn run(sh: &Arc<Shared>, batch: Vec<Queued>) {
     if batch.len() == 1 {
-        // Nothing to share: the ordinary path (one statement, fewer round trips than a batch).
+        // Nothing to share: the ordinary path (one statement, fewer round trips than a batch),
+        // as its own task like any unbatched op.
         for (op, guard) in batch {
-            exec(sh, op).await;
-            drop(guard);
+            let sh = Arc::clone(sh);
+            tokio::spawn(async move {
+                exec(&sh, op).await;
+                drop(guard);
+            });
         }
         return;
     }
@@ -95,18 +99,26 @@ async fn run(sh: &Shared, batch: Vec<Queued>) {
                 drop(guard);
             }
         }
+        // Each op then runs as its own task, as unbatched ops do, so that retries while the
+        // server is away do not hold up the next batch.
         Err(Failed::RolledBack(e)) => {
             tracing::debug!(error = %e, ops = batch.len(), "ledger batch rolled back; ops run one by one");
             for (op, guard) in batch {
-                exec(sh, op).await;
-                drop(guard);
+                let sh = Arc::clone(sh);
+                tokio::spawn(async move {
+                    exec(&sh, op).await;
+                    drop(guard);
+                });
             }
         }
         Err(Failed::Unknown(e)) => {
             tracing::warn!(error = %e, ops = batch.len(), "ledger batch commit unconfirmed; ops run again");
             for (op, guard) in batch {
-                exec_maybe_committed(sh, op).await;
-                drop(guard);
+                let sh = Arc::clone(sh);
+                tokio::spawn(async move {
+                    exec_maybe_committed(&sh, op).await;
+                    drop(guard);
+                });
             }
         }
     }
@@ -120,18 +132,22 @@ enum Outcome {
 }
 
 fn answer(op: WriteOp, out: Outcome) {
-    match (op, out) {
-        (WriteOp::Reserve(_, done), Outcome::Reserve(r)) => done(Ok(r)),
-        (WriteOp::Settle(_, done), Outcome::Settle(s)) => {
-            if let Some(done) = done {
-                done(Ok(s));
-            }
-        }
-        (WriteOp::Conversation(_, done), Outcome::Recorded) => {
-            done(Ok(ConversationOutcome::Recorded))
-        }
-        // `apply` answers each op with its own kind.
-        _ => unreachable!("batch outcome of another op"),
+    let mismatch = || StoreError::Corrupt("batch outcome of another op".into());
+    match op {
+        WriteOp::Reserve(_, done) => done(match out {
+            Outcome::Reserve(r) => Ok(r),
+            _ => Err(mismatch()),
+        }),
+        WriteOp::Settle(_, Some(done)) => done(match out {
+            Outcome::Settle(s) => Ok(s),
+            _ => Err(mismatch()),
+        }),
+        WriteOp::Conversation(_, done) => done(match out {
+            Outcome::Recorded => Ok(ConversationOutcome::Recorded),
+            _ => Err(mismatch()),
+        }),
+        // A fire-and-forget settle, and nothing else is batched (`batchable`).
+        _ => {}
     }
 }
 
@@ -279,7 +295,11 @@ async fn record(tx: &Transaction<'_>, st: &Prepared, x: &Exchange) -> Result<(),
             .map_err(pg_err)?;
         }
         (Some(m), None) | (None, Some(m)) => {
-            let role = if x.user.is_some() { "user" } else { "assistant" };
+            let role = if x.user.is_some() {
+                "user"
+            } else {
+                "assistant"
+            };
             tx.execute(
                 &st.message,
                 &[
