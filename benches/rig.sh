@@ -7,6 +7,7 @@
 #                                                                            config/bench/ui-to-sd.toml
 #   3. as 1 with policy on: key check, rate limit, credit reservation and settlement
 #                                                                            config/bench/ui-to-ui-policy.toml
+#   3b. as 2 with policy on (`benches/rig.sh policy-sd`)                       config/bench/ui-to-sd-policy.toml
 #   4. as 3 with the ledger in PostgreSQL, a reservation per request          config/bench/ui-to-ui-pg.toml
 #   5. as 3 with the ledger in PostgreSQL, credit lease mode                  config/bench/ui-to-ui-pg-lease.toml
 #      (4 and 5 only when asked for: `benches/rig.sh pg`, `benches/rig.sh pg-lease`; they need
@@ -21,7 +22,8 @@
 #
 #   benches/rig.sh                   # LITELLM=0 ROUNDS=3 SECS=5, both runs
 #   ROUNDS=5 SECS=10 benches/rig.sh  # any compare.sh setting passes through (N, CHUNK, CONNS, ...)
-#   benches/rig.sh ui-to-sd          # one run only (ui-to-ui, policy, ui-to-sd)
+#   benches/rig.sh ui-to-sd          # one run only (ui-to-ui, policy, ui-to-sd, policy-sd)
+#   AGENTGATE_BIN=path benches/rig.sh policy   # measure that binary instead of building this tree
 #
 # Needs wrk, nginx and curl (apt-get install -y wrk nginx curl). The shared rig is read-only, so
 # it is copied to target/rig (RIG_DIR) and its upstream built there; agentgate is built with
@@ -40,8 +42,12 @@ if [[ ! -x "$rig/compare.sh" ]]; then
   mkdir -p "$rig" && cp -a "$shared/." "$rig/" && chmod -R u+w "$rig"
 fi
 (cd "$rig/upstream" && env -u CARGO_TARGET_DIR cargo build --release -q)
-(cd "$repo" && CARGO_TARGET_DIR="$target_dir" cargo build --release -q --bin agentgate)
-bin="$target_dir/release/agentgate"
+if [[ -n "${AGENTGATE_BIN:-}" ]]; then
+  bin="$AGENTGATE_BIN"   # another build to measure (e.g. the one before a change), as it is
+else
+  (cd "$repo" && CARGO_TARGET_DIR="$target_dir" cargo build --release -q --bin agentgate)
+  bin="$target_dir/release/agentgate"
+fi
 
 export LITELLM="${LITELLM:-0}" ROUNDS="${ROUNDS:-3}" SECS="${SECS:-5}"
 port=18090   # [server] listen of config/bench/*.toml
@@ -49,6 +55,7 @@ port=18090   # [server] listen of config/bench/*.toml
 # The "policy on" configs need a key and credits in their store (config/bench/*-policy.toml).
 db="$repo/target/rig/bench.db"
 mkdir -p "$(dirname "$db")"
+rm -f "$db" "$db-wal" "$db-shm"   # every run starts from an empty ledger
 key="$("$bin" keys create --store "sqlite://$db" --account bench --kind master | awk '/^key:/ {print $2}')"
 "$bin" credits grant --store "sqlite://$db" --account bench --credits 1000000000 >/dev/null
 
@@ -86,6 +93,10 @@ fi
 if [[ "$want" == all || "$want" == policy ]]; then
   # The same ui-message passthrough with keys, rate limits and credits on (base: direct-ui).
   run agentgate-policy ui-to-ui-policy.toml /api/v2/agents/bench/chat '{"message":"Say hello"}' "$key"
+fi
+if [[ "$want" == all || "$want" == policy-sd ]]; then
+  # Policy on, transcoding to session-delta (the guayaba front; base: direct-ui).
+  run agentgate2sd-policy ui-to-sd-policy.toml /api/v1/agents/bench/chat '{"message":"Say hello","stream":true}' "$key"
 fi
 if [[ "$want" == all || "$want" == ui-to-sd ]]; then
   # Row name: agentgate turning the ui backend stream into session-delta (base: direct-ui).

@@ -116,7 +116,7 @@ impl ChatApi for Guayaba {
     }
 
     fn new_conversation_id(&self) -> String {
-        format!("{SESSION_PREFIX}{}", uuid::Uuid::new_v4())
+        format!("{SESSION_PREFIX}{}", uuid::Uuid::now_v7())
     }
     fn client_conversation_id<'a>(&self, id: &'a str) -> Cow<'a, str> {
         session_key(id)

@@ -111,7 +111,7 @@ pub trait ChatApi: Sync + 'static {
 
     /// A fresh conversation id in this API's form.
     fn new_conversation_id(&self) -> String {
-        format!("conv_{}", uuid::Uuid::new_v4().simple())
+        format!("conv_{}", uuid::Uuid::now_v7().simple())
     }
     /// A chat naming no conversation goes to the account's default one (`agents`).
     fn has_default_conversation(&self) -> bool {

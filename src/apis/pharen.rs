@@ -96,7 +96,7 @@ impl ChatApi for Pharen {
     }
 
     fn new_conversation_id(&self) -> String {
-        uuid::Uuid::new_v4().to_string()
+        uuid::Uuid::now_v7().to_string()
     }
 
     fn upstream_body(&self, call: &UpstreamChat<'_>) -> Value {

@@ -469,7 +469,7 @@ impl UiEncoder {
         let message_id = match message_id {
             Some(id) => id,
             None => {
-                generated = format!("msg_{}", uuid::Uuid::new_v4().simple());
+                generated = format!("msg_{}", uuid::Uuid::now_v7().simple());
                 &generated
             }
         };

@@ -330,7 +330,7 @@ impl Gateway {
                     .map_err(unavailable)?
             }
         };
-        let new_id = || format!("msg_{}", uuid::Uuid::new_v4().simple());
+        let new_id = || format!("msg_{}", uuid::Uuid::now_v7().simple());
         let ids = Ids {
             conversation_id: api
                 .client_conversation_id(&conversation.client_id)

@@ -124,7 +124,7 @@ pub(super) fn client_request_id(headers: &http::HeaderMap) -> Option<&str> {
 /// new one; agentgate's own for what it stores), its span and the trace context passed on to
 /// backends.
 pub(super) fn begin<B>(req: &Request<B>, front: Api) -> (Ctx, TraceContext) {
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = uuid::Uuid::now_v7().to_string();
     let request_id = client_request_id(req.headers()).map_or_else(|| id.clone(), str::to_owned);
     // `&str` values, which text logs print quoted.
     let span = tracing::info_span!(

@@ -66,29 +66,27 @@ pub(crate) fn reserve(conn: &Connection, r: &NewReservation) -> Result<ReserveOu
     }
 }
 
+/// Settles a pending reservation (posted if it charges anything, voided if not) and refunds the
+/// rest: one `UPDATE … RETURNING` finds and closes the reservation (nothing happens if it is
+/// no longer pending or, for recovery, not expired yet), one more refunds the account.
 pub(crate) fn settle(conn: &Connection, s: &SettleRequest) -> Result<SettleOutcome, StoreError> {
-    let row: Option<(String, i64, i64, i64)> = conn
+    let row: Option<(String, i64, i64)> = conn
         .prepare_cached(
-            "SELECT account, reserved, fallback, expires_at FROM reservations
-             WHERE id = ?1 AND state = 'pending'",
+            "UPDATE reservations
+             SET charged = MIN(MAX(COALESCE(?1, fallback), 0), reserved),
+                 state = CASE WHEN MIN(MAX(COALESCE(?1, fallback), 0), reserved) > 0
+                              THEN 'posted' ELSE 'voided' END,
+                 settled_at = ?2
+             WHERE id = ?3 AND state = 'pending' AND (?4 IS NULL OR expires_at <= ?4)
+             RETURNING account, reserved, charged",
         )?
-        .query_row(params![s.id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        .query_row(params![s.charge, s.now, s.id, s.expired_before], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
-    let Some((account, reserved, fallback, expires_at)) = row else {
+    let Some((account, reserved, charged)) = row else {
         return Ok(SettleOutcome::NotPending);
     };
-    if s.expired_before.is_some_and(|t| expires_at > t) {
-        return Ok(SettleOutcome::NotPending);
-    }
-    let charged = s.charge.unwrap_or(fallback).clamp(0, reserved);
-    let state = if charged > 0 { "posted" } else { "voided" };
-    conn.prepare_cached(
-        "UPDATE reservations SET state = ?1, charged = ?2, settled_at = ?3
-         WHERE id = ?4 AND state = 'pending'",
-    )?
-    .execute(params![state, charged, s.now, s.id])?;
     let balance_after: i64 = conn
         .prepare_cached(
             "UPDATE accounts SET balance = balance + ?1 WHERE id = ?2 RETURNING balance",

@@ -74,11 +74,24 @@ fn configure(conn: &Connection, opts: &SqliteOptions) -> Result<(), StoreError> 
         Synchronous::Full => "FULL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
+        "PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON; \
+         PRAGMA cache_size=-{WRITER_CACHE_KIB}; PRAGMA mmap_size={MMAP_BYTES}; \
+         PRAGMA temp_store=MEMORY;"
     ))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
+
+/// The writer's page cache (KiB): the B-tree pages every exchange touches (the hot account,
+/// the right edges of the append-only indexes, the inner pages of the random-key ones) stay in
+/// memory between batches instead of being read again from the OS (SQLite's default is 2 MiB).
+/// It fills only as pages are used.
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
+/// Each read connection's page cache (KiB).
+const READER_CACHE_KIB: u32 = 8 * 1024;
+/// How much of the file is read through a memory map rather than `pread` (address space, not
+/// memory: the pages are the OS page cache's).
+const MMAP_BYTES: u64 = 256 * 1024 * 1024;
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -216,7 +229,10 @@ impl ReadPool {
     fn connect(&self) -> Result<Connection, StoreError> {
         let conn = Connection::open(&self.path)?;
         conn.busy_timeout(self.opts.busy_timeout)?;
-        conn.execute_batch("PRAGMA query_only=ON")?;
+        conn.execute_batch(&format!(
+            "PRAGMA query_only=ON; PRAGMA cache_size=-{READER_CACHE_KIB}; \
+             PRAGMA mmap_size={MMAP_BYTES};"
+        ))?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(conn)
     }

@@ -120,30 +120,67 @@ fn is_constraint(e: &StoreError) -> bool {
             if f.code == ErrorCode::ConstraintViolation)
 }
 
-/// Applies every op inside one transaction, each in its own savepoint so that one op's
-/// constraint violation fails that op only. Any other error aborts the whole batch.
+/// Applies every op inside one transaction. The common case takes no savepoints: the ops run
+/// straight in the transaction (no statement sub-journal, two statements fewer per op). When one
+/// of them hits a constraint (a duplicate id, a balance limit: rare), the transaction is rolled
+/// back and the batch is run again with each op in its own savepoint, so that the violation
+/// fails that op only. Any other error aborts the whole batch.
 fn try_batch(
     conn: &Connection,
     ops: &[WriteOp],
 ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    run_cached(conn, "BEGIN IMMEDIATE")?;
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut conflict = false;
+    for op in ops {
+        match apply(conn, op) {
+            Ok(out) => outcomes.push(Ok(out)),
+            Err(e) if is_constraint(&e) => {
+                conflict = true;
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !conflict {
+        run_cached(conn, "COMMIT")?;
+        return Ok(outcomes);
+    }
+    run_cached(conn, "ROLLBACK")?;
+    try_batch_savepoints(conn, ops)
+}
+
+/// [`try_batch`]'s slow path: each op in its own savepoint.
+fn try_batch_savepoints(
+    conn: &Connection,
+    ops: &[WriteOp],
+) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+    run_cached(conn, "BEGIN IMMEDIATE")?;
     let mut outcomes = Vec::with_capacity(ops.len());
     for op in ops {
-        conn.execute_batch("SAVEPOINT op")?;
+        run_cached(conn, "SAVEPOINT op")?;
         match apply(conn, op) {
             Ok(out) => {
-                conn.execute_batch("RELEASE op")?;
+                run_cached(conn, "RELEASE op")?;
                 outcomes.push(Ok(out));
             }
             Err(e) if is_constraint(&e) => {
-                conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                run_cached(conn, "ROLLBACK TO op")?;
+                run_cached(conn, "RELEASE op")?;
                 outcomes.push(Err(e));
             }
             Err(e) => return Err(e),
         }
     }
-    conn.execute_batch("COMMIT")?;
+    run_cached(conn, "COMMIT")?;
     Ok(outcomes)
+}
+
+/// Runs a statement without parameters from the connection's statement cache (the writer runs
+/// `BEGIN` and `COMMIT` thousands of times a second; `execute_batch` would parse them each time).
+fn run_cached(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
 
 fn mismatch<T>() -> Result<T, StoreError> {
