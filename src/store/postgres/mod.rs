@@ -24,7 +24,6 @@
 //! statements and reads, `leases.rs` credit leases, `transcripts.rs` conversations and
 //! `listen.rs` `LISTEN`/`NOTIFY`.
 
-mod batch;
 mod connect;
 mod leases;
 mod ledger;

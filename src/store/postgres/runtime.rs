@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use deadpool_postgres::Object;
 
-use super::super::transcripts::{ConversationOutcome, ConversationWrite};
 use super::super::{Msg, NewReservation, ReserveOutcome, StoreError, WriteOp};
-use super::{batch, ledger, pg_err, transcripts, Shared};
+use super::{ledger, pg_err, transcripts, Shared};
 
 /// How long the dispatcher waits for in-flight writes when the store is dropped.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -72,7 +71,7 @@ struct InFlight {
     idle: Condvar,
 }
 
-pub(crate) struct InFlightGuard(Arc<InFlight>);
+struct InFlightGuard(Arc<InFlight>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
@@ -113,24 +112,8 @@ pub(crate) fn dispatch_loop(rx: Receiver<Msg>, rt: tokio::runtime::Handle, sh: A
         count: Mutex::new(0),
         idle: Condvar::new(),
     });
-    // An answer's reserve, settle and exchange are group-committed by the batcher
-    // (`batch.rs`); every other op runs as its own task.
-    let (batch_tx, batch_rx) = tokio::sync::mpsc::unbounded_channel();
-    rt.spawn(batch::batch_loop(batch_rx, Arc::clone(&sh)));
     let spawn = |op: WriteOp| {
         let guard = inflight.start();
-        if batch::batchable(&op) {
-            if let Err(tokio::sync::mpsc::error::SendError((op, guard))) =
-                batch_tx.send((op, guard))
-            {
-                let sh = Arc::clone(&sh);
-                rt.spawn(async move {
-                    exec(&sh, op).await;
-                    drop(guard);
-                });
-            }
-            return;
-        }
         let sh = Arc::clone(&sh);
         rt.spawn(async move {
             exec(&sh, op).await;
@@ -166,7 +149,7 @@ pub(crate) fn dispatch_loop(rx: Receiver<Msg>, rt: tokio::runtime::Handle, sh: A
     }
 }
 
-pub(crate) async fn exec(sh: &Shared, op: WriteOp) {
+async fn exec(sh: &Shared, op: WriteOp) {
     match op {
         WriteOp::Reserve(r, done) => done(reserve_retrying(sh, &r).await),
         WriteOp::Settle(s, done) => {
@@ -331,27 +314,6 @@ pub(crate) async fn exec(sh: &Shared, op: WriteOp) {
     }
 }
 
-/// Runs an op of a batch whose `COMMIT` went unanswered: it may have committed. A reserve
-/// that finds its own row reports it reserved; a settle is conditional on `pending` anyway; an
-/// exchange whose message ids already exist was recorded.
-pub(crate) async fn exec_maybe_committed(sh: &Shared, op: WriteOp) {
-    match op {
-        WriteOp::Reserve(r, done) => done(reserve_retrying_from(sh, &r, true).await),
-        WriteOp::Conversation(w @ ConversationWrite::Record(_), done) => {
-            let w = &w;
-            let r = attempt(sh, Retry::ConnectOnly, |c| async move {
-                transcripts::apply(c, w).await
-            })
-            .await;
-            done(match r {
-                Err(StoreError::Duplicate(_)) => Ok(ConversationOutcome::Recorded),
-                other => other,
-            })
-        }
-        op => exec(sh, op).await,
-    }
-}
-
 /// `/readyz`'s write: one counter row, overwritten.
 const PROBE_SQL: &str = "INSERT INTO counters (name, value) VALUES ('ready_probe', $1)
      ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value";
@@ -359,16 +321,7 @@ const PROBE_SQL: &str = "INSERT INTO counters (name, value) VALUES ('ready_probe
 /// A reserve whose answer was lost (the connection broke after the commit) is retried; if the
 /// retry finds its own row, it did commit.
 async fn reserve_retrying(sh: &Shared, r: &NewReservation) -> Result<ReserveOutcome, StoreError> {
-    reserve_retrying_from(sh, r, false).await
-}
-
-/// [`reserve_retrying`], `tried`: an earlier attempt may have committed.
-async fn reserve_retrying_from(
-    sh: &Shared,
-    r: &NewReservation,
-    tried: bool,
-) -> Result<ReserveOutcome, StoreError> {
-    let tried = AtomicBool::new(tried);
+    let tried = AtomicBool::new(false);
     let tried = &tried;
     let out = attempt(sh, Retry::Idempotent, |c| async move {
         let again = tried.swap(true, Ordering::AcqRel);
