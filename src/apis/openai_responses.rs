@@ -15,10 +15,11 @@ use serde_json::{json, Map, Value};
 
 use super::openai::{self, id_core, invalid_param, Common};
 use super::openai_chat::answer_options;
+use super::request::is_conversation_key;
 use super::shared::last_user_text;
 use super::{
     bool_field, str_field, ApiError, ChatApi, ChatRequest, Conversation, DemoRead,
-    FinishIds, RouteDef, RouteKind, UpstreamChat,
+    FinishIds, RouteDef, RouteKind, UpstreamChat, MAX_CONVERSATION_KEY_LEN,
 };
 use crate::formats::{response_body, Aggregate, EncodeOptions, Format, SyncContext};
 
@@ -46,11 +47,16 @@ pub(super) fn response_id(message_id: &str, conversation_id: Option<&str>) -> St
     )
 }
 
-/// The conversation a [`response_id`] carries; `None` for an id agentgate did not make.
+/// The longest [`response_id`] agentgate makes: `resp_`, 32 hex digits, a conversation id.
+const MAX_RESPONSE_ID_LEN: usize = 5 + 32 + MAX_CONVERSATION_KEY_LEN;
+
+/// The conversation a [`response_id`] carries; `None` for an id agentgate did not make (its
+/// conversation part must be a conversation id: at most [`MAX_CONVERSATION_KEY_LEN`] bytes of
+/// `[A-Za-z0-9._:-]`).
 fn conversation_of(response_id: &str) -> Option<&str> {
     let rest = response_id.strip_prefix("resp_")?;
     let (core, conversation) = rest.split_at_checked(32)?;
-    (core.bytes().all(|b| b.is_ascii_hexdigit()) && !conversation.is_empty())
+    (core.bytes().all(|b| b.is_ascii_hexdigit()) && is_conversation_key(conversation))
         .then_some(conversation)
 }
 
@@ -107,9 +113,14 @@ impl ChatApi for OpenAiResponses {
             None | Some(Value::Null) => {}
             Some(Value::String(id)) => {
                 let conversation = conversation_of(id).ok_or_else(|| {
+                    // An id of any length may come: it is echoed only when it could be ours.
+                    let shown = match id.len() <= MAX_RESPONSE_ID_LEN {
+                        true => format!(" '{id}'"),
+                        false => String::new(),
+                    };
                     invalid_param(
                         "previous_response_id",
-                        format!("Previous response with id '{id}' not found."),
+                        format!("Previous response with id{shown} not found."),
                     )
                 })?;
                 common.conversation = Conversation::Existing(conversation.to_owned());
@@ -306,12 +317,16 @@ mod tests {
         assert_eq!(req.conversation, Conversation::Existing("conv_7".into()));
         assert_eq!(req.agent.as_deref(), Some("helper"));
         assert_eq!(req.message.as_deref(), Some("again"));
-        for bad in ["resp_9", "resp_0123456789abcdef0123456789abcdef", "chatcmpl-1", ""] {
+        let long = format!("resp_0123456789abcdef0123456789abcdef{}", "c".repeat(257));
+        let spaced = "resp_0123456789abcdef0123456789abcdefconv 1";
+        for bad in ["resp_9", "resp_0123456789abcdef0123456789abcdef", "chatcmpl-1", "", spaced, &long] {
             let body = json!({ "model": "m", "input": "x", "previous_response_id": bad });
             let err = OpenAiResponses
                 .parse_chat(body.to_string().as_bytes(), false, false)
                 .unwrap_err();
             assert_eq!((err.status.as_u16(), err.details["field"].as_str()), (400, Some("previous_response_id")), "{bad}");
+            // An overlong id is not echoed back.
+            assert!(err.message.len() < 40 + MAX_RESPONSE_ID_LEN, "{}", err.message.len());
         }
     }
 }

@@ -112,6 +112,15 @@ pub(crate) fn check_length(api: &dyn ChatApi, message: &str) -> Result<(), ApiEr
     Ok(())
 }
 
+/// Whether `key` can name a conversation: 1 to [`MAX_CONVERSATION_KEY_LEN`] bytes of
+/// `[A-Za-z0-9._:-]`.
+pub(crate) fn is_conversation_key(key: &str) -> bool {
+    (1..=MAX_CONVERSATION_KEY_LEN).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 /// A conversation key the client chose: 1 to [`MAX_CONVERSATION_KEY_LEN`] bytes of
 /// `[A-Za-z0-9._:-]`, so that it can be named in a path and listed back.
 pub(crate) fn check_conversation_key(
@@ -119,11 +128,7 @@ pub(crate) fn check_conversation_key(
     field: &str,
     key: &str,
 ) -> Result<(), ApiError> {
-    let ok = (1..=MAX_CONVERSATION_KEY_LEN).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-    match ok {
+    match is_conversation_key(key) {
         true => Ok(()),
         false => Err(api.invalid(format!(
             "`{field}` must be at most {MAX_CONVERSATION_KEY_LEN} characters of letters, \

@@ -56,7 +56,7 @@ impl Gateway {
                 let agent = visible.find(|a| a.id == id).ok_or_else(|| {
                     GatewayError::Invalid(ApiError::agent_not_found(front.api, false))
                 })?;
-                ctx.agent = Some(std::sync::Arc::from(agent.id.as_str()));
+                ctx.agent = snap.agent(&agent.id).map(|a| a.label.clone());
                 model(agent, snap.loaded_at)
             }
             _ => {
