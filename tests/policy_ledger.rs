@@ -123,6 +123,7 @@ async fn settles_exactly_once_whichever_way_on(backend: Backend) {
             charge: Some(0),
             now: now_ms(),
             expired_before: None,
+            lazy: false,
         })
         .await
         .expect("ran");
@@ -450,4 +451,86 @@ async fn idempotency_records_expire_on(backend: Backend) {
     ));
     // Once their locks have run out too, the abandoned claims go as well.
     assert_eq!(l.expire(now + 601_000).await.expect("x"), 2);
+}
+
+// ---- the SQLite writer's linger -----------------------------------------------------------
+
+/// A settlement of `id` that reports its outcome on the returned receiver.
+fn settle_op(
+    id: &str,
+    lazy: bool,
+) -> (
+    agentgate::store::WriteOp,
+    tokio::sync::oneshot::Receiver<SettleOutcome>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let req = SettleRequest {
+        id: id.into(),
+        charge: Some(0),
+        now: now_ms(),
+        expired_before: None,
+        lazy,
+    };
+    let done: agentgate::store::Done<SettleOutcome> = Box::new(move |r| {
+        let _ = tx.send(r.expect("settle committed"));
+    });
+    (agentgate::store::WriteOp::Settle(req, Some(done)), rx)
+}
+
+/// A store whose writer lingers far longer than any of these tests waits, so that what they
+/// observe is the linger's effect, not the machine's speed.
+async fn lingering_store(dir: &tempfile::TempDir) -> agentgate::store::Store {
+    let opts = agentgate::store::SqliteOptions {
+        linger: Duration::from_secs(60),
+        ..Default::default()
+    };
+    agentgate::store::Store::open_sqlite(dir.path().join("linger.db"), opts)
+        .await
+        .expect("store")
+}
+
+#[tokio::test]
+async fn a_settlement_nobody_awaits_rides_with_the_next_awaited_write() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = lingering_store(&dir).await;
+    let (op, mut settled) = settle_op("lazy-1", true);
+    store.submit(op).expect("queued");
+    // Alone, it waits for company (the linger is a minute).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut settled)
+            .await
+            .is_err(),
+        "a lone lazy settlement committed at once instead of lingering"
+    );
+    // A write somebody awaits commits at once, and takes the settlement with it.
+    tokio::time::timeout(Duration::from_secs(20), store.probe())
+        .await
+        .expect("the awaited write did not wait for the linger")
+        .expect("probe");
+    let outcome = tokio::time::timeout(Duration::from_secs(20), settled)
+        .await
+        .expect("the settlement committed with the probe")
+        .expect("answered");
+    assert_eq!(outcome, SettleOutcome::NotPending);
+}
+
+#[tokio::test]
+async fn an_awaited_settlement_does_not_linger_and_shutdown_commits_a_lingering_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = lingering_store(&dir).await;
+    let (op, settled) = settle_op("awaited-1", false);
+    store.submit(op).expect("queued");
+    tokio::time::timeout(Duration::from_secs(20), settled)
+        .await
+        .expect("an awaited settlement lingered")
+        .expect("answered");
+    // A lazy one still lingering when the store closes is committed, not lost.
+    let (op, settled) = settle_op("lazy-2", true);
+    store.submit(op).expect("queued");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(store);
+    tokio::time::timeout(Duration::from_secs(20), settled)
+        .await
+        .expect("closing waited for the linger")
+        .expect("the lingering settlement was dropped at shutdown");
 }

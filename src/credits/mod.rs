@@ -268,6 +268,7 @@ impl Ledger {
                     charge: Some(0),
                     now: now_ms(),
                     expired_before: None,
+                    lazy: false,
                 };
                 cb_est.refunding.fetch_add(amount, Ordering::AcqRel);
                 let done = settle_callback(Arc::clone(&cb_est), amount, None);
@@ -430,6 +431,7 @@ impl Ledger {
                     charge: None,
                     now: now_ms(),
                     expired_before: Some(now),
+                    lazy: false,
                 };
                 let estimates = Arc::clone(&self.inner.estimates);
                 let done: Done<SettleOutcome> = Box::new(move |r| {
@@ -815,6 +817,7 @@ impl Reservation {
             charge: Some(charge),
             now: now_ms(),
             expired_before: None,
+            lazy: tx.is_none(),
         };
         let done = settle_callback(Arc::clone(&self.est), refund, tx);
         if let Err(e) = self

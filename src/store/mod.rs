@@ -49,7 +49,7 @@ pub use types::{
     SettleOutcome, SettleRequest, StoreEvent, StoredResponse, UsageBucket, UsageFilter, UsageRow,
     WriteOp, WriteQueue, MAX_BALANCE_MILLI,
 };
-pub(crate) use types::{FilterValue, Msg, BALANCE_LIMIT};
+pub(crate) use types::{FilterValue, Msg, BALANCE_LIMIT, LINGER};
 
 /// Most idempotency records one expiry write deletes.
 const IDEM_EXPIRE_BATCH: i64 = 1000;

@@ -75,6 +75,9 @@ pub struct SettleRequest {
     /// Recovery only: settle only if the reservation's `expires_at` is at or before this time, so
     /// a live stream that extended its reservation meanwhile is left alone.
     pub expired_before: Option<UnixMs>,
+    /// Nobody waits for it (a stream's settlement at its end): the writer may hold it back
+    /// briefly so that it shares the next commit instead of paying an fsync of its own.
+    pub lazy: bool,
 }
 
 /// What a settlement did.
@@ -191,6 +194,19 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// Ops nobody waits for, which may wait briefly for company in the writer's next commit
+    /// (SQLite's group commit, [`LINGER`]): a stream's settlement, a keepalive's extension.
+    /// Their durability is what it was (a queued settlement lost at `kill -9` is recovered to
+    /// its fallback); what changes is that an idle writer does not pay an fsync for them alone
+    /// when the next request's reservation is about to come.
+    pub(crate) fn may_linger(&self) -> bool {
+        matches!(
+            self,
+            WriteOp::Settle(SettleRequest { lazy: true, .. }, _)
+                | WriteOp::Extend { done: None, .. }
+        )
+    }
+
     /// Ops retried until they commit, never failed: settlements (money must never be lost,
     /// whoever waits for them) and the fire-and-forget ops that have nobody to report to.
     pub(crate) fn is_retried_until_committed(&self) -> bool {
@@ -202,6 +218,10 @@ impl WriteOp {
         )
     }
 }
+
+/// How long the SQLite writer holds a batch of [`WriteOp::may_linger`] ops for an op that
+/// someone awaits (typically the next request's reservation) before committing them alone.
+pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What the writer's queue carries.
 // `Shutdown` is sent once; boxing every op to shrink it would cost an allocation per write.

@@ -48,6 +48,9 @@ pub struct SqliteOptions {
     pub max_batch: usize,
     /// Read connections kept open.
     pub read_connections: usize,
+    /// How long a batch of ops nobody awaits (a stream's settlement) waits for an op somebody
+    /// does, to share its commit (see `WriteOp::may_linger`).
+    pub linger: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -57,6 +60,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             max_batch: 1024,
             read_connections: 4,
+            linger: super::LINGER,
         }
     }
 }
@@ -155,10 +159,10 @@ impl SqliteStore {
         let first = reads.connect()?;
         reads.put(first);
         let (tx, rx) = mpsc::channel();
-        let max_batch = opts.max_batch.max(1);
+        let (max_batch, linger) = (opts.max_batch.max(1), opts.linger);
         let writer = std::thread::Builder::new()
             .name("agentgate-store-writer".into())
-            .spawn(move || writer::writer_loop(conn, rx, max_batch, file))
+            .spawn(move || writer::writer_loop(conn, rx, max_batch, linger, file))
             .map_err(|e| StoreError::Task(e.to_string()))?;
         Ok(SqliteStore {
             tx: Some(tx),

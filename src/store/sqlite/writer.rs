@@ -1,7 +1,7 @@
 //! The SQLite writer: one thread, group commit. It takes whatever is queued, applies it in one
 //! transaction (each op in its own savepoint) and answers every op once the batch committed.
 
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode};
@@ -18,9 +18,16 @@ const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Group commit: block for the first op, take whatever else is queued (up to `max_batch`),
-/// commit it as one transaction, answer every op, repeat. After `Shutdown` (or when every
+/// commit it as one transaction, answer every op, repeat. A batch of ops nobody waits for
+/// waits up to `linger` for one that somebody does. After `Shutdown` (or when every
 /// sender is gone) it drains what is left and stops.
-pub(crate) fn writer_loop(conn: Connection, rx: Receiver<Msg>, max_batch: usize, file: StoreFile) {
+pub(crate) fn writer_loop(
+    conn: Connection,
+    rx: Receiver<Msg>,
+    max_batch: usize,
+    linger: Duration,
+    file: StoreFile,
+) {
     let mut retry: Vec<WriteOp> = Vec::new();
     let mut stopping = false;
     let mut backoff = RETRY_MIN;
@@ -32,15 +39,17 @@ pub(crate) fn writer_loop(conn: Connection, rx: Receiver<Msg>, max_batch: usize,
                 Ok(Msg::Shutdown) | Err(_) => stopping = true,
             }
         }
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(Msg::Op(op)) => batch.push(op),
-                Ok(Msg::Shutdown) => stopping = true,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    stopping = true;
-                    break;
+        drain(&rx, &mut batch, max_batch, &mut stopping);
+        // Only ops nobody waits for (a stream's settlement): hold them for the op someone
+        // awaits that usually follows (the next request's reservation) and commit together.
+        if !stopping && !batch.is_empty() && batch.iter().all(WriteOp::may_linger) {
+            match rx.recv_timeout(linger) {
+                Ok(Msg::Op(op)) => {
+                    batch.push(op);
+                    drain(&rx, &mut batch, max_batch, &mut stopping);
                 }
+                Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => stopping = true,
+                Err(RecvTimeoutError::Timeout) => {}
             }
         }
         if batch.is_empty() {
@@ -64,6 +73,21 @@ pub(crate) fn writer_loop(conn: Connection, rx: Receiver<Msg>, max_batch: usize,
             );
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// Adds whatever is queued to `batch`, up to `max_batch` ops.
+fn drain(rx: &Receiver<Msg>, batch: &mut Vec<WriteOp>, max_batch: usize, stopping: &mut bool) {
+    while batch.len() < max_batch {
+        match rx.try_recv() {
+            Ok(Msg::Op(op)) => batch.push(op),
+            Ok(Msg::Shutdown) => *stopping = true,
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Disconnected) => {
+                *stopping = true;
+                break;
+            }
         }
     }
 }
