@@ -9,7 +9,7 @@ use super::{col, pg_err};
 /// A new lease: takes `LEAST(balance, amount)` from the account (locked) and records it.
 const LEASE_CREATE_SQL: &str = "
 WITH cur AS (
-    SELECT id, balance FROM accounts WHERE id = $2::TEXT FOR UPDATE
+    SELECT id, balance FROM accounts WHERE id = $2::TEXT FOR NO KEY UPDATE
 ), take AS (
     UPDATE accounts SET balance = accounts.balance - LEAST(cur.balance, $4::BIGINT)
     FROM cur WHERE accounts.id = cur.id AND cur.balance > 0
@@ -28,7 +28,7 @@ WITH l AS (
     SELECT id FROM leases WHERE id = $1::TEXT FOR UPDATE
 ), cur AS (
     SELECT a.id, a.balance FROM accounts a
-    WHERE a.id = $2::TEXT AND EXISTS (SELECT 1 FROM l) FOR UPDATE
+    WHERE a.id = $2::TEXT AND EXISTS (SELECT 1 FROM l) FOR NO KEY UPDATE
 ), take AS (
     UPDATE accounts SET balance = accounts.balance - LEAST(cur.balance, $3::BIGINT)
     FROM cur WHERE accounts.id = cur.id AND cur.balance > 0

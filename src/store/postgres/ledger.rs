@@ -2,6 +2,7 @@
 //! short transaction), and the reads.
 
 use deadpool_postgres::Object;
+use tokio_postgres::Row;
 
 use super::super::rows;
 use super::super::{
@@ -16,12 +17,15 @@ use super::{col, pg_err};
 // ---- writes ---------------------------------------------------------------------------------
 
 /// The reservation: one statement that locks the account row, takes the amount only if the
-/// balance holds it, and inserts the pending row only if it did. `cur` reads the row with
-/// `FOR UPDATE`, so under concurrency it sees the newest committed balance (not the
-/// statement's snapshot): the balance a refusal reports is the one that refused it.
-const RESERVE_SQL: &str = "
+/// balance holds it, and inserts the pending row only if it did. `cur` locks the row, so under
+/// concurrency it sees the newest committed balance (not the statement's snapshot): the
+/// balance a refusal reports is the one that refused it. The lock is `FOR NO KEY UPDATE`,
+/// what the `UPDATE` takes anyway: it does not block the key-share locks that inserting a
+/// conversation or a message takes on its account (their foreign key), so an exchange being
+/// recorded never waits for a reservation's account lock, and cannot deadlock with it.
+pub(crate) const RESERVE_SQL: &str = "
 WITH cur AS (
-    SELECT id, balance FROM accounts WHERE id = $2::TEXT FOR UPDATE
+    SELECT id, balance FROM accounts WHERE id = $2::TEXT FOR NO KEY UPDATE
 ), debit AS (
     UPDATE accounts SET balance = accounts.balance - $5::BIGINT
     FROM cur
@@ -59,18 +63,23 @@ pub(crate) async fn reserve(c: &Object, r: &NewReservation) -> Result<ReserveOut
             StoreError::Duplicate(_) => StoreError::Duplicate("reservation id"),
             other => other,
         })?;
-    let after: Option<i64> = col(&row, 0)?;
+    reserve_outcome(&row)
+}
+
+/// What [`RESERVE_SQL`]'s row says.
+pub(crate) fn reserve_outcome(row: &Row) -> Result<ReserveOutcome, StoreError> {
+    let after: Option<i64> = col(row, 0)?;
     match after {
         Some(balance_after) => Ok(ReserveOutcome::Reserved { balance_after }),
         None => Ok(ReserveOutcome::Insufficient {
-            balance: col::<Option<i64>>(&row, 1)?.unwrap_or(0),
+            balance: col::<Option<i64>>(row, 1)?.unwrap_or(0),
         }),
     }
 }
 
 /// Settles a pending reservation and refunds the rest, in one statement; nothing happens if
 /// it is no longer pending (or, for recovery, not yet expired).
-const SETTLE_SQL: &str = "
+pub(crate) const SETTLE_SQL: &str = "
 WITH r AS (
     UPDATE reservations
     SET charged = LEAST(GREATEST(COALESCE($2::BIGINT, fallback), 0), reserved),
@@ -93,14 +102,19 @@ pub(crate) async fn settle(c: &Object, s: &SettleRequest) -> Result<SettleOutcom
         .query_opt(&st, &[&s.id, &s.charge, &s.now, &s.expired_before])
         .await
         .map_err(pg_err)?;
+    settle_outcome(row.as_ref())
+}
+
+/// What [`SETTLE_SQL`]'s row (none: not pending) says.
+pub(crate) fn settle_outcome(row: Option<&Row>) -> Result<SettleOutcome, StoreError> {
     let Some(row) = row else {
         return Ok(SettleOutcome::NotPending);
     };
     Ok(SettleOutcome::Settled {
-        account: col(&row, 0)?,
-        reserved: col(&row, 1)?,
-        charged: col(&row, 2)?,
-        balance_after: col(&row, 3)?,
+        account: col(row, 0)?,
+        reserved: col(row, 1)?,
+        charged: col(row, 2)?,
+        balance_after: col(row, 3)?,
     })
 }
 

@@ -24,6 +24,7 @@
 //! statements and reads, `leases.rs` credit leases, `transcripts.rs` conversations and
 //! `listen.rs` `LISTEN`/`NOTIFY`.
 
+mod batch;
 mod connect;
 mod leases;
 mod ledger;

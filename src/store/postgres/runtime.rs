@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use deadpool_postgres::Object;
 
+use super::super::transcripts::{ConversationOutcome, ConversationWrite};
 use super::super::{Msg, NewReservation, ReserveOutcome, StoreError, WriteOp};
-use super::{ledger, pg_err, transcripts, Shared};
+use super::{batch, ledger, pg_err, transcripts, Shared};
 
 /// How long the dispatcher waits for in-flight writes when the store is dropped.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -71,7 +72,7 @@ struct InFlight {
     idle: Condvar,
 }
 
-struct InFlightGuard(Arc<InFlight>);
+pub(crate) struct InFlightGuard(Arc<InFlight>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
@@ -112,8 +113,24 @@ pub(crate) fn dispatch_loop(rx: Receiver<Msg>, rt: tokio::runtime::Handle, sh: A
         count: Mutex::new(0),
         idle: Condvar::new(),
     });
+    // An answer's reserve, settle and exchange are group-committed by the batcher
+    // (`batch.rs`); every other op runs as its own task.
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::unbounded_channel();
+    rt.spawn(batch::batch_loop(batch_rx, Arc::clone(&sh)));
     let spawn = |op: WriteOp| {
         let guard = inflight.start();
+        if batch::batchable(&op) {
+            if let Err(tokio::sync::mpsc::error::SendError((op, guard))) =
+                batch_tx.send((op, guard))
+            {
+                let sh = Arc::clone(&sh);
+                rt.spawn(async move {
+                    exec(&sh, op).await;
+                    drop(guard);
+                });
+            }
+            return;
+        }
         let sh = Arc::clone(&sh);
         rt.spawn(async move {
             exec(&sh, op).await;
@@ -149,7 +166,7 @@ pub(crate) fn dispatch_loop(rx: Receiver<Msg>, rt: tokio::runtime::Handle, sh: A
     }
 }
 
-async fn exec(sh: &Shared, op: WriteOp) {
+pub(crate) async fn exec(sh: &Shared, op: WriteOp) {
     match op {
         WriteOp::Reserve(r, done) => done(reserve_retrying(sh, &r).await),
         WriteOp::Settle(s, done) => {
@@ -292,6 +309,9 @@ async fn exec(sh: &Shared, op: WriteOp) {
                 .await,
             )
         }
+        WriteOp::Conversation(w @ ConversationWrite::Record(_), done) => {
+            done(record_retrying(sh, &w, false).await)
+        }
         WriteOp::Conversation(w, done) => {
             let w = &w;
             done(
@@ -314,6 +334,40 @@ async fn exec(sh: &Shared, op: WriteOp) {
     }
 }
 
+/// Runs an op of a batch whose `COMMIT` went unanswered: it may have committed. A reserve
+/// that finds its own row reports it reserved; a settle is conditional on `pending` anyway; an
+/// exchange whose message ids already exist was recorded.
+pub(crate) async fn exec_maybe_committed(sh: &Shared, op: WriteOp) {
+    match op {
+        WriteOp::Reserve(r, done) => done(reserve_retrying_from(sh, &r, true).await),
+        WriteOp::Conversation(w @ ConversationWrite::Record(_), done) => {
+            done(record_retrying(sh, &w, true).await)
+        }
+        op => exec(sh, op).await,
+    }
+}
+
+/// An exchange, retried like a reserve: a transient failure (a deadlock, a serialization
+/// failure, a lost connection) rolled it back or may have committed it; its message ids are
+/// new, so a retry that finds them taken (`tried`: an earlier attempt may have committed) finds
+/// its own commit.
+async fn record_retrying(
+    sh: &Shared,
+    w: &ConversationWrite,
+    tried: bool,
+) -> Result<ConversationOutcome, StoreError> {
+    let tried = AtomicBool::new(tried);
+    let tried = &tried;
+    attempt(sh, Retry::Idempotent, |c| async move {
+        let again = tried.swap(true, Ordering::AcqRel);
+        match transcripts::apply(c, w).await {
+            Err(StoreError::Duplicate(_)) if again => Ok(ConversationOutcome::Recorded),
+            other => other,
+        }
+    })
+    .await
+}
+
 /// `/readyz`'s write: one counter row, overwritten.
 const PROBE_SQL: &str = "INSERT INTO counters (name, value) VALUES ('ready_probe', $1)
      ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value";
@@ -321,7 +375,16 @@ const PROBE_SQL: &str = "INSERT INTO counters (name, value) VALUES ('ready_probe
 /// A reserve whose answer was lost (the connection broke after the commit) is retried; if the
 /// retry finds its own row, it did commit.
 async fn reserve_retrying(sh: &Shared, r: &NewReservation) -> Result<ReserveOutcome, StoreError> {
-    let tried = AtomicBool::new(false);
+    reserve_retrying_from(sh, r, false).await
+}
+
+/// [`reserve_retrying`], `tried`: an earlier attempt may have committed.
+async fn reserve_retrying_from(
+    sh: &Shared,
+    r: &NewReservation,
+    tried: bool,
+) -> Result<ReserveOutcome, StoreError> {
+    let tried = AtomicBool::new(tried);
     let tried = &tried;
     let out = attempt(sh, Retry::Idempotent, |c| async move {
         let again = tried.swap(true, Ordering::AcqRel);
