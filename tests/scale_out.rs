@@ -55,8 +55,9 @@ impl Replica {
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
-                if let Some(m) = v["fields"]["message"].as_str() {
-                    seen.lock().expect("logs").push(m.to_owned());
+                if v["fields"]["message"].is_string() {
+                    // The whole line: its message and its fields (an error's text).
+                    seen.lock().expect("logs").push(line.clone());
                 }
                 let which = match v["fields"]["message"].as_str() {
                     Some("listening") => "main",
@@ -419,6 +420,11 @@ async fn thousand_requests_against_a_hundred_credits(store_extra: &'static str) 
         for r in &mut fleet.replicas {
             r.terminate();
         }
+    }
+    // The replicas' batches lock rows in one order: none deadlocked with another (40P01 is
+    // PostgreSQL's deadlock; a deadlock's victim logs it, retried or not).
+    for (i, r) in fleet.replicas.iter().enumerate() {
+        assert!(!r.logged("40P01"), "replica {i} hit a deadlock");
     }
     let charged = assert_ledger_balanced(&fleet, 100.0).await;
     assert_eq!(charged, 100_000);

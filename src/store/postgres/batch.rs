@@ -119,7 +119,9 @@ async fn run(sh: &Arc<Shared>, mut batch: Vec<Queued>) {
         // Each op then runs as its own task, as unbatched ops do, so that retries while the
         // server is away do not hold up the next batch.
         Err(Failed::RolledBack(e)) => {
-            tracing::debug!(error = %e, ops = batch.len(), "ledger batch rolled back; ops run one by one");
+            // Rare (a duplicate id; a deadlock, which the lock order should rule out): worth
+            // an operator's eye, since every op of the batch pays a second round.
+            tracing::warn!(error = %e, ops = batch.len(), "ledger batch rolled back; ops run one by one");
             for (op, guard) in batch {
                 let sh = Arc::clone(sh);
                 tokio::spawn(async move {
