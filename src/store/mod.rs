@@ -5,8 +5,9 @@
 //! transaction (group commit); a caller that needs durability awaits its batch's commit, a
 //! caller that does not (a settlement from a `Drop` guard) only enqueues. Reads use separate
 //! connections. SQLite is the embedded default; PostgreSQL (`postgres://…`, module `postgres`) is
-//! the store of several replicas: the same operations and callbacks, each op its own short
-//! transaction on a pool instead of one writer's batch (see that module).
+//! the store of several replicas: the same operations and callbacks; the answers' writes are
+//! batched into one pipelined transaction, the rest run as short transactions on a pool (see
+//! that module).
 //!
 //! What survives a crash: every write a caller was told about (an awaited op) is on disk, with
 //! `synchronous=FULL` even across power loss. A fire-and-forget settlement still queued at

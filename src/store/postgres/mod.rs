@@ -1,9 +1,11 @@
 //! PostgreSQL backend: the store shared by several replicas.
 //!
-//! Same operations and callbacks as the SQLite writer, different concurrency: PostgreSQL
-//! already group-commits concurrent transactions (one WAL flush for many commits), so instead
-//! of one writer batching ops into one transaction, every op is its own short transaction on a
-//! pooled connection, many in flight at once. Each credit op is one conditional statement:
+//! Same operations and callbacks as the SQLite writer, different concurrency. The writes
+//! every answer makes (its reservation, its settlement, its exchange) are group-committed by
+//! a batcher (`batch.rs`): whatever of them is queued goes out pipelined on one connection in
+//! one transaction, in one lock order, so that a hot account's row is locked once per batch
+//! instead of once per op. Every other op is its own short transaction on a pooled
+//! connection, many in flight at once. Each credit op is one conditional statement:
 //!
 //! - reserve: `UPDATE accounts … WHERE balance >= n RETURNING` and the reservation `INSERT`
 //!   in one statement (a data-modifying CTE), so however many replicas race, the row lock on the
@@ -20,7 +22,7 @@
 //!
 //! Split by job: this file holds the handle (open, drop, running an op on the backend's
 //! runtime) and implements [`StoreBackend`]; `connect.rs` is TLS, the pool and migrations,
-//! `runtime.rs` the dispatcher and retries, `ledger.rs` the credit, key and idempotency
+//! `runtime.rs` the dispatcher and retries, `batch.rs` the answers' group commit, `ledger.rs` the credit, key and idempotency
 //! statements and reads, `leases.rs` credit leases, `transcripts.rs` conversations and
 //! `listen.rs` `LISTEN`/`NOTIFY`.
 

@@ -1,5 +1,6 @@
 //! The SQLite writer: one thread, group commit. It takes whatever is queued, applies it in one
-//! transaction (each op in its own savepoint) and answers every op once the batch committed.
+//! transaction (savepoints only to isolate an op's constraint failure) and answers every op
+//! once the batch committed.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
