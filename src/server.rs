@@ -242,18 +242,32 @@ struct Listener {
     streams_end: CancellationToken,
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationToken) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
+/// The connection builders of a listener: HTTP/1.1 and h2c, told apart by [`conn::sniff`],
+/// and hyper-util's `auto` for TLS and for what a peek cannot decide; the same settings in each.
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(limits: ConnLimits) -> Builders {
+        let timer = hyper_util::rt::TokioTimer::new;
+        let keep_alive = Some(Duration::from_secs(30));
+        let mut auto = auto::Builder::new(TokioExecutor::new());
         // Runs while a kept-alive connection waits for its next request's headers.
-        .header_read_timeout(ctx.limits.idle);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
+        auto.http1().timer(timer()).header_read_timeout(limits.idle);
+        auto.http2().timer(timer()).keep_alive_interval(keep_alive);
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1.timer(timer()).header_read_timeout(limits.idle);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2.timer(timer()).keep_alive_interval(keep_alive);
+        Builders { auto, http1, http2 }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationToken) {
+    let builder = Arc::new(Builders::new(ctx.limits));
     let ctx = Arc::new(ctx);
     let mut errors = Throttled::default();
     let mut refused = Throttled::default();
@@ -309,11 +323,38 @@ async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationTok
                     }
                 })
             };
+            let (limits, drain) = (ctx.limits, &ctx.drain);
             let result = match &ctx.tls {
                 None => {
-                    let conn =
-                        builder.serve_connection(TokioIo::new(ErrorBodies::new(stream)), svc);
-                    conn::supervise(conn, &activity, ctx.limits, accepted, &ctx.drain).await
+                    // A silent socket is closed at the header read deadline, as `supervise`
+                    // would close it.
+                    let deadline = accepted + limits.header_read;
+                    let protocol = match tokio::time::timeout_at(deadline, conn::sniff(&stream)).await {
+                        Ok(Ok(protocol)) => protocol,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "connection failed before its first request");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "no request within the header read timeout; closing");
+                            return;
+                        }
+                    };
+                    let io = TokioIo::new(ErrorBodies::new(stream));
+                    match protocol {
+                        conn::Protocol::Http1 => {
+                            let conn = builder.http1.serve_connection(io, svc);
+                            conn::supervise(conn, &activity, limits, accepted, drain).await.map_err(Into::into)
+                        }
+                        conn::Protocol::Http2 => {
+                            let conn = builder.http2.serve_connection(io, svc);
+                            conn::supervise(conn, &activity, limits, accepted, drain).await.map_err(Into::into)
+                        }
+                        conn::Protocol::Undecided => {
+                            let conn = builder.auto.serve_connection(io, svc);
+                            conn::supervise(conn, &activity, limits, accepted, drain).await
+                        }
+                    }
                 }
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout_at(
@@ -323,8 +364,9 @@ async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationTok
                     match handshake.await {
                         Ok(Ok(tls_stream)) => {
                             let conn = builder
+                                .auto
                                 .serve_connection(TokioIo::new(ErrorBodies::new(tls_stream)), svc);
-                            conn::supervise(conn, &activity, ctx.limits, accepted, &ctx.drain).await
+                            conn::supervise(conn, &activity, limits, accepted, drain).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -94,6 +94,40 @@ async fn silent_and_half_preface_connections_are_closed() {
     }
 }
 
+/// The gateway tells HTTP/1.1 from h2c by peeking at a connection's first bytes; bytes that
+/// trickle in (a request a byte at a time, a preface in two writes) are served all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_trickle_in_are_served_in_either_protocol() {
+    let (gw, _admin) = gateway("", &[]).await;
+    // HTTP/1.1 starting with "P", which the preface starts with too: undecided at first.
+    let mut h1 = TcpStream::connect(gw.addr).await.expect("connect");
+    for byte in
+        b"POST /healthz HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    {
+        h1.write_all(&[*byte]).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let answer = closed_by_peer(&mut h1).await.expect("closed");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 "),
+        "no HTTP/1.1 answer: {text:?}"
+    );
+    // h2c with prior knowledge, the preface in two writes: the server's SETTINGS come back.
+    let mut h2 = TcpStream::connect(gw.addr).await.expect("connect");
+    h2.write_all(b"PRI * HTTP/2.0\r\n").await.expect("write");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h2.write_all(b"\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("write");
+    let mut head = [0u8; 9];
+    tokio::time::timeout(CLOSE_PATIENCE, h2.read_exact(&mut head))
+        .await
+        .expect("an answer in time")
+        .expect("a frame");
+    assert_eq!(head[3], 0x4, "the first frame is SETTINGS: {head:?}");
+}
+
 /// A kept-alive HTTP/1.1 connection with nothing in flight is closed after `idle_timeout_s`,
 /// and an HTTP/2 connection gets `GOAWAY` and is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,41 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// The connection preface of a client speaking h2c with prior knowledge.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a plain-TCP connection speaks, told from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Protocol {
+    Http1,
+    Http2,
+    /// Only the start of the HTTP/2 preface so far (a client sending a byte at a time).
+    Undecided,
+}
+
+/// Tells HTTP/1.1 from h2c by peeking at the first bytes, which stay in the socket.
+///
+/// hyper-util's `auto` builder tells them apart by reading the first 24 bytes itself and
+/// handing them back through a rewinding wrapper. HTTP/1.1 then parses those 24 bytes alone
+/// and reads again, and that second read grows the connection's read buffer from 8 to 16 KiB
+/// for the connection's whole life: 8 KiB more per open HTTP/1.1 stream. After a peek, hyper
+/// reads the request whole at its first read. What a peek cannot decide yet is left to `auto`.
+pub(super) async fn sniff(stream: &tokio::net::TcpStream) -> std::io::Result<Protocol> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    let n = stream.peek(&mut first).await?;
+    Ok(protocol_of(&first[..n]))
+}
+
+fn protocol_of(first: &[u8]) -> Protocol {
+    if first.is_empty() || !H2_PREFACE.starts_with(first) {
+        Protocol::Http1 // an empty peek is the end of the stream: HTTP/1.1 closes it
+    } else if first.len() == H2_PREFACE.len() {
+        Protocol::Http2
+    } else {
+        Protocol::Undecided
+    }
+}
+
 /// The timeouts every listener applies to its connections (`[server]`).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ConnLimits {
@@ -175,5 +210,25 @@ impl Throttled {
         log(self.suppressed);
         self.last_logged = Some(now);
         self.suppressed = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{protocol_of, Protocol, H2_PREFACE};
+
+    #[test]
+    fn the_first_bytes_tell_http1_from_h2c() {
+        assert_eq!(protocol_of(b"GET / HTTP/1.1\r\n"), Protocol::Http1);
+        // "P" could still be the preface; "PO" cannot.
+        assert_eq!(protocol_of(b"P"), Protocol::Undecided);
+        assert_eq!(protocol_of(b"POST /chat HTTP/1.1"), Protocol::Http1);
+        assert_eq!(protocol_of(b"PRI * HTTP/2.0\r\n"), Protocol::Undecided);
+        assert_eq!(protocol_of(H2_PREFACE), Protocol::Http2);
+        assert_eq!(
+            protocol_of(b"PRI * HTTP/2.0\r\n\r\nSX\r\n\r\n"),
+            Protocol::Http1
+        );
+        assert_eq!(protocol_of(b""), Protocol::Http1);
     }
 }
