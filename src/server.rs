@@ -351,31 +351,40 @@ async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationTok
                             conn::supervise(conn, &activity, limits, accepted, drain).await.map_err(Into::into)
                         }
                         conn::Protocol::Undecided => {
+                            // Rare: boxed, so that it does not size every connection's task.
                             let conn = builder.auto.serve_connection(io, svc);
-                            conn::supervise(conn, &activity, limits, accepted, drain).await
+                            Box::pin(conn::supervise(conn, &activity, limits, accepted, drain))
+                                .await
                         }
                     }
                 }
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout_at(
-                        accepted + ctx.limits.header_read,
-                        acceptor.accept(stream),
-                    );
-                    match handshake.await {
-                        Ok(Ok(tls_stream)) => {
-                            let conn = builder
-                                .auto
-                                .serve_connection(TokioIo::new(ErrorBodies::new(tls_stream)), svc);
-                            conn::supervise(conn, &activity, limits, accepted, drain).await
+                    // Boxed: a TLS connection's state is large, and a plain one's task need
+                    // not be sized for it.
+                    let served = Box::pin(async {
+                        let handshake = tokio::time::timeout_at(
+                            accepted + limits.header_read,
+                            acceptor.accept(stream),
+                        );
+                        match handshake.await {
+                            Ok(Ok(tls_stream)) => {
+                                let io = TokioIo::new(ErrorBodies::new(tls_stream));
+                                let conn = builder.auto.serve_connection(io, svc);
+                                Some(conn::supervise(conn, &activity, limits, accepted, drain).await)
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                None
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                None
+                            }
                         }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
+                    });
+                    match served.await {
+                        Some(result) => result,
+                        None => return,
                     }
                 }
             };
