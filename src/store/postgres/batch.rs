@@ -36,7 +36,7 @@ use tokio_postgres::Statement;
 use super::super::transcripts::{ConversationOutcome, ConversationWrite, Exchange};
 use super::super::{NewReservation, SettleRequest, StoreError, WriteOp, LINGER};
 use super::runtime::{exec, exec_maybe_committed, InFlightGuard};
-use super::{ledger, pg_err, Shared};
+use super::{ledger, pg_err, transcripts, Shared};
 
 /// Most ops one batch carries.
 const MAX_BATCH: usize = 256;
@@ -212,7 +212,7 @@ async fn commit(sh: &Shared, ops: &[Item<'_>]) -> Result<Vec<Outcome>, Failed> {
     let st = Prepared {
         reserve: prepare(&c, ledger::RESERVE_SQL).await?,
         settle: prepare(&c, ledger::SETTLE_SQL).await?,
-        conversation: prepare(&c, CONVERSATION_SQL).await?,
+        conversation: prepare(&c, transcripts::CONVERSATION_SQL).await?,
         message: prepare(&c, MESSAGE_SQL).await?,
         exchange: prepare(&c, EXCHANGE_SQL).await?,
     };
@@ -250,19 +250,7 @@ async fn apply(tx: &Transaction<'_>, st: &Prepared, op: Item<'_>) -> Result<Outc
     match op {
         Item::Reserve(r) => {
             let row = tx
-                .query_one(
-                    &st.reserve,
-                    &[
-                        &r.id,
-                        &r.account,
-                        &r.key_id,
-                        &r.agent_id,
-                        &r.reserved,
-                        &r.fallback,
-                        &r.created_at,
-                        &r.expires_at,
-                    ],
-                )
+                .query_one(&st.reserve, &ledger::reserve_params(r))
                 .await
                 .map_err(pg_err)?;
             ledger::reserve_outcome(&row).map(Outcome::Reserve)
@@ -282,21 +270,9 @@ async fn apply(tx: &Transaction<'_>, st: &Prepared, op: Item<'_>) -> Result<Outc
 /// (computed by the insert itself, so that two exchanges of one conversation in a batch follow
 /// each other).
 async fn record(tx: &Transaction<'_>, st: &Prepared, x: &Exchange) -> Result<(), StoreError> {
-    tx.execute(
-        &st.conversation,
-        &[
-            &x.account,
-            &x.agent_id,
-            &x.conversation_id,
-            &x.front,
-            &x.backend_id,
-            &x.title,
-            &x.now,
-            &x.user_id,
-        ],
-    )
-    .await
-    .map_err(pg_err)?;
+    tx.execute(&st.conversation, &transcripts::conversation_params(x))
+        .await
+        .map_err(pg_err)?;
     match (&x.user, &x.assistant) {
         // Both in one statement, so that no other exchange of the conversation pipelined in
         // the same batch takes a position between them.
@@ -355,16 +331,6 @@ async fn record(tx: &Transaction<'_>, st: &Prepared, x: &Exchange) -> Result<(),
     }
     Ok(())
 }
-
-/// `transcripts::record`'s conversation upsert.
-const CONVERSATION_SQL: &str = "INSERT INTO conversations
-         (account, agent_id, id, front, backend_id, title, archived, created_at, updated_at,
-          user_id)
-     VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7, $8)
-     ON CONFLICT (account, agent_id, id) DO UPDATE SET
-         backend_id = COALESCE(EXCLUDED.backend_id, conversations.backend_id),
-         title = COALESCE(conversations.title, EXCLUDED.title),
-         updated_at = EXCLUDED.updated_at";
 
 /// A message at the next position of its conversation.
 const MESSAGE_SQL: &str = "INSERT INTO messages

@@ -2,6 +2,7 @@
 //! short transaction), and the reads.
 
 use deadpool_postgres::Object;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::super::rows;
@@ -42,22 +43,24 @@ WITH cur AS (
 )
 SELECT (SELECT balance FROM debit), (SELECT balance FROM cur), (SELECT count(*) FROM ins)";
 
+/// [`RESERVE_SQL`]'s parameters.
+pub(crate) fn reserve_params(r: &NewReservation) -> [&(dyn ToSql + Sync); 8] {
+    [
+        &r.id,
+        &r.account,
+        &r.key_id,
+        &r.agent_id,
+        &r.reserved,
+        &r.fallback,
+        &r.created_at,
+        &r.expires_at,
+    ]
+}
+
 pub(crate) async fn reserve(c: &Object, r: &NewReservation) -> Result<ReserveOutcome, StoreError> {
     let st = c.prepare_cached(RESERVE_SQL).await.map_err(pg_err)?;
     let row = c
-        .query_one(
-            &st,
-            &[
-                &r.id,
-                &r.account,
-                &r.key_id,
-                &r.agent_id,
-                &r.reserved,
-                &r.fallback,
-                &r.created_at,
-                &r.expires_at,
-            ],
-        )
+        .query_one(&st, &reserve_params(r))
         .await
         .map_err(|e| match pg_err(e) {
             StoreError::Duplicate(_) => StoreError::Duplicate("reservation id"),

@@ -6,6 +6,7 @@
 //! exchange committed before, and message numbers never collide.
 
 use deadpool_postgres::Object;
+use tokio_postgres::types::ToSql;
 
 use super::super::rows::{self, CONVERSATION_COLUMNS, MESSAGE_COLUMNS};
 use super::super::transcripts::{
@@ -129,29 +130,34 @@ pub(crate) async fn apply(
     Ok(outcome)
 }
 
+/// An exchange's conversation row: opened, or its backend id, title and time updated.
+pub(crate) const CONVERSATION_SQL: &str = "INSERT INTO conversations
+         (account, agent_id, id, front, backend_id, title, archived, created_at, updated_at,
+          user_id)
+     VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7, $8)
+     ON CONFLICT (account, agent_id, id) DO UPDATE SET
+         backend_id = COALESCE(EXCLUDED.backend_id, conversations.backend_id),
+         title = COALESCE(conversations.title, EXCLUDED.title),
+         updated_at = EXCLUDED.updated_at";
+
+/// [`CONVERSATION_SQL`]'s parameters.
+pub(crate) fn conversation_params(x: &Exchange) -> [&(dyn ToSql + Sync); 8] {
+    [
+        &x.account,
+        &x.agent_id,
+        &x.conversation_id,
+        &x.front,
+        &x.backend_id,
+        &x.title,
+        &x.now,
+        &x.user_id,
+    ]
+}
+
 async fn record(tx: &tokio_postgres::Transaction<'_>, x: &Exchange) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO conversations
-             (account, agent_id, id, front, backend_id, title, archived, created_at, updated_at,
-              user_id)
-         VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7, $8)
-         ON CONFLICT (account, agent_id, id) DO UPDATE SET
-             backend_id = COALESCE(EXCLUDED.backend_id, conversations.backend_id),
-             title = COALESCE(conversations.title, EXCLUDED.title),
-             updated_at = EXCLUDED.updated_at",
-        &[
-            &x.account,
-            &x.agent_id,
-            &x.conversation_id,
-            &x.front,
-            &x.backend_id,
-            &x.title,
-            &x.now,
-            &x.user_id,
-        ],
-    )
-    .await
-    .map_err(pg_err)?;
+    tx.execute(CONVERSATION_SQL, &conversation_params(x))
+        .await
+        .map_err(pg_err)?;
     let messages = [(&x.user, "user"), (&x.assistant, "assistant")];
     if messages.iter().all(|(m, _)| m.is_none()) {
         return Ok(());
