@@ -329,14 +329,15 @@ async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationTok
                     // A silent socket is closed at the header read deadline, as `supervise`
                     // would close it.
                     let deadline = accepted + limits.header_read;
-                    let protocol = match tokio::time::timeout_at(deadline, conn::sniff(&stream)).await {
+                    let sniffed = tokio::time::timeout_at(deadline, conn::sniff(&stream)).await;
+                    let protocol = match sniffed {
                         Ok(Ok(protocol)) => protocol,
                         Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "connection failed before its first request");
+                            tracing::debug!(%peer, error = %e, "connection failed unread");
                             return;
                         }
                         Err(_) => {
-                            tracing::debug!(%peer, "no request within the header read timeout; closing");
+                            tracing::debug!(%peer, "no request within the header read timeout");
                             return;
                         }
                     };
@@ -344,11 +345,13 @@ async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationTok
                     match protocol {
                         conn::Protocol::Http1 => {
                             let conn = builder.http1.serve_connection(io, svc);
-                            conn::supervise(conn, &activity, limits, accepted, drain).await.map_err(Into::into)
+                            let done = conn::supervise(conn, &activity, limits, accepted, drain);
+                            done.await.map_err(Into::into)
                         }
                         conn::Protocol::Http2 => {
                             let conn = builder.http2.serve_connection(io, svc);
-                            conn::supervise(conn, &activity, limits, accepted, drain).await.map_err(Into::into)
+                            let done = conn::supervise(conn, &activity, limits, accepted, drain);
+                            done.await.map_err(Into::into)
                         }
                         conn::Protocol::Undecided => {
                             // Rare: boxed, so that it does not size every connection's task.
@@ -370,7 +373,9 @@ async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationTok
                             Ok(Ok(tls_stream)) => {
                                 let io = TokioIo::new(ErrorBodies::new(tls_stream));
                                 let conn = builder.auto.serve_connection(io, svc);
-                                Some(conn::supervise(conn, &activity, limits, accepted, drain).await)
+                                Some(
+                                    conn::supervise(conn, &activity, limits, accepted, drain).await,
+                                )
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -22,9 +22,9 @@
 //!
 //! Split by job: this file holds the handle (open, drop, running an op on the backend's
 //! runtime) and implements [`StoreBackend`]; `connect.rs` is TLS, the pool and migrations,
-//! `runtime.rs` the dispatcher and retries, `batch.rs` the answers' group commit, `ledger.rs` the credit, key and idempotency
-//! statements and reads, `leases.rs` credit leases, `transcripts.rs` conversations and
-//! `listen.rs` `LISTEN`/`NOTIFY`.
+//! `runtime.rs` the dispatcher and retries, `batch.rs` the answers' group commit, `ledger.rs`
+//! the credit, key and idempotency statements and reads, `leases.rs` credit leases,
+//! `transcripts.rs` conversations and `listen.rs` `LISTEN`/`NOTIFY`.
 
 mod batch;
 mod connect;
