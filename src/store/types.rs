@@ -194,8 +194,9 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
-    /// Ops nobody waits for, which may wait briefly for company in the writer's next commit
-    /// (SQLite's group commit, [`LINGER`]): a stream's settlement, a keepalive's extension.
+    /// Ops nobody waits for, which may wait briefly for company in the next commit (SQLite's
+    /// writer, PostgreSQL's batcher; [`LINGER`]): a stream's settlement, a keepalive's
+    /// extension.
     /// Their durability is what it was (a queued settlement lost at `kill -9` is recovered to
     /// its fallback); what changes is that an idle writer does not pay an fsync for them alone
     /// when the next request's reservation is about to come.
@@ -219,8 +220,9 @@ impl WriteOp {
     }
 }
 
-/// How long the SQLite writer holds a batch of [`WriteOp::may_linger`] ops for an op that
-/// someone awaits (typically the next request's reservation) before committing them alone.
+/// How long a batch of [`WriteOp::may_linger`] ops waits for an op that someone awaits
+/// (typically the next request's reservation) before it is committed alone: the SQLite
+/// writer's default (`SqliteOptions::linger`) and the PostgreSQL batcher's.
 pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What the writer's queue carries.

@@ -43,7 +43,8 @@ pub(crate) fn writer_loop(
         drain(&rx, &mut batch, max_batch, &mut stopping);
         // Only ops nobody waits for (a stream's settlement): hold them for the op someone
         // awaits that usually follows (the next request's reservation) and commit together.
-        if !stopping && !batch.is_empty() && batch.iter().all(WriteOp::may_linger) {
+        let room = !batch.is_empty() && batch.len() < max_batch;
+        if !stopping && room && batch.iter().all(WriteOp::may_linger) {
             match rx.recv_timeout(linger) {
                 Ok(Msg::Op(op)) => {
                     batch.push(op);
