@@ -311,12 +311,17 @@ async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationTok
                     let in_flight = activity.request();
                     let gateway = gateway.clone();
                     let streams_end = streams_end.clone();
+                    // Boxed: hyper keeps a request's future in the connection's (HTTP/1.1) or
+                    // the stream's (h2) state, sized for it, for as long as that lives. Boxed,
+                    // the handler's state is freed once the response head is out, and an open
+                    // stream holds only its body.
+                    let handled = Box::pin(gateway.handle(listen, req));
                     async move {
                         // A request still unanswered when the drain timeout passes (a sync chat,
                         // a stream whose backend has not answered) gets a 503 rather than a cut
                         // connection. Answers already started end in their own format.
                         let response = tokio::select! {
-                            response = gateway.handle(listen, req) => response,
+                            response = handled => response,
                             _ = streams_end.cancelled() => shutting_down(),
                         };
                         Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
@@ -349,9 +354,12 @@ async fn accept_loop(listener: TcpListener, ctx: Listener, stop: CancellationTok
                             done.await.map_err(Into::into)
                         }
                         conn::Protocol::Http2 => {
+                            // Boxed: an h2 connection's state is twice an HTTP/1.1 one's, and
+                            // serves many streams; an HTTP/1.1 connection's task need not be
+                            // sized for it.
                             let conn = builder.http2.serve_connection(io, svc);
                             let done = conn::supervise(conn, &activity, limits, accepted, drain);
-                            done.await.map_err(Into::into)
+                            Box::pin(done).await.map_err(Into::into)
                         }
                         conn::Protocol::Undecided => {
                             // Rare: boxed, so that it does not size every connection's task.

@@ -14,7 +14,9 @@ use serde_json::{Map, Value};
 use crate::apis::{Api, HistoryMessage, UpstreamChat};
 use crate::formats::Format;
 
-pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+mod connector;
+pub use connector::Connector;
+
 /// A pooled HTTP/1.1 + HTTP/2 (ALPN) client, https through rustls.
 pub type Client = HyperClient<Connector, Full<Bytes>>;
 
@@ -30,6 +32,7 @@ pub fn client(connect_timeout: Duration) -> Client {
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
+    let https = Connector::new(https);
     HyperClient::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
