@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Policy};
@@ -20,7 +18,7 @@ pub struct App {
     pub policy: Arc<Policy>,
     pub metrics: Arc<Metrics>,
     /// Cancelled when a shutdown's drain timeout has passed: open streams end then.
-    pub streams_end: CancellationToken,
+    pub streams_end: crate::proxy::Cutoff,
     /// Swaps the gateway's config snapshot on reload.
     pub reloader: Reloader,
     pub gateway: Arc<Gateway>,
@@ -33,7 +31,7 @@ impl App {
         let config = Arc::new(config);
         let policy = Arc::new(Policy::open(&config).await?);
         Policy::spawn_maintenance(&policy);
-        let streams_end = CancellationToken::new();
+        let streams_end = crate::proxy::Cutoff::new();
         let metrics = Arc::new(Metrics::with_fail_open({
             let policy = policy.clone();
             Box::new(move || policy.limiter().fail_open_count())

@@ -63,7 +63,7 @@ pub struct Running {
     /// Applies new configs (SIGHUP, file changes, tests).
     pub reloader: Reloader,
     stop_accepting: CancellationToken,
-    streams_end: CancellationToken,
+    streams_end: crate::proxy::Cutoff,
     tasks: JoinSet<()>,
     /// The connections of the main and front listeners.
     conns: TaskTracker,
@@ -239,7 +239,7 @@ struct Listener {
     conns: TaskTracker,
     drain: CancellationToken,
     /// Fires when the drain timeout has passed.
-    streams_end: CancellationToken,
+    streams_end: crate::proxy::Cutoff,
 }
 
 /// The connection builders of a listener: HTTP/1.1 and h2c, told apart by [`conn::sniff`],

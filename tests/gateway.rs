@@ -772,6 +772,60 @@ async fn shutdown_ends_open_streams_with_a_terminal_event() {
     );
 }
 
+/// Streams whose backend has gone silent end at the drain timeout too, over HTTP/1.1 and over
+/// h2 (where each stream is its own task): nothing but the cutoff itself wakes them then, and a
+/// stream waiting for it asks for that wake-up once, not on every poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_streams_whose_backend_is_silent() {
+    let mock = MockUpstream::sse(ui_fixture_prefix())
+        .then_hang()
+        .spawn()
+        .await;
+    let id = agent_id(42);
+    // Idle for far longer than the drain timeout: only the cutoff can end these streams.
+    let silent = agent(&id, &mock.url(), Api::Chatbase, "idle_timeout_ms = 600000");
+    let gw = spawn_gateway(&config("drain_timeout_s = 1", &[silent])).await;
+    let h2c = reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(auth_headers())
+        .http2_prior_knowledge()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let mut open = Vec::new();
+    for (c, version) in [
+        (client(), reqwest::Version::HTTP_11),
+        (h2c, reqwest::Version::HTTP_2),
+    ] {
+        let mut r = send_chat(&c, &gw, Api::Chatbase, &id, "hi", None, true).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), version);
+        let first = r.chunk().await.unwrap().expect("a first chunk");
+        open.push((version, r, first));
+    }
+    let shutdown = tokio::spawn(gw.running.shutdown());
+    for (version, mut r, first) in open {
+        let mut body = first.to_vec();
+        while let Some(chunk) = r.chunk().await.expect("the stream is ended, not cut") {
+            body.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8(body).expect("UTF-8");
+        let a = read_stream("ui-message", &body);
+        assert!(a.ended_properly, "{version:?}: {body}");
+        assert_eq!(a.text, UI_FIXTURE_TEXT, "{version:?}: {body}");
+        assert_eq!(a.errors.len(), 1, "{version:?}: {body}");
+        assert!(
+            a.errors[0].contains("shutting down"),
+            "{version:?}: {:?}",
+            a.errors
+        );
+    }
+    tokio::time::timeout(PATIENCE, shutdown)
+        .await
+        .expect("shutdown returns")
+        .unwrap();
+}
+
 // -------------------------------------------------------------------------------- HTTP/2, TLS --
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,15 +7,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use super::cutoff::Cutoff;
 use super::meter::ChatMeter;
 use super::settlement::StreamSettlement;
 use crate::transcode::Transcoder;
@@ -68,8 +69,10 @@ pub struct TranscodeBody {
     idle_timeout: Duration,
     last_activity: Instant,
     idle: Pin<Box<Sleep>>,
-    shutdown: CancellationToken,
+    shutdown: Cutoff,
     shutdown_wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// The waker `shutdown_wait` was last polled with (see [`TranscodeBody::upstream_pending`]).
+    shutdown_waker: Option<Waker>,
     ended: bool,
     bytes_out: u64,
     failure: Option<String>,
@@ -90,7 +93,7 @@ impl TranscodeBody {
         upstream: Incoming,
         transcoder: Transcoder<ChatMeter>,
         idle_timeout: Duration,
-        shutdown: CancellationToken,
+        shutdown: Cutoff,
         settlement: StreamSettlement,
     ) -> Self {
         let now = Instant::now();
@@ -105,6 +108,7 @@ impl TranscodeBody {
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             shutdown,
             shutdown_wait: None,
+            shutdown_waker: None,
             ended: false,
             bytes_out: 0,
             failure: None,
@@ -352,12 +356,22 @@ impl TranscodeBody {
             self.fail(format!("upstream sent nothing for {secs} s"));
             return None;
         }
-        let shutdown = self.shutdown.clone();
-        let wait = self
-            .shutdown_wait
-            .get_or_insert_with(|| Box::pin(shutdown.cancelled_owned()));
-        if wait.as_mut().poll(cx).is_ready() {
-            return None;
+        // Polling the wait takes a lock every stream shares, so it is polled again only for
+        // a new waker: the one it holds wakes this task at the cutoff, and the loop's check
+        // of the flag sees it.
+        if !self
+            .shutdown_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            let shutdown = self.shutdown.clone();
+            let wait = self
+                .shutdown_wait
+                .get_or_insert_with(|| Box::pin(shutdown.cancelled_owned()));
+            if wait.as_mut().poll(cx).is_ready() {
+                return None;
+            }
+            self.shutdown_waker = Some(cx.waker().clone());
         }
         Some(Poll::Pending)
     }

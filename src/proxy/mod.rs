@@ -17,6 +17,7 @@ mod body;
 mod call;
 mod chat;
 mod conversations;
+mod cutoff;
 mod error;
 mod history;
 mod idempotency;
@@ -31,6 +32,7 @@ mod snapshot;
 mod teams;
 
 pub use body::{StreamEnd, TranscodeBody};
+pub use cutoff::Cutoff;
 pub use error::{GatewayError, Limit, Timeout};
 pub use meter::{ChatMeter, Ids};
 pub use policy::{Admission, Limiter, Policy, Pruned};
@@ -44,7 +46,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio_util::sync::CancellationToken;
 
 use crate::fronts::cors::ConsoleOrigin;
 use crate::metrics::Metrics;
@@ -55,7 +56,7 @@ pub struct Gateway {
     policy: Arc<Policy>,
     metrics: Arc<Metrics>,
     /// Cancelled when the drain timeout of a shutdown has passed: open streams end then.
-    streams_end: CancellationToken,
+    streams_end: Cutoff,
     /// Set when a shutdown begins: `/readyz` answers 503 from then on.
     draining: AtomicBool,
     /// The admin listener's address, once bound: the console there may call the fronts (CORS).
@@ -67,7 +68,7 @@ impl Gateway {
         snapshot: Snapshot,
         policy: Arc<Policy>,
         metrics: Arc<Metrics>,
-        streams_end: CancellationToken,
+        streams_end: Cutoff,
     ) -> Self {
         Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
