@@ -87,8 +87,8 @@ impl Gateway {
         let (mut ctx, trace) = begin(&req, front.api);
         let span = ctx.span.clone();
         let gateway = self.clone();
-        // Boxed: hyper keeps an HTTP/1.1 connection's request future allocated for the
-        // connection's life, so the pipeline's (≈ 2.7 KiB) is freed once it has answered.
+        // The larger arms are boxed so that this future stays small; the server boxes it
+        // whole, so that it is freed once it has answered (see `accept_loop`).
         let result = match work {
             // A chat logs its own answer (a stream's at its end).
             Work::Chat(route) => {
