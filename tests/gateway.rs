@@ -736,12 +736,8 @@ async fn shutdown_ends_open_streams_with_a_terminal_event() {
     }
     let addr = gw.addr;
     let shutdown = tokio::spawn(gw.running.shutdown());
-    for (front, mut r, first) in open {
-        let mut body = first.to_vec();
-        while let Some(chunk) = r.chunk().await.expect("the stream is ended, not cut") {
-            body.extend_from_slice(&chunk);
-        }
-        let body = String::from_utf8(body).expect("UTF-8");
+    for (front, r, first) in open {
+        let body = rest_of_stream(r, first).await;
         let a = read_stream(front_format(front), &body);
         assert!(a.ended_properly, "{front}: {body}");
         assert_eq!(a.errors.len(), 1, "{front}: {body}");
@@ -785,17 +781,10 @@ async fn shutdown_ends_streams_whose_backend_is_silent() {
     // Idle for far longer than the drain timeout: only the cutoff can end these streams.
     let silent = agent(&id, &mock.url(), Api::Chatbase, "idle_timeout_ms = 600000");
     let gw = spawn_gateway(&config("drain_timeout_s = 1", &[silent])).await;
-    let h2c = reqwest::Client::builder()
-        .no_proxy()
-        .default_headers(auth_headers())
-        .http2_prior_knowledge()
-        .timeout(PATIENCE)
-        .build()
-        .unwrap();
     let mut open = Vec::new();
     for (c, version) in [
         (client(), reqwest::Version::HTTP_11),
-        (h2c, reqwest::Version::HTTP_2),
+        (h2c_client(), reqwest::Version::HTTP_2),
     ] {
         let mut r = send_chat(&c, &gw, Api::Chatbase, &id, "hi", None, true).await;
         assert_eq!(r.status(), 200);
@@ -804,12 +793,8 @@ async fn shutdown_ends_streams_whose_backend_is_silent() {
         open.push((version, r, first));
     }
     let shutdown = tokio::spawn(gw.running.shutdown());
-    for (version, mut r, first) in open {
-        let mut body = first.to_vec();
-        while let Some(chunk) = r.chunk().await.expect("the stream is ended, not cut") {
-            body.extend_from_slice(&chunk);
-        }
-        let body = String::from_utf8(body).expect("UTF-8");
+    for (version, r, first) in open {
+        let body = rest_of_stream(r, first).await;
         let a = read_stream("ui-message", &body);
         assert!(a.ended_properly, "{version:?}: {body}");
         assert_eq!(a.text, UI_FIXTURE_TEXT, "{version:?}: {body}");
@@ -826,6 +811,26 @@ async fn shutdown_ends_streams_whose_backend_is_silent() {
         .unwrap();
 }
 
+/// A client speaking h2c with prior knowledge, with the test key.
+fn h2c_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(auth_headers())
+        .http2_prior_knowledge()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap()
+}
+
+/// `first`, then the rest of the stream `r` to its end; a cut fails the test.
+async fn rest_of_stream(mut r: reqwest::Response, first: bytes::Bytes) -> String {
+    let mut body = first.to_vec();
+    while let Some(chunk) = r.chunk().await.expect("the stream is ended, not cut") {
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).expect("UTF-8")
+}
+
 // -------------------------------------------------------------------------------- HTTP/2, TLS --
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -837,13 +842,7 @@ async fn h2c_with_prior_knowledge_streams() {
         &[agent(&id, &format!("http://{backend}"), Api::Guayaba, "")],
     ))
     .await;
-    let c = reqwest::Client::builder()
-        .no_proxy()
-        .default_headers(auth_headers())
-        .http2_prior_knowledge()
-        .timeout(PATIENCE)
-        .build()
-        .unwrap();
+    let c = h2c_client();
     for front in SEED_FRONTS {
         let r = send_chat(&c, &gw, front, &id, UTF8_MESSAGE, None, true).await;
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
