@@ -82,7 +82,7 @@ impl Running {
 
     /// Graceful shutdown: stop accepting, let open streams finish within the drain timeout,
     /// then end the rest with a terminal event in their format.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(mut self) -> Stopped {
         let metrics = self.reloader.gateway().metrics().clone();
         metrics.drains.inc();
         // The drain timeout of the config in force now (it may have been reloaded).
@@ -108,9 +108,25 @@ impl Running {
             self.streams_end.cancel();
             let _ = tokio::time::timeout(END_FLUSH, self.conns.wait()).await;
         }
+        let connections_left = self.conns.len();
+        if connections_left > 0 {
+            tracing::warn!(
+                connections_left,
+                "connections still open; exiting cuts them"
+            );
+        }
         release_leases(&self.policy).await;
         stop_admin(self.admin).await;
+        Stopped { connections_left }
     }
+}
+
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Connections still open once the ended streams had had their moment to write their last
+    /// bytes: a process that exits then cuts them.
+    pub connections_left: usize,
 }
 
 /// Lease mode: post what was used and give the rest back to the accounts.
